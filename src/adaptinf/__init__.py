@@ -1,0 +1,2 @@
+"""Adapt-∞: lifelong instruction tuning by dynamic data selection."""
+__version__ = "0.1.0"
