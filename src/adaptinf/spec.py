@@ -1,0 +1,258 @@
+"""The two resources users write, as validated Python objects.
+
+One validation point for both backends: the local runner reads the YAML files users would
+`kubectl apply`, the operator reads the same objects from the API server, and both go through
+`load_resource` / `LifelongRunSpec.model_validate`. Field names are the CRD's camelCase; the
+CRD schema in `crds/` mirrors these models (a test keeps them in step).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "adaptinf.dev"
+API_VERSION = "v1alpha1"
+FULL_API_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+DEFAULT_SCORERS = ("perplexity", "image-grounding", "el2n", "entropy")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class SpecError(ValueError):
+    """A resource is invalid; the message names the resource and the field."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+class LoraSpec(_Spec):
+    rank: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # Regex over module names; the default hits every linear of the language model only.
+    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    # Extra modules trained in full next to the adapter (LLaVA trains its projector too).
+    modules_to_save: list[str] = Field(default_factory=lambda: ["multi_modal_projector"])
+
+
+class ModelSpec(_Spec):
+    base: str = Field(..., min_length=1, description="local path, s3:// URI or hub id")
+    # Step 0 instruction-tunes the base on the first dataset before any selection step:
+    # `full` for a model trained from scratch (the tiny demo), `lora` or `none` for a real one.
+    initial_tuning: Literal["none", "lora", "full"] = "none"
+    initial_epochs: int = Field(10, ge=1, le=1000)
+    initial_learning_rate: float = Field(1e-3, gt=0)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class ExtractSpec(_Spec):
+    # "middle", "first", "last", "all" or explicit decoder-layer indices.
+    layers: list[int | Literal["middle", "first", "last", "all"]] = Field(default_factory=lambda: ["middle"])
+    projection_dim: int = Field(8192, ge=8, le=1 << 16)
+    batch_size: int = Field(16, ge=1, le=4096)
+    max_length: int = Field(512, ge=16)
+    seed: int = 0
+    shards: int = Field(1, ge=1, le=1024)
+    gradient_source: Literal["backprop", "zero-order"] = "backprop"
+    proxy_model: str | None = None
+
+
+class ClusteringSpec(_Spec):
+    k_min: int = Field(5, ge=1)
+    k_max: int = Field(50, ge=1)
+    seed: int = 0
+    niter: int = Field(25, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _range(self) -> "ClusteringSpec":
+        if self.k_max < self.k_min:
+            raise ValueError(f"clustering.kMax ({self.k_max}) must be >= clustering.kMin ({self.k_min})")
+        return self
+
+
+class TrainingSpec(_Spec):
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    gradient_accumulation: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    max_length: int = Field(512, ge=16)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    seed: int = 0
+
+
+class EvalTask(_Spec):
+    skill: str = Field(..., min_length=1)
+    path: str = Field(..., min_length=1)
+    metric: Literal["exact_match", "iou", "bleu"] = "exact_match"
+    name: str | None = None
+
+
+class EvalSpec(_Spec):
+    suite: list[EvalTask] = Field(default_factory=list)
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    max_samples: int | None = Field(None, ge=1)
+
+
+class StorageSpec(_Spec):
+    uri: str = Field(..., min_length=1, description="s3://bucket/prefix or a local directory")
+
+
+class MlflowSpec(_Spec):
+    experiment: str = Field("adapt-inf", min_length=1)
+    tracking_uri: str | None = None
+
+
+class Toleration(_Spec):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class StageResources(_Spec):
+    """Scheduling of one stage's Job (operator only; the local runner ignores it)."""
+    gpus: int | None = Field(None, ge=0, le=64)
+    cpu: str | None = None
+    memory: str | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    active_deadline_seconds: int | None = Field(None, ge=60)
+    backoff_limit: int | None = Field(None, ge=0, le=20)
+
+
+class ResourcesSpec(_Spec):
+    default: StageResources = Field(default_factory=StageResources)
+    extract: StageResources | None = None
+    cluster_select: StageResources | None = Field(None, alias="clusterSelect")
+    train: StageResources | None = None
+    eval: StageResources | None = None
+    prune: StageResources | None = None
+
+    def for_stage(self, stage: str) -> StageResources:
+        """The stage's own settings laid over the defaults."""
+        own = getattr(self, stage.replace("-", "_"))
+        merged = self.default.model_dump(exclude_none=True)
+        if own is not None:
+            merged.update(own.model_dump(exclude_none=True))
+        return StageResources.model_validate(merged)
+
+
+class LifelongRunSpec(_Spec):
+    model: ModelSpec
+    strategy: str = "lite-adapt-inf"
+    train_budget: int = Field(..., ge=1, description="T: samples trained on per step")
+    pool_budget: int | None = Field(None, ge=1, description="D: pool size kept after pruning (Lite)")
+    scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORERS), min_length=1)
+    extract: ExtractSpec = Field(default_factory=ExtractSpec)
+    clustering: ClusteringSpec = Field(default_factory=ClusteringSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    storage: StorageSpec
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    suspend: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _budgets(self) -> "LifelongRunSpec":
+        if self.pool_budget is not None and self.train_budget > self.pool_budget:
+            raise ValueError(
+                f"trainBudget (T={self.train_budget}) must not exceed poolBudget (D={self.pool_budget})")
+        return self
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique_scorers(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("scorers must not repeat")
+        return v
+
+
+class InstructionDatasetSpec(_Spec):
+    run: str = Field(..., min_length=1, description="name of the LifelongRun this dataset extends")
+    source: str = Field(..., min_length=1, description="JSON/JSONL file: local path or s3:// URI")
+    image_root: str | None = None
+    format: Literal["auto", "json", "jsonl"] = "auto"
+    # Orders steps when several datasets arrive together; ties go by creation time, then name.
+    order: int | None = Field(None, ge=0)
+
+
+class Resource(BaseModel):
+    """A parsed LifelongRun or InstructionDataset with where it came from."""
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    kind: str
+    name: str
+    namespace: str = "default"
+    spec: Any
+    origin: Path | None = None  # the YAML file, to resolve relative paths against
+
+    def resolve(self, path: str | None) -> str | None:
+        """A path from the spec: URIs and absolute paths as-is, others relative to the YAML."""
+        if path is None or "://" in path or Path(path).is_absolute() or self.origin is None:
+            return path
+        return str((self.origin.parent / path).resolve())
+
+
+_KINDS = {"LifelongRun": LifelongRunSpec, "InstructionDataset": InstructionDatasetSpec}
+
+
+def _format_errors(where: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
+        lines.append(f"  spec.{loc}: {e['msg']}")
+    return f"{where} is invalid:\n" + "\n".join(lines)
+
+
+def parse_resource(obj: Any, origin: Path | None = None) -> Resource:
+    """Validate one Kubernetes-style object (dict) into a Resource; raise SpecError naming fields."""
+    where = str(origin) if origin else "resource"
+    if not isinstance(obj, dict):
+        raise SpecError(f"{where}: expected a mapping with apiVersion/kind/metadata/spec")
+    kind = obj.get("kind")
+    if kind not in _KINDS:
+        raise SpecError(f"{where}: kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    api = obj.get("apiVersion")
+    if api != FULL_API_VERSION:
+        raise SpecError(f"{where}: apiVersion must be {FULL_API_VERSION!r}, got {api!r}")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 63:
+        raise SpecError(f"{where}: metadata.name {name!r} must be a DNS-1123 label (lowercase, digits, '-')")
+    where = f"{kind} {name!r}" + (f" ({origin})" if origin else "")
+    try:
+        spec = _KINDS[kind].model_validate(obj.get("spec") or {})
+    except ValidationError as err:
+        raise SpecError(_format_errors(where, err)) from None
+    return Resource(kind=kind, name=name, namespace=meta.get("namespace") or "default", spec=spec, origin=origin)
+
+
+def load_resources(path: str | Path) -> list[Resource]:
+    """All resources in a YAML file (multi-document files allowed)."""
+    path = Path(path)
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    return [parse_resource(d, origin=path.resolve()) for d in docs]
+
+
+def to_manifest(res: Resource) -> dict[str, Any]:
+    """The Kubernetes object for a resource (what `kubectl apply` would send)."""
+    return {"apiVersion": FULL_API_VERSION, "kind": res.kind,
+            "metadata": {"name": res.name, "namespace": res.namespace}, "spec": res.spec.to_dict()}
