@@ -1,0 +1,223 @@
+"""LLaVA-style instruction records: reading, validation, and the per-record rejection report.
+
+A record is `{"id", "image" (optional), "conversations": [{"from": "human"|"gpt", "value"}...],
+"skill" (optional, evaluation only)}`. Reading never stops at a bad record: each one is
+rejected with a reason naming the line and field, and the good ones go on.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+from ..store import StoreError, read_uri
+
+log = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+MAX_ANSWER_CHARS = 8192
+HUMAN, GPT = "human", "gpt"
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    conversations: tuple[tuple[str, str], ...]  # (role, text), roles alternate human/gpt
+    image: str | None = None                      # resolved URI: absolute path or s3://
+    skill: str | None = None
+    dataset: str = ""
+
+    @property
+    def uid(self) -> str:
+        """Pool-wide identity: ids need only be unique within their dataset."""
+        return f"{self.dataset}/{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"id": self.id, "dataset": self.dataset,
+               "conversations": [{"from": r, "value": v} for r, v in self.conversations]}
+        if self.image is not None:
+            out["image"] = self.image
+        if self.skill is not None:
+            out["skill"] = self.skill
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Record":
+        """Inverse of to_json, for records already validated and stored."""
+        return cls(id=obj["id"], dataset=obj.get("dataset", ""), image=obj.get("image"), skill=obj.get("skill"),
+                   conversations=tuple((c["from"], c["value"]) for c in obj["conversations"]))
+
+
+@dataclass
+class Rejection:
+    line: int | None     # 1-based line (JSONL) or item index (JSON); None for file-level errors
+    id: str | None
+    field: str
+    reason: str
+
+
+@dataclass
+class ReadReport:
+    source: str
+    accepted: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "accepted": self.accepted, "rejected_count": len(self.rejected),
+                "rejected": [asdict(r) for r in self.rejected]}
+
+
+class RecordError(ValueError):
+    def __init__(self, field_name: str, reason: str):
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+def _join(base: str | None, rel: str) -> str:
+    if "://" in rel or rel.startswith("/") or not base:
+        return rel
+    return f"{base.rstrip('/')}/{rel}"
+
+
+def _check_image(uri: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        data = read_uri(uri)
+    except StoreError as err:
+        raise RecordError("image", f"unreadable: {err}") from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise RecordError("image", f"corrupt image {uri}: {err}") from None
+
+
+def validate_record(obj: Any, dataset: str, image_root: str | None, check_images: bool = True,
+                    max_answer_chars: int = MAX_ANSWER_CHARS) -> Record:
+    """One raw JSON value → Record, or RecordError naming the field."""
+    if not isinstance(obj, dict):
+        raise RecordError("(record)", f"expected a JSON object, got {type(obj).__name__}")
+    rid = obj.get("id")
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        rid = str(rid)
+    if not isinstance(rid, str) or not rid.strip():
+        raise RecordError("id", "missing or not a non-empty string")
+    conv = obj.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise RecordError("conversations", "missing or not a non-empty list")
+    turns: list[tuple[str, str]] = []
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict):
+            raise RecordError(f"conversations[{i}]", "not an object")
+        role, value = turn.get("from"), turn.get("value")
+        if role not in (HUMAN, GPT):
+            raise RecordError(f"conversations[{i}].from", f"must be 'human' or 'gpt', got {role!r}")
+        if not isinstance(value, str):
+            raise RecordError(f"conversations[{i}].value", f"must be a string, got {type(value).__name__}")
+        expected = HUMAN if i % 2 == 0 else GPT
+        if role != expected:
+            raise RecordError(f"conversations[{i}].from", f"turns must alternate human/gpt starting with human")
+        if role == GPT:
+            if not value.strip():
+                raise RecordError(f"conversations[{i}].value", "empty answer")
+            if len(value) > max_answer_chars:
+                raise RecordError(f"conversations[{i}].value", f"answer longer than {max_answer_chars} characters")
+        turns.append((role, value))
+    if turns[-1][0] != GPT:
+        raise RecordError("conversations", "must end with a gpt answer")
+    image = obj.get("image")
+    if image is not None:
+        if not isinstance(image, str) or not image.strip():
+            raise RecordError("image", "must be a path string or absent")
+        image = _join(image_root, image)
+        if check_images:
+            _check_image(image)
+    elif any(IMAGE_TOKEN in v for _, v in turns):
+        raise RecordError("image", f"text contains {IMAGE_TOKEN} but the record has no image")
+    skill = obj.get("skill")
+    if skill is not None and not isinstance(skill, str):
+        raise RecordError("skill", "must be a string")
+    return Record(id=rid, conversations=tuple(turns), image=image, skill=skill, dataset=dataset)
+
+
+def _raw_items(data: bytes, fmt: str) -> Iterator[tuple[int, Any, str | None]]:
+    """(line or index, parsed value or None, error) for each item of the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if fmt == "json":
+        if text is None:
+            yield None, None, "file is not valid UTF-8"
+            return
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            yield None, None, f"malformed JSON: {err}"
+            return
+        if not isinstance(items, list):
+            yield None, None, "a .json dataset must hold a list of records"
+            return
+        for i, item in enumerate(items):
+            yield i, item, None
+        return
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield n, None, f"not valid UTF-8 ({err.reason} at byte {err.start})"
+            continue
+        try:
+            yield n, json.loads(line), None
+        except json.JSONDecodeError as err:
+            yield n, None, f"malformed JSON: {err.msg} at column {err.colno}"
+
+
+def read_records(source: str, dataset: str, image_root: str | None = None, fmt: str = "auto",
+                 check_images: bool = True) -> tuple[list[Record], ReadReport]:
+    """Read a JSON/JSONL dataset from a local path or s3:// URI; bad records go to the report."""
+    report = ReadReport(source=source)
+    if fmt == "auto":
+        fmt = "json" if source.endswith(".json") else "jsonl"
+    if image_root is None:
+        image_root = source.rsplit("/", 1)[0] if "/" in source else None
+    try:
+        data = read_uri(source)
+    except StoreError as err:
+        report.rejected.append(Rejection(None, None, "source", str(err)))
+        return [], report
+    records: list[Record] = []
+    seen: set[str] = set()
+    for where, item, error in _raw_items(data, fmt):
+        rid = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+        if error is not None:
+            report.rejected.append(Rejection(where, rid, "(record)" if where is not None else "source", error))
+            continue
+        try:
+            rec = validate_record(item, dataset, image_root, check_images)
+        except RecordError as err:
+            report.rejected.append(Rejection(where, rid, err.field, err.reason))
+            continue
+        if rec.id in seen:
+            report.rejected.append(Rejection(where, rec.id, "id", "duplicate id within the dataset"))
+            continue
+        seen.add(rec.id)
+        records.append(rec)
+    report.accepted = len(records)
+    if report.rejected:
+        log.warning("%s: %d records accepted, %d rejected (first: %s)", source, report.accepted,
+                    len(report.rejected), report.rejected[0])
+    return records, report
+
+
+def dump_jsonl(records: list[Record]) -> bytes:
+    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def load_jsonl(data: bytes) -> list[Record]:
+    return [Record.from_json(json.loads(line)) for line in data.decode("utf-8").splitlines() if line.strip()]

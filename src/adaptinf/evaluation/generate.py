@@ -1,0 +1,29 @@
+"""Greedy batched generation of the last answer of each record."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.records import Record
+from ..model.encoding import Encoder
+from ..model.loading import ModelBundle
+
+
+def generate_answers(bundle: ModelBundle, encoder: Encoder, records: list[Record], max_new_tokens: int,
+                     batch_size: int = 32, progress: bool = False) -> list[str]:
+    model, tok = bundle.model, bundle.tokenizer
+    dtype = next(model.parameters()).dtype
+    model.eval()
+    answers: list[str] = []
+    for start in tqdm(range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress):
+        chunk = records[start:start + batch_size]
+        batch = encoder.collate([encoder.encode(r, include_answer=False) for r in chunk], pad_left=True)
+        inputs = {k: v.to(bundle.device) for k, v in batch.items() if k != "labels"}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        answers += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+    return answers

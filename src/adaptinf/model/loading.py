@@ -1,0 +1,139 @@
+"""Load a base model (local path, s3:// URI or hub id) and its adapter.
+
+Any LLaVA-1.5-style image-text model (a fixed number of image tokens per image) or any causal
+LM loads through `from_pretrained`; the tiny demo models take the very same path.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..spec import LoraSpec
+from ..store import open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelBundle:
+    model: Any                     # the HF model (a PeftModel once an adapter is attached)
+    tokenizer: Any
+    image_processor: Any | None    # None for language-only models
+    image_token_id: int | None
+    n_image_tokens: int
+    source: str
+
+    @property
+    def multimodal(self) -> bool:
+        return self.image_processor is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """fp32 on CPU; bf16 on a GPU unless the spec says otherwise."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def materialise(uri: str, cache: Path | None = None) -> str:
+    """A local directory for a model named by an s3:// URI (downloaded once); others unchanged."""
+    if not uri.startswith("s3://"):
+        return uri
+    cache = cache or Path(tempfile.gettempdir()) / "adaptinf-models"
+    dest = cache / uri[len("s3://"):].replace("/", "_")
+    if not (dest / "config.json").exists():
+        bucket_prefix, _, last = uri.rstrip("/").rpartition("/")
+        open_store(bucket_prefix).download_dir(last, dest)
+    return str(dest)
+
+
+def load_base(source: str, dtype: str = "auto", device: torch.device | None = None) -> ModelBundle:
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
+    device = device or pick_device()
+    path = materialise(source)
+    config = AutoConfig.from_pretrained(path)
+    torch_dtype = resolve_dtype(dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(config, "vision_config", None) is not None:
+        from transformers import AutoModelForImageTextToText
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
+        image_processor = AutoImageProcessor.from_pretrained(path)
+        image_token_id = getattr(config, "image_token_index", None) or getattr(config, "image_token_id")
+        n_image_tokens = int(getattr(config, "image_seq_length", 0) or _count_image_tokens(config))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        image_processor, image_token_id, n_image_tokens = None, None, 0
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    log.info("loaded %s (%s, %.2fM parameters) on %s", source, type(model).__name__,
+             sum(p.numel() for p in model.parameters()) / 1e6, device)
+    return ModelBundle(model, tokenizer, image_processor, image_token_id, n_image_tokens, source)
+
+
+def _count_image_tokens(config: Any) -> int:
+    vc = config.vision_config
+    n = (vc.image_size // vc.patch_size) ** 2
+    return n if getattr(config, "vision_feature_select_strategy", "default") == "default" else n + 1
+
+
+def lora_config(spec: LoraSpec, multimodal: bool):
+    from peft import LoraConfig
+    return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                      target_modules=spec.target_modules,
+                      modules_to_save=list(spec.modules_to_save) if multimodal else None,
+                      bias="none")
+
+
+def attach_adapter(bundle: ModelBundle, spec: LoraSpec, adapter_dir: str | Path | None,
+                   trainable: bool, seed: int = 0) -> ModelBundle:
+    """Wrap the model with a LoRA adapter: the given one, or a fresh (seeded) one."""
+    from peft import PeftModel, get_peft_model
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(bundle.model, str(adapter_dir), is_trainable=trainable)
+    else:
+        torch.manual_seed(seed)
+        model = get_peft_model(bundle.model, lora_config(spec, bundle.multimodal))
+        if not trainable:
+            for p in model.parameters():
+                p.requires_grad_(False)
+    model.to(bundle.device)
+    bundle.model = model
+    return bundle
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The language model's decoder layers, through any peft/LLaVA wrapping."""
+    for name, module in model.named_modules():
+        if name.endswith("layers") and isinstance(module, torch.nn.ModuleList) and "vision" not in name:
+            return list(module)
+    raise ValueError(f"cannot find decoder layers in {type(model).__name__}")
+
+
+def resolve_layers(spec_layers: list, n_layers: int) -> list[int]:
+    """'middle'/'first'/'last'/'all' or indices → sorted decoder-layer indices."""
+    named = {"first": [0], "middle": [n_layers // 2], "last": [n_layers - 1], "all": list(range(n_layers))}
+    out: set[int] = set()
+    for item in spec_layers:
+        if isinstance(item, str):
+            out.update(named[item])
+        else:
+            idx = item if item >= 0 else n_layers + item
+            if not 0 <= idx < n_layers:
+                raise ValueError(f"extract.layers: layer {item} out of range for a {n_layers}-layer model")
+            out.add(idx)
+    return sorted(out)
