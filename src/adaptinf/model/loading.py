@@ -60,28 +60,35 @@ def materialise(uri: str, cache: Path | None = None) -> str:
     return str(dest)
 
 
-def load_base(source: str, dtype: str = "auto", device: torch.device | None = None) -> ModelBundle:
+def load_base(source: str, dtype: str = "auto", device: torch.device | None = None,
+              weights: bool = True) -> ModelBundle:
+    """The model with its tokenizer and image processor; `weights=False` loads only what
+    encoding needs (ingest checks lengths without the model)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
     device = device or pick_device()
     path = materialise(source)
     config = AutoConfig.from_pretrained(path)
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = None
     if getattr(config, "vision_config", None) is not None:
         from transformers import AutoModelForImageTextToText
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
+        if weights:
+            model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
         image_processor = AutoImageProcessor.from_pretrained(path)
         image_token_id = getattr(config, "image_token_index", None) or getattr(config, "image_token_id")
         n_image_tokens = int(getattr(config, "image_seq_length", 0) or _count_image_tokens(config))
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        if weights:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
         image_processor, image_token_id, n_image_tokens = None, None, 0
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
-    model.eval()
-    log.info("loaded %s (%s, %.2fM parameters) on %s", source, type(model).__name__,
-             sum(p.numel() for p in model.parameters()) / 1e6, device)
+    if model is not None:
+        model.to(device)
+        model.eval()
+        log.info("loaded %s (%s, %.2fM parameters) on %s", source, type(model).__name__,
+                 sum(p.numel() for p in model.parameters()) / 1e6, device)
     return ModelBundle(model, tokenizer, image_processor, image_token_id, n_image_tokens, source)
 
 

@@ -1,1 +1,4 @@
-"""tracking"""
+"""Experiment tracking (MLflow)."""
+from .mlflow_tracker import Tracker, tracking_uri
+
+__all__ = ["Tracker", "tracking_uri"]

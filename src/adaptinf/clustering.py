@@ -1,0 +1,137 @@
+"""Pseudo-task clustering: k-means with k at the elbow of the WSS curve (PAPER_NOTES §2).
+
+Adapt-∞ clusters the pool's L2-normalised gradient vectors into "pseudo-tasks" and picks k
+by the elbow of the within-cluster sum of squares over k in 5..50. The paper's code used
+scikit-learn's MiniBatchKMeans with k set by hand; here faiss k-means sweeps every k in the
+range (an elbow sweep k=5..50 over 100k×256 takes about a second on CPU, DESIGN §4) and the
+elbow is found with the kneedle rule (Satopää et al., 2011, "Finding a 'Kneedle' in a
+Haystack").
+
+faiss trains on at most 256 points per centroid (its default subsampling, seeded, like the
+mini-batches of the paper's code); labels and WSS are always computed over every point.
+Numpy and faiss only: the operator-side selection stage must not need torch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterResult:
+    """The clustering at the chosen k, with the WSS curve it was chosen from."""
+    k: int
+    labels: np.ndarray          # (n,) int64 cluster id per point, in 0..k-1
+    centroids: np.ndarray       # (k, d) float32
+    wss_by_k: dict[int, float]  # every k tried -> within-cluster sum of squared distances
+
+
+def _as_matrix(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (n, d) matrix, got shape {x.shape}")
+    return x
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, float]:
+    """Nearest centroid of every point and the total squared distance (the WSS)."""
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(centroids)
+    dist, labels = index.search(x, 1)
+    # faiss computes |x|²+|c|²−2x·c in float32: clamp the tiny negatives of coincident points.
+    return labels[:, 0].astype(np.int64), float(np.maximum(dist[:, 0], 0.0).sum(dtype=np.float64))
+
+
+def _train_centroids(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
+    # min_points_per_centroid=1: small pools are legitimate here, so no "please provide at
+    # least 39*k points" warning on stderr; faiss still splits empty clusters.
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=False, verbose=False,
+                      min_points_per_centroid=1)
+    km.train(x)
+    return np.array(km.centroids, dtype=np.float32, copy=True)
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 25) -> tuple[np.ndarray, np.ndarray, float]:
+    """Euclidean k-means with faiss, deterministic for a seed.
+
+    Returns (labels (n,) int64, centroids (k, d) float32, wss) where wss is the sum over all
+    points of the squared distance to their nearest centroid.
+    """
+    x = _as_matrix(x)
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError(f"k must be in 1..n={x.shape[0]}, got {k}")
+    centroids = _train_centroids(x, k, seed, niter)
+    labels, wss = _assign(x, centroids)
+    return labels, centroids, wss
+
+
+def elbow_k(ks: list[int] | np.ndarray, wss: list[float] | np.ndarray) -> int:
+    """The k at the elbow of a decreasing WSS curve (kneedle).
+
+    Both axes are normalised to [0, 1]; the elbow is the point furthest below the chord
+    from the first to the last point (vertical distance, which for a fixed chord ranks points
+    exactly as the perpendicular distance does). Ties go to the smaller k. With fewer than
+    three points, a flat curve, or no point below the chord (a straight or concave curve has
+    no elbow), the smallest k is returned: more clusters than the data supports only dilutes
+    the per-cluster budget.
+    """
+    ks_arr = np.asarray(ks, dtype=np.float64)
+    w = np.asarray(wss, dtype=np.float64)
+    if ks_arr.shape != w.shape or ks_arr.ndim != 1 or ks_arr.size == 0:
+        raise ValueError("ks and wss must be non-empty 1-d sequences of the same length")
+    order = np.argsort(ks_arr, kind="stable")
+    ks_arr, w = ks_arr[order], w[order]
+    if ks_arr.size < 3 or w.max() == w.min():
+        return int(ks_arr[0])
+    xn = (ks_arr - ks_arr[0]) / (ks_arr[-1] - ks_arr[0])
+    yn = (w - w.min()) / (w.max() - w.min())
+    chord = yn[0] + (yn[-1] - yn[0]) * xn
+    below = chord - yn
+    best = int(np.argmax(below))
+    if below[best] <= 0.0:
+        logger.info("WSS curve has no elbow over k=%d..%d; using the smallest k",
+                    int(ks_arr[0]), int(ks_arr[-1]))
+        return int(ks_arr[0])
+    return int(ks_arr[best])
+
+
+def k_range(n: int, k_min: int, k_max: int) -> tuple[int, int]:
+    """The k range actually swept for a pool of n points.
+
+    k_max is clamped to n // 2 so that clusters hold two points on average (a cluster per
+    point makes the WSS curve meaningless and CCS inside a cluster trivial), and k_min to
+    k_max; a pool of one point gets k = 1.
+    """
+    if n < 1:
+        raise ValueError("cannot cluster an empty pool")
+    if not 1 <= k_min <= k_max:
+        raise ValueError(f"need 1 <= k_min <= k_max, got {k_min}, {k_max}")
+    hi = max(1, min(k_max, n // 2))
+    lo = min(k_min, hi)
+    if (lo, hi) != (k_min, k_max):
+        logger.info("pool of %d points: k range %d..%d clamped to %d..%d", n, k_min, k_max, lo, hi)
+    return lo, hi
+
+
+def choose_k(x: np.ndarray, k_min: int = 5, k_max: int = 50, seed: int = 0,
+             niter: int = 25) -> ClusterResult:
+    """k-means for every k in the (clamped) range, k chosen at the WSS elbow.
+
+    Every k uses the same seed, so the result is a function of (x, range, seed, niter).
+    """
+    x = _as_matrix(x)
+    lo, hi = k_range(x.shape[0], k_min, k_max)
+    wss_by_k: dict[int, float] = {}
+    centroids_by_k: dict[int, np.ndarray] = {}
+    for k in range(lo, hi + 1):
+        centroids_by_k[k] = _train_centroids(x, k, seed, niter)
+        _, wss_by_k[k] = _assign(x, centroids_by_k[k])
+    k = elbow_k(list(wss_by_k), list(wss_by_k.values()))
+    labels, _ = _assign(x, centroids_by_k[k])
+    logger.debug("chose k=%d from WSS %s", k, wss_by_k)
+    return ClusterResult(k=k, labels=labels, centroids=centroids_by_k[k], wss_by_k=wss_by_k)

@@ -1,0 +1,249 @@
+"""Lite-Adapt-∞ permanent pool pruning (PAPER_NOTES §6).
+
+After a step the pool is cut to a budget D so that extraction cost stops growing with the
+stream. Two decisions, both from the paper:
+
+1. How many to remove per cluster: from the largest clusters first until the pool fits D, so
+   cluster sizes tend to a uniform level (`removal_counts`, water-filling from the top).
+2. Which ones: inside a cluster, by cosine similarity of L2-normalised hidden states,
+   repeatedly remove the sample whose maximum similarity to another *kept* sample of its
+   cluster is highest — the most redundant one (ties: the higher second-highest similarity,
+   then the larger index).
+
+Scaling: the exact greedy needs the full similarity matrix of a cluster (quadratic memory for
+clusters of several thousand). Instead each sample keeps its top-K neighbour list from a faiss
+IndexFlatIP search over its cluster, sorted by similarity. Only the first two kept entries of
+a list matter, and they are certified exact while both are at least the list's bound (no
+unlisted sample can be more similar). A sample whose list runs out is rescanned exactly
+against every kept sample of its cluster and gets a fresh exact list. A max-heap with lazy
+invalidation orders the candidates; removing j only updates the samples whose top-2 held j.
+
+Similarities are recomputed in float64 from the float32 normalised vectors, one pair at a
+time with a fixed operand order, so sim(i, j) is bit-identical however it is reached; faiss
+(float32) only proposes the candidate lists, and its rounding is covered by a tolerance on
+the bound. The result therefore equals the brute-force greedy (tests check this).
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NEIGHBOURS = 32
+_SIM_CHUNK = 4096  # rows per float64 similarity batch: bounds the temporary memory
+
+
+@dataclass
+class PruneResult:
+    """The kept pool and an account of every removal."""
+    keep: np.ndarray                                             # sorted kept pool indices
+    removed: list[tuple[int, int, float | None, int | None]]     # (index, cluster, max_sim, nearest_index),
+    #                                                              in removal order; None: no kept neighbour
+    per_cluster_removed: dict[int, int]                          # cluster label -> samples removed
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def pair_sims(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows a[t] and b[t] of normalised x, in float64, symmetric by construction."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    out = np.empty(len(lo), dtype=np.float64)
+    for s in range(0, len(lo), _SIM_CHUNK):
+        sl = slice(s, s + _SIM_CHUNK)
+        out[sl] = np.einsum("ij,ij->i", x[lo[sl]].astype(np.float64), x[hi[sl]].astype(np.float64))
+    return out
+
+
+def removal_counts(sizes: np.ndarray, excess: int, capacity: np.ndarray | None = None) -> np.ndarray:
+    """How many to remove from each cluster: water-filling from the largest down.
+
+    Finds the lowest level L such that cutting every cluster down to L (never below what it
+    must keep, `sizes - capacity`) removes at least `excess`; clusters are cut to L + 1, and
+    the last few removals go to the clusters that can still give one at level L, largest
+    original size first, then lowest position. Removes exactly min(excess, capacity.sum()).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    cap = sizes.copy() if capacity is None else np.minimum(np.asarray(capacity, dtype=np.int64), sizes)
+    if excess <= 0:
+        return np.zeros_like(sizes)
+    if cap.sum() <= excess:
+        return cap
+
+    def cut(level: int) -> np.ndarray:
+        return np.minimum(cap, np.maximum(sizes - level, 0))
+
+    lo, hi = 0, int(sizes.max())  # cut(lo).sum() >= excess > cut(hi).sum() == 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cut(mid).sum() >= excess:
+            lo = mid
+        else:
+            hi = mid
+    counts = cut(lo + 1)
+    can_give = np.flatnonzero(cut(lo) > counts)
+    order = np.lexsort((can_give, -sizes[can_give]))
+    counts[can_give[order[: excess - int(counts.sum())]]] += 1
+    return counts
+
+
+class _ClusterGreedy:
+    """The greedy removal inside one cluster, over local indices 0..m-1."""
+
+    def __init__(self, x: np.ndarray, protected: np.ndarray, neighbours: int):
+        m, h = x.shape
+        self.x = x
+        self.protected = protected
+        self.kept = np.ones(m, dtype=bool)
+        self.k = min(neighbours, m - 1)
+        # faiss float32 inner products err by at most ~h·2⁻²⁴ for unit vectors.
+        tol = 2.0 * h * 2.0**-24 + 1e-9
+        index = faiss.IndexFlatIP(h)
+        index.add(x)
+        fsim, fids = index.search(x, self.k + 1)
+        is_self = fids == np.arange(m)[:, None]
+        is_self[~is_self.any(axis=1), -1] = True  # self outranked by exact duplicates: drop the last
+        ids = fids[~is_self].reshape(m, self.k).astype(np.int64)
+        sims = pair_sims(x, np.repeat(np.arange(m), self.k), ids.ravel()).reshape(m, self.k)
+        order = np.argsort(-sims, axis=1, kind="stable")
+        self.ids = np.take_along_axis(ids, order, axis=1)
+        self.sims = np.take_along_axis(sims, order, axis=1)
+        complete = self.k == m - 1
+        # Any sample not in i's list has faiss similarity <= the last one returned for i.
+        self.bound = np.full(m, -np.inf) if complete else fsim[:, -1].astype(np.float64) + tol
+        self.complete = np.full(m, complete)
+        self.ptr = np.zeros(m, dtype=np.int64)    # first possibly-kept position in i's list
+        self.top = np.full((m, 2), -1, dtype=np.int64)  # current top-2 kept neighbours of i
+        # Reverse lists: who lists j. CSR for the initial lists, plus appends from rescans.
+        flat = self.ids.ravel()
+        rev_order = np.argsort(flat, kind="stable")
+        self.rev_ptr = np.searchsorted(flat[rev_order], np.arange(m + 1))
+        self.rev_rows = rev_order // max(self.k, 1)
+        self.rev_extra: dict[int, list[int]] = {}
+        self.version = np.zeros(m, dtype=np.int64)
+        self.heap: list[tuple[float, float, int, int]] = []
+
+    def _top2(self, i: int) -> tuple[float, float, int, int]:
+        """(max, second, argmax, arg-second) similarity of i to kept samples, exact."""
+        kept = self.kept
+        for attempt in (0, 1):  # a fresh exact list (attempt 1) is certified by construction
+            ids = self.ids[i]
+            p = int(self.ptr[i])
+            while p < self.k and (ids[p] < 0 or not kept[ids[p]]):
+                p += 1
+            self.ptr[i] = p
+            q = p + 1
+            while q < self.k and (ids[q] < 0 or not kept[ids[q]]):
+                q += 1
+            if attempt == 0 and not self.complete[i] and (q >= self.k or self.sims[i, q] < self.bound[i]):
+                self._rescan(i)
+            else:
+                break
+        v1, n1 = (float(self.sims[i, p]), int(ids[p])) if p < self.k else (-np.inf, -1)
+        v2, n2 = (float(self.sims[i, q]), int(ids[q])) if q < self.k else (-np.inf, -1)
+        return v1, v2, n1, n2
+
+    def _rescan(self, i: int) -> None:
+        """Exact similarities of i to every kept sample; store the top-K as i's new list."""
+        others = np.flatnonzero(self.kept)
+        others = others[others != i]
+        s = pair_sims(self.x, np.full(len(others), i), others)
+        if len(others) > self.k:
+            part = np.argpartition(-s, self.k)
+            self.bound[i] = s[part[self.k]]  # exact: every unlisted kept sample is <= this
+            sel = part[: self.k]
+        else:
+            self.bound[i] = -np.inf
+            self.complete[i] = True
+            sel = np.arange(len(others))
+        sel = sel[np.argsort(-s[sel], kind="stable")]
+        self.ids[i] = -1
+        self.sims[i] = -np.inf
+        self.ids[i, : len(sel)] = others[sel]
+        self.sims[i, : len(sel)] = s[sel]
+        self.ptr[i] = 0
+        for j in others[sel]:
+            self.rev_extra.setdefault(int(j), []).append(i)
+
+    def _push(self, i: int) -> None:
+        v1, v2, n1, n2 = self._top2(i)
+        self.top[i] = (n1, n2)
+        self.version[i] += 1
+        heapq.heappush(self.heap, (-v1, -v2, -i, int(self.version[i])))
+
+    def run(self, count: int) -> list[tuple[int, float | None, int | None]]:
+        """Remove `count` samples; returns (local index, max_sim, nearest local index) per removal."""
+        for i in np.flatnonzero(~self.protected):
+            self._push(int(i))
+        removed: list[tuple[int, float | None, int | None]] = []
+        while len(removed) < count:
+            neg_v1, _, neg_i, version = heapq.heappop(self.heap)
+            j = -neg_i
+            if version != self.version[j] or not self.kept[j]:
+                continue
+            nearest = int(self.top[j, 0])
+            removed.append((j, None if nearest < 0 else -neg_v1, None if nearest < 0 else nearest))
+            self.kept[j] = False
+            listers = self.rev_rows[self.rev_ptr[j]: self.rev_ptr[j + 1]]
+            for i in (*listers.tolist(), *self.rev_extra.pop(j, ())):
+                if self.kept[i] and not self.protected[i] and j in (self.top[i, 0], self.top[i, 1]):
+                    self._push(i)
+        return removed
+
+
+def prune_pool(hidden: np.ndarray, labels: np.ndarray, target_size: int,
+               protect: np.ndarray | None = None, neighbours: int = DEFAULT_NEIGHBOURS) -> PruneResult:
+    """Cut the pool to `target_size` samples by removing the most redundant ones.
+
+    hidden: (n, h) hidden-state features; labels: (n,) cluster per sample; protect: optional
+    bool (n,) mask of samples that must stay (they still count as kept neighbours). If the
+    protected samples alone exceed the target, every unprotected sample is removed and a
+    warning is logged. Clusters are processed in label order; `removed` lists removals in
+    that order.
+    """
+    hidden = np.asarray(hidden)
+    labels = np.asarray(labels)
+    n = len(labels)
+    if hidden.ndim != 2 or hidden.shape[0] != n:
+        raise ValueError(f"hidden {hidden.shape} does not match {n} labels")
+    if target_size < 0:
+        raise ValueError(f"target_size must be >= 0, got {target_size}")
+    protect = np.zeros(n, dtype=bool) if protect is None else np.asarray(protect, dtype=bool)
+    if protect.shape != (n,):
+        raise ValueError(f"protect must be a bool mask of shape ({n},)")
+    if neighbours < 2:
+        raise ValueError("neighbours must be >= 2: the greedy's tie-break needs the top two")
+
+    clusters, inverse = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(clusters))
+    capacity = sizes - np.bincount(inverse, weights=protect, minlength=len(clusters)).astype(np.int64)
+    excess = n - target_size
+    if capacity.sum() < excess:
+        logger.warning("%d protected samples exceed the pool budget %d; keeping %d",
+                       int(protect.sum()), target_size, int(protect.sum()))
+    counts = removal_counts(sizes, excess, capacity)
+
+    removed: list[tuple[int, int, float | None, int | None]] = []
+    per_cluster: dict[int, int] = {}
+    keep = np.ones(n, dtype=bool)
+    for c, label in enumerate(clusters):
+        if counts[c] == 0:
+            continue
+        members = np.flatnonzero(inverse == c)
+        greedy = _ClusterGreedy(l2_normalise(hidden[members]), protect[members], neighbours)
+        for local, sim, nearest in greedy.run(int(counts[c])):
+            keep[members[local]] = False
+            removed.append((int(members[local]), label.item(), sim,
+                            None if nearest is None else int(members[nearest])))
+        per_cluster[label.item()] = int(counts[c])
+        logger.debug("cluster %s: removed %d of %d", label, counts[c], sizes[c])
+    return PruneResult(keep=np.flatnonzero(keep), removed=removed, per_cluster_removed=per_cluster)

@@ -1,0 +1,124 @@
+"""The selection strategy interface and its registry.
+
+A strategy turns the pool's features into the indices trained on at this step. Like PEFT's
+one-folder-per-method layout, each strategy is one module that subclasses `Strategy` and is
+decorated with `@register`; `selection/__init__.py` imports the modules, which fills the
+registry. The stage code only ever calls `get_strategy(name).select(feats, ctx)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adaptinf.spec import DEFAULT_SCORERS
+
+FEATURE_KINDS = frozenset({"grads", "hidden", "scores"})
+
+
+@dataclass
+class PoolFeatures:
+    """Everything a strategy may look at, in pool order."""
+    uids: list[str]                      # "<dataset>/<record id>"
+    datasets: list[str]                  # dataset name per sample
+    is_new: np.ndarray                   # bool (n,): sample from the current step's dataset
+    grads: np.ndarray | None = None      # (n, p) float32, rows L2-normalised (projected LoRA grads)
+    hidden: np.ndarray | None = None     # (n, h) float32 mean-pooled hidden states
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # scorer -> (n,); NaN = not applicable
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def require(self, kind: str, strategy: str) -> np.ndarray:
+        """The grads or hidden matrix, or a clear error naming what extract must compute."""
+        value = getattr(self, kind)
+        if value is None:
+            raise ValueError(f"strategy {strategy!r} needs {kind!r} features, which were not extracted")
+        if len(value) != len(self):
+            raise ValueError(f"{kind} has {len(value)} rows for a pool of {len(self)}")
+        return value
+
+
+@dataclass
+class SelectionContext:
+    """The knobs of one selection call (from the LifelongRun spec)."""
+    budget: int                          # T
+    seed: int
+    k_min: int = 5
+    k_max: int = 50
+    niter: int = 25
+    scorers: tuple[str, ...] = DEFAULT_SCORERS
+
+
+@dataclass
+class SelectionResult:
+    """What was selected and why."""
+    indices: np.ndarray                  # selected pool indices, sorted, unique
+    report: dict                         # JSON-serialisable explanation (strategy, k, per-cluster ...)
+    labels: np.ndarray | None = None     # cluster label per pool sample, if the strategy clustered
+
+
+class Strategy:
+    """Base class: subclasses set `name` and `needs` and implement `select`.
+
+    `budgeted` strategies return exactly min(T, n) samples; the training regimes
+    (sequential, multi-task, replay) are not budgeted. `prunes_pool` asks the prune stage to
+    cut the pool to D after the step (Lite).
+    """
+    name: str = ""
+    needs: frozenset[str] = frozenset()
+    budgeted: bool = True
+    prunes_pool: bool = False
+
+    def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<strategy {self.name}>"
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator adding a strategy to the registry under `cls.name`."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} has no name")
+    if not cls.needs <= FEATURE_KINDS:
+        raise TypeError(f"{cls.name}: needs {set(cls.needs - FEATURE_KINDS)} not in {sorted(FEATURE_KINDS)}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"strategy {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> Strategy:
+    """A fresh instance of the named strategy."""
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ValueError(f"unknown selection strategy {name!r}; known: {', '.join(available())}") from None
+
+
+def available() -> list[str]:
+    """Registered strategy names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def sorted_unique(indices: np.ndarray) -> np.ndarray:
+    """Pool indices as the sorted, unique int64 array every SelectionResult carries."""
+    return np.unique(np.asarray(indices, dtype=np.int64))
+
+
+def impute_median(values: np.ndarray) -> np.ndarray:
+    """NaN (not applicable) entries replaced by the median of the rest.
+
+    The median puts such samples in the middle stratum of CCS: neither favoured nor dropped.
+    """
+    v = np.asarray(values, dtype=np.float64).copy()
+    bad = ~np.isfinite(v)
+    if bad.all():
+        raise ValueError("no finite value to impute from")
+    if bad.any():
+        v[bad] = np.median(v[~bad])
+    return v

@@ -1,0 +1,139 @@
+"""The numeric building blocks of Adapt-∞ selection (PAPER_NOTES §4–5).
+
+- `trimmed_histogram_entropy`: how spread out a score is inside a cluster; the scorer with
+  the highest entropy is the one that tells the cluster's samples apart best.
+- `ccs_sample`: coverage-centric coreset selection (Zheng et al., ICLR 2023, "Coverage-centric
+  Coreset Selection for High Pruning Rates", Algorithm 1) over the trimmed score range.
+- `split_budget`: the uniform-with-leftovers budget split over clusters.
+
+`water_fill` is the shared core of the last two: visit groups from the smallest up, each
+takes min(size, remaining // groups_left). A small group gives all it has and its unused
+share passes on to the larger ones. When the budget fits (sum(sizes) >= budget) this hands out
+exactly the budget: if the last (largest) group could not absorb what is left, some earlier
+group j took its floor share q_j < size_j, and everything after it holds at least q_j + 1,
+which bounds what is left at the last group by q_j + 1 <= its size — a contradiction. So the
+integer remainder always lands, deterministically, on the largest groups (equal sizes: the
+later index gets the extra one).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_BINS = 50
+DEFAULT_TRIM = 0.05
+
+
+def water_fill(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Per-group takes summing to exactly min(total, sum(sizes)), as equal as the sizes allow."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if sizes.ndim != 1 or (sizes < 0).any():
+        raise ValueError("sizes must be a 1-d array of non-negative counts")
+    if total < 0:
+        raise ValueError(f"budget must be >= 0, got {total}")
+    take = np.zeros_like(sizes)
+    remaining = int(min(total, sizes.sum()))
+    order = np.argsort(sizes, kind="stable")
+    for left, g in zip(range(len(order), 0, -1), order):
+        take[g] = min(int(sizes[g]), remaining // left)
+        remaining -= int(take[g])
+    assert remaining == 0, "water_fill: budget not exhausted (cannot happen, see module doc)"
+    return take
+
+
+def split_budget(sizes: np.ndarray | list[int], total: int) -> np.ndarray:
+    """Split T uniformly over clusters; small clusters give all and pass their leftover on.
+
+    PAPER_NOTES §5. Returns per-cluster quotas (int64) summing to exactly min(total, sum(sizes))
+    (the paper's code overshot T through ceilings).
+    """
+    return water_fill(np.asarray(sizes), int(total))
+
+
+def _trim_mask(scores: np.ndarray, trim: float) -> tuple[np.ndarray, float, float]:
+    """Samples inside the [trim, 1 − trim] quantile range, and that range."""
+    lo, hi = np.quantile(scores, [trim, 1.0 - trim])
+    return (scores >= lo) & (scores <= hi), float(lo), float(hi)
+
+
+def _bin_ids(values: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Equal-width bin of each value over [lo, hi]; the top edge belongs to the last bin."""
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.int64)
+    ids = np.floor((values - lo) / (hi - lo) * bins).astype(np.int64)
+    return np.clip(ids, 0, bins - 1)
+
+
+def trimmed_histogram_entropy(scores: np.ndarray, bins: int = DEFAULT_BINS,
+                              trim: float = DEFAULT_TRIM) -> float:
+    """Entropy (nats) of a score's histogram after dropping its extreme tails.
+
+    PAPER_NOTES §4: normalise (z-score), drop the top and bottom `trim` fraction by quantile,
+    histogram into `bins` equal-width bins over the remaining range and return −Σ p log p of
+    the bin masses p (bin densities normalised to sum to 1; equal-width bins make the two the
+    same up to a constant). A uniform spread over all bins gives log(bins), a point mass 0.
+    Non-finite values are ignored; empty or constant input gives 0.0. (The paper's code
+    binned the raw score within ±4σ, which lets outliers squeeze the histogram.)
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0 or s.std() == 0.0:
+        return 0.0
+    s = (s - s.mean()) / s.std()
+    inside, lo, hi = _trim_mask(s, trim)
+    if hi <= lo:
+        return 0.0
+    counts = np.bincount(_bin_ids(s[inside], lo, hi, bins), minlength=bins)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def choose_scorer(scores_by_name: dict[str, np.ndarray], idx: np.ndarray,
+                  bins: int = DEFAULT_BINS, trim: float = DEFAULT_TRIM) -> tuple[str | None, dict[str, float]]:
+    """The scorer whose values over `idx` have the highest trimmed histogram entropy.
+
+    Returns (name, entropies). Scorers with no finite value in `idx` are not applicable
+    there and are left out of `entropies`; if none is applicable the name is None. Ties go
+    to the scorer listed first.
+    """
+    entropies: dict[str, float] = {}
+    for name, values in scores_by_name.items():
+        v = np.asarray(values, dtype=np.float64)[idx]
+        if np.isfinite(v).any():
+            entropies[name] = trimmed_histogram_entropy(v, bins, trim)
+    best: str | None = None
+    for name, h in entropies.items():
+        if best is None or h > entropies[best]:
+            best = name
+    return best, entropies
+
+
+def ccs_sample(scores: np.ndarray, budget: int, rng: np.random.Generator,
+               bins: int = DEFAULT_BINS, trim: float = DEFAULT_TRIM) -> np.ndarray:
+    """Coverage-centric coreset sampling: equal quotas over score strata.
+
+    The strata are `bins` equal-width bins over the [trim, 1 − trim] quantile range of the
+    scores. Bins are visited from the smallest up; each draws min(size, remaining //
+    bins_left) samples uniformly at random, so the unused quota of sparse bins passes on
+    (`water_fill`). Returns sorted local indices, exactly min(budget, n) of them.
+
+    Choice: samples in the trimmed tails (outliers, often noise) are drawn only when the
+    trimmed range cannot fill the budget, and then uniformly at random among the tails.
+    Scores must be finite (callers impute NaN first).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or not np.isfinite(s).all():
+        raise ValueError("ccs_sample needs a 1-d array of finite scores")
+    n = s.size
+    m = int(min(max(budget, 0), n))
+    if m == n:
+        return np.arange(n)
+    inside, lo, hi = _trim_mask(s, trim)
+    inside_idx = np.flatnonzero(inside)
+    bin_of = _bin_ids(s[inside_idx], lo, hi, bins)
+    members = [inside_idx[bin_of == b] for b in range(bins)]
+    quotas = water_fill(np.array([len(g) for g in members]), m)
+    picked = [rng.choice(g, size=q, replace=False) for g, q in zip(members, quotas) if q > 0]
+    short = m - int(quotas.sum())
+    if short > 0:
+        picked.append(rng.choice(np.flatnonzero(~inside), size=short, replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)

@@ -1,0 +1,55 @@
+"""Training regimes the paper compares against (Table 2); they ignore the budget T.
+
+- `sequential`: train on each new dataset in full, nothing from the past (the forgetting
+  baseline and the reference for relative gain).
+- `multitask`: train on everything seen so far (the usual upper-bound-ish baseline).
+- `replay`: the new dataset in full plus a random 10% of the old samples ("Random replay 10%").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from adaptinf.selection.base import PoolFeatures, SelectionContext, SelectionResult, Strategy, register, sorted_unique
+
+
+def _result(name: str, feats: PoolFeatures, indices: np.ndarray, **extra) -> SelectionResult:
+    indices = sorted_unique(indices)
+    return SelectionResult(indices=indices, report={
+        "strategy": name, "pool_size": len(feats), "selected": int(indices.size),
+        "new": int(np.count_nonzero(feats.is_new)), **extra,
+        "notes": ["budget T ignored: this regime trains on full data"]})
+
+
+@register
+class Sequential(Strategy):
+    name = "sequential"
+    needs = frozenset()
+    budgeted = False
+
+    def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        return _result(self.name, feats, np.flatnonzero(feats.is_new))
+
+
+@register
+class Multitask(Strategy):
+    name = "multitask"
+    needs = frozenset()
+    budgeted = False
+
+    def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        return _result(self.name, feats, np.arange(len(feats)))
+
+
+@register
+class Replay(Strategy):
+    name = "replay"
+    needs = frozenset()
+    budgeted = False
+    fraction = 0.1
+
+    def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        old = np.flatnonzero(~np.asarray(feats.is_new, dtype=bool))
+        count = int(np.floor(self.fraction * old.size + 0.5))  # round half up
+        replayed = np.random.default_rng(ctx.seed).choice(old, size=count, replace=False)
+        return _result(self.name, feats, np.concatenate([np.flatnonzero(feats.is_new), replayed]),
+                       replayed=count)

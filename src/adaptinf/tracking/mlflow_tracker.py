@@ -1,0 +1,141 @@
+"""MLflow tracking: one parent run per LifelongRun, one child run per step.
+
+Stages run as separate processes (pods), so run ids are found, not remembered: the parent id
+is kept in the artifact store (`layout.tracking_key`) and children are found by tag. Only
+client calls are used (no `mlflow.start_run` global state), so a stage never ends a run by
+accident; the prune stage, last of a step, marks the child FINISHED.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import layout
+from ..store import Store
+
+log = logging.getLogger(__name__)
+
+RUN_TAG = "adaptinf.run"
+STEP_TAG = "adaptinf.step"
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(obj) if isinstance(obj, (list, tuple)) else str(obj)
+    return out
+
+
+class Tracker:
+    """Logs to MLflow; every call is a no-op when tracking is off (`uri=None`)."""
+
+    def __init__(self, uri: str | None, experiment: str, run: str, store: Store):
+        self.uri, self.experiment_name, self.run, self.store = uri, experiment, run, store
+        self._client = None
+        self._experiment_id: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.uri is not None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment_name)
+        return self._experiment_id
+
+    def parent_id(self, params: dict[str, Any] | None = None) -> str | None:
+        if not self.enabled:
+            return None
+        key = layout.tracking_key(self.run)
+        if self.store.exists(key):
+            return self.store.read_json(key)["parent_run_id"]
+        found = self.client.search_runs([self._experiment()], filter_string=f"tags.`{RUN_TAG}` = '{self.run}' "
+                                        f"and tags.`{STEP_TAG}` = 'parent'", max_results=1)
+        if found:
+            rid = found[0].info.run_id
+        else:
+            rid = self.client.create_run(self._experiment(), run_name=self.run,
+                                         tags={RUN_TAG: self.run, STEP_TAG: "parent"}).info.run_id
+            for k, v in list(_flatten("", params or {}, {}).items())[:500]:
+                self.client.log_param(rid, k, v[:6000])
+        self.store.write_json(key, {"parent_run_id": rid, "experiment_id": self._experiment(), "tracking_uri": self.uri})
+        return rid
+
+    def step_id(self, step: int, dataset: str) -> str | None:
+        if not self.enabled:
+            return None
+        parent = self.parent_id()
+        found = self.client.search_runs([self._experiment()], filter_string=f"tags.`{RUN_TAG}` = '{self.run}' "
+                                        f"and tags.`{STEP_TAG}` = '{step}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        return self.client.create_run(self._experiment(), run_name=f"{self.run}-step-{step}-{dataset}",
+                                      tags={RUN_TAG: self.run, STEP_TAG: str(step), "adaptinf.dataset": dataset,
+                                            "mlflow.parentRunId": parent}).info.run_id
+
+    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int) -> None:
+        if run_id is None:
+            return
+        for k, v in metrics.items():
+            if v is not None:
+                self.client.log_metric(run_id, k.replace("/", "."), float(v), step=step)
+
+    def log_params(self, run_id: str | None, params: dict[str, Any]) -> None:
+        if run_id is None:
+            return
+        for k, v in _flatten("", params, {}).items():
+            self.client.log_param(run_id, k, v[:6000])
+
+    def log_dict(self, run_id: str | None, obj: Any, name: str) -> None:
+        if run_id is not None:
+            self.client.log_dict(run_id, obj, name)
+
+    def log_artifacts(self, run_id: str | None, local: str | Path, path: str | None = None) -> None:
+        if run_id is None:
+            return
+        local = Path(local)
+        if local.is_dir():
+            self.client.log_artifacts(run_id, str(local), path)
+        else:
+            self.client.log_artifact(run_id, str(local), path)
+
+    def log_figure(self, run_id: str | None, fig: Any, name: str) -> None:
+        if run_id is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            fig.savefig(path, dpi=110, bbox_inches="tight")
+            self.client.log_artifact(run_id, str(path))
+
+    def finish(self, run_id: str | None, status: str = "FINISHED") -> None:
+        if run_id is not None:
+            self.client.set_terminated(run_id, status)
+
+    def fail_open_runs(self) -> int:
+        """Mark this run's children left RUNNING (a crashed stage) as FAILED; returns how many."""
+        if not self.enabled:
+            return 0
+        runs = self.client.search_runs([self._experiment()], filter_string=f"tags.`{RUN_TAG}` = '{self.run}' "
+                                       f"and attributes.status = 'RUNNING' and tags.`{STEP_TAG}` != 'parent'")
+        for r in runs:
+            self.client.set_terminated(r.info.run_id, "FAILED")
+        return len(runs)
+
+
+def tracking_uri(spec_uri: str | None) -> str | None:
+    """The environment wins over the spec, so a cluster can point every run at its server."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or spec_uri

@@ -1,0 +1,57 @@
+"""Stage 2, cluster-select: merge the extract shards and choose this step's training subset.
+
+At step 0 of a run whose base is instruction-tuned first (`model.initialTuning`), the whole
+first dataset is the training set (it plays LLaVA-665K's role in the paper); the strategy
+still runs for its clusters and report. Otherwise the strategy picks at most T samples.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from adaptinf.selection import SelectionContext, get_strategy
+
+from .context import StageContext
+from .features_io import load_features
+from .ingest import candidate_pool
+from .runtime import run_idempotent
+
+log = logging.getLogger(__name__)
+
+
+def initial_tuning_step(ctx: StageContext) -> bool:
+    return ctx.step == 0 and ctx.spec.model.initial_tuning != "none"
+
+
+def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
+    pool = candidate_pool(ctx)
+    feats = load_features(ctx, pool)
+    strategy = get_strategy(ctx.spec.strategy)
+    c = ctx.spec.clustering
+    sel_ctx = SelectionContext(budget=ctx.spec.train_budget, seed=ctx.spec.seed + ctx.step, k_min=c.k_min,
+                               k_max=c.k_max, niter=c.niter, scorers=tuple(s for s in ctx.spec.scorers if s in feats.scores))
+    result = strategy.select(feats, sel_ctx)
+    indices = result.indices
+    if initial_tuning_step(ctx):
+        indices = np.flatnonzero(feats.is_new)
+        result.report["note"] = "step 0: initial instruction tuning on the whole first dataset"
+    selected = [feats.uids[i] for i in indices]
+    if result.labels is not None:
+        ctx.store.write_npy(f"{prefix}/labels.npy", result.labels.astype(np.int64))
+    report = {**result.report, "pool_size": len(feats), "selected": len(selected),
+              "selected_new": int(feats.is_new[indices].sum()) if len(indices) else 0}
+    ctx.store.write_json(f"{prefix}/selection.json", {"selected": selected, "report": report})
+    child = ctx.tracker.step_id(ctx.step, ctx.dataset)
+    ctx.tracker.log_params(child, {"dataset": ctx.dataset, "strategy": strategy.name, "step": ctx.step})
+    ctx.tracker.log_dict(child, report, "selection_report.json")
+    ctx.tracker.log_metrics(child, {"pool_size": len(feats), "selected": len(selected),
+                                    "k": report.get("k") or 0}, ctx.step)
+    return {"pool_size": len(feats), "selected": len(selected), "k": report.get("k"), "mlflow_run_id": child}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    if ctx.tracker.enabled:
+        ctx.tracker.parent_id(params=ctx.spec.to_dict())
+    return run_idempotent("cluster-select", ctx, _body)

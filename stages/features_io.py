@@ -1,0 +1,43 @@
+"""Reading the extract shards back as one PoolFeatures, in pool order."""
+from __future__ import annotations
+
+import numpy as np
+
+from adaptinf import layout
+from adaptinf.data.pool import PoolManifest
+from adaptinf.selection import PoolFeatures
+
+from .context import StageContext, StageError
+
+
+def load_features(ctx: StageContext, pool: PoolManifest) -> PoolFeatures:
+    prefix = ctx.prefix("extract")
+    markers = sorted(k for k in ctx.store.list(prefix) if k.endswith("/_COMMITTED.json"))
+    if not markers:
+        raise StageError(f"extract of {ctx.run!r} step {ctx.step} has no finished shard")
+    count = ctx.store.read_json(markers[0])["summary"]["shard"][1]
+    shards = [layout.shard_prefix(ctx.run, ctx.step, i, count) for i in range(count)]
+    missing = [s for s in shards if not ctx.store.is_committed(s)]
+    if missing:
+        raise StageError(f"extract shards not finished: {missing}")
+    uids: list[str] = []
+    parts: dict[str, list[np.ndarray]] = {"grads": [], "hidden": []}
+    scores: dict[str, list[np.ndarray]] = {}
+    for shard in shards:
+        files = ctx.store.read_marker(shard)["files"]
+        uids += ctx.store.read_json(f"{shard}/uids.json")
+        for kind in parts:
+            if f"{kind}.npy" in files:
+                parts[kind].append(ctx.store.read_npy(f"{shard}/{kind}.npy"))
+        for rel in files:
+            if rel.startswith("scores/"):
+                scores.setdefault(rel[len("scores/"):-len(".npy")], []).append(ctx.store.read_npy(f"{shard}/{rel}"))
+    if uids != pool.members:
+        raise StageError(f"extract shards cover {len(uids)} samples that do not match the pool of {len(pool.members)}")
+    new = {m for m in pool.members if m.split("/", 1)[0] == ctx.dataset}
+    return PoolFeatures(
+        uids=uids, datasets=[u.split("/", 1)[0] for u in uids],
+        is_new=np.array([u in new for u in uids], dtype=bool),
+        grads=np.concatenate(parts["grads"]) if parts["grads"] else None,
+        hidden=np.concatenate(parts["hidden"]) if parts["hidden"] else None,
+        scores={k: np.concatenate(v) for k, v in scores.items()})

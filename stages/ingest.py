@@ -1,0 +1,74 @@
+"""Ingest: validate the step's dataset into the store and form the candidate pool.
+
+Runs inside extract (every shard may do it; the result is deterministic and written
+atomically, so a race is harmless). Good records join; bad ones are listed with reasons in
+`ingest/report.json`. A dataset without a single usable record fails the step with a clear
+message, and the pool of earlier steps is left untouched.
+"""
+from __future__ import annotations
+
+import logging
+
+from adaptinf import layout
+from adaptinf.data.pool import DatasetSource, PoolManifest, empty_pool, load_pool
+from adaptinf.data.records import Record, Rejection, dump_jsonl, load_jsonl, read_records
+from adaptinf.model.encoding import Encoder, EncodingError
+from adaptinf.model.loading import load_base
+
+from .context import StageContext, StageError
+from .models import base_source
+
+log = logging.getLogger(__name__)
+
+RECORDS = "records.jsonl"
+
+
+def _check_lengths(ctx: StageContext, records: list[Record]) -> tuple[list[Record], list[Rejection]]:
+    encoder = Encoder(load_base(base_source(ctx), weights=False), ctx.spec.training.max_length)
+    good, bad = [], []
+    for rec in records:
+        try:
+            encoder.encode(rec)
+            good.append(rec)
+        except EncodingError as err:
+            bad.append(Rejection(None, rec.id, "conversations", str(err)))
+    return good, bad
+
+
+def ingest(ctx: StageContext) -> list[Record]:
+    prefix = ctx.prefix("ingest")
+    if ctx.store.is_committed(prefix):
+        return load_jsonl(ctx.store.read_bytes(f"{prefix}/{RECORDS}"))
+    ds = ctx.dataset_spec
+    records, report = read_records(ds.source, dataset=ctx.dataset, image_root=ds.image_root, fmt=ds.format)
+    records, too_long = _check_lengths(ctx, records)
+    report.rejected += too_long
+    report.accepted = len(records)
+    ctx.store.clear(prefix)
+    ctx.store.write_json(f"{prefix}/report.json", report.to_json())
+    ctx.store.write_bytes(f"{prefix}/{RECORDS}", dump_jsonl(records))
+    ctx.store.commit(prefix, {"summary": {"accepted": len(records), "rejected": len(report.rejected)}})
+    if not records:
+        first = report.rejected[0] if report.rejected else None
+        raise StageError(f"dataset {ctx.dataset!r} has no usable record ({len(report.rejected)} rejected"
+                         + (f"; first: {first.field}: {first.reason}" if first else "") + f"); see {ctx.store.uri(prefix)}/report.json")
+    return records
+
+
+def candidate_pool(ctx: StageContext) -> PoolManifest:
+    """The pool after the previous step plus this step's dataset (ingest must have run)."""
+    prefix = ctx.prefix("ingest")
+    if not ctx.store.is_committed(prefix):
+        raise StageError(f"step {ctx.step} of {ctx.run!r} has no ingested dataset: run extract first")
+    previous = _previous_pool(ctx)
+    records = load_jsonl(ctx.store.read_bytes(f"{prefix}/{RECORDS}"))
+    source = DatasetSource(ctx.dataset, ctx.step, f"{prefix}/{RECORDS}", len(records))
+    return previous.extended(ctx.step, source, [r.uid for r in records])
+
+
+def _previous_pool(ctx: StageContext) -> PoolManifest:
+    """The latest pool manifest before this step (a step whose dataset failed leaves none)."""
+    for step in range(ctx.step - 1, -1, -1):
+        if ctx.store.exists(layout.pool_key(ctx.run, step)):
+            return load_pool(ctx.store, ctx.run, step)
+    return empty_pool(ctx.run)

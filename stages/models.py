@@ -1,0 +1,55 @@
+"""Which weights a stage starts from: the run's base (the initially tuned one once step 0 has
+made it) and the adapter left by the latest finished step before a given one."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from adaptinf import layout
+from adaptinf.model.loading import ModelBundle, attach_adapter, load_base
+from adaptinf.store import Store
+
+from .context import StageContext
+
+BASE_GROUP = "base"
+
+
+def base_prefix(run: str) -> str:
+    return f"{run}/{BASE_GROUP}"
+
+
+def _local_copy(store: Store, prefix: str) -> Path:
+    """A local directory holding a committed group (the store's own path when it is local)."""
+    local = store.local_path(prefix)
+    if local is not None:
+        return local
+    dest = Path(tempfile.mkdtemp(prefix="adaptinf-")) / prefix.replace("/", "_")
+    return store.download_dir(prefix, dest)
+
+
+def base_source(ctx: StageContext) -> str:
+    prefix = base_prefix(ctx.run)
+    if ctx.store.is_committed(prefix):
+        return str(_local_copy(ctx.store, prefix))
+    return ctx.spec.model.base
+
+
+def adapter_prefix(ctx: StageContext, step: int) -> str:
+    return f"{layout.stage_prefix(ctx.run, step, 'train')}/adapter"
+
+
+def latest_adapter(ctx: StageContext, before: int) -> Path | None:
+    """The adapter of the latest step < `before` whose train stage finished."""
+    for step in range(before - 1, -1, -1):
+        if ctx.store.is_committed(layout.stage_prefix(ctx.run, step, "train")):
+            local = _local_copy(ctx.store, layout.stage_prefix(ctx.run, step, "train"))
+            if (local / "adapter" / "adapter_config.json").exists():
+                return local / "adapter"
+    return None
+
+
+def load_for_step(ctx: StageContext, adapter_before: int, trainable: bool) -> ModelBundle:
+    """Base + the adapter of the latest finished step before `adapter_before` (or a fresh one)."""
+    bundle = load_base(base_source(ctx), ctx.spec.model.dtype)
+    adapter = latest_adapter(ctx, adapter_before)
+    return attach_adapter(bundle, ctx.spec.model.lora, adapter, trainable=trainable, seed=ctx.spec.seed)

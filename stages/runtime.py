@@ -1,0 +1,49 @@
+"""Runs one stage idempotently: a committed stage is not run again; a half-written one (a
+crash mid-write) is cleared and started over; outputs are sealed by the commit marker."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from adaptinf import layout
+
+from .context import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def stage_prefix(ctx: StageContext, stage: str) -> str:
+    if stage == "extract":
+        return layout.shard_prefix(ctx.run, ctx.step, ctx.shard_index, ctx.shard_count)
+    return ctx.prefix(stage)
+
+
+def run_idempotent(stage: str, ctx: StageContext, body: Callable[[StageContext, str], dict[str, Any]]) -> dict[str, Any]:
+    """`body(ctx, prefix)` writes below `prefix` and returns a small summary dict."""
+    prefix = stage_prefix(ctx, stage)
+    if ctx.store.is_committed(prefix):
+        log.info("%s of %s step %d is already done: nothing to do", stage, ctx.run, ctx.step)
+        return ctx.store.read_marker(prefix).get("summary", {})
+    ctx.store.clear(prefix)
+    start = time.perf_counter()
+    summary = body(ctx, prefix)
+    seconds = time.perf_counter() - start
+    ctx.store.commit(prefix, {"stage": stage, "step": ctx.step, "seconds": seconds, "summary": summary})
+    log.info("%s of %s step %d done in %.1fs: %s", stage, ctx.run, ctx.step, seconds, summary)
+    return summary
+
+
+def stage_seconds(ctx: StageContext, step: int | None = None) -> dict[str, float]:
+    """Seconds per stage of a step, from the markers (extract = slowest shard)."""
+    step = ctx.step if step is None else step
+    out: dict[str, float] = {}
+    for stage in layout.STAGES:
+        prefix = layout.stage_prefix(ctx.run, step, stage)
+        if stage == "extract":
+            shards = [k for k in ctx.store.list(prefix) if k.endswith("/_COMMITTED.json")]
+            if shards:
+                out[stage] = max(ctx.store.read_json(k).get("seconds", 0.0) for k in shards)
+        elif ctx.store.is_committed(prefix):
+            out[stage] = ctx.store.read_marker(prefix).get("seconds", 0.0)
+    return out

@@ -1,0 +1,82 @@
+"""Stage 3, train: LoRA on the selected subset, continuing the previous step's adapter.
+
+Step 0 with `model.initialTuning: full` first trains every weight of the base on the first
+dataset (a tiny model starts from random init) and stores the result as the run's base; a
+fresh adapter is then trained on the same data, so that later steps have a trained model to
+forget and a non-zero LoRA B to take gradients through.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from adaptinf.data.pool import load_records
+from adaptinf.model.encoding import Encoder
+from adaptinf.model.loading import attach_adapter, load_base
+from adaptinf.training import TrainConfig, train_model
+
+from .cluster_select import initial_tuning_step
+from .context import StageContext
+from .ingest import candidate_pool
+from .models import base_prefix, load_for_step
+from .runtime import run_idempotent
+
+log = logging.getLogger(__name__)
+
+
+def _train_config(ctx: StageContext, epochs: int | None = None, lr: float | None = None) -> TrainConfig:
+    t = ctx.spec.training
+    return TrainConfig(epochs=epochs or t.epochs, batch_size=t.batch_size, learning_rate=lr or t.learning_rate,
+                       weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
+                       gradient_accumulation=t.gradient_accumulation, mixed_precision=t.mixed_precision,
+                       seed=t.seed + ctx.step)
+
+
+def _initial_tuning(ctx: StageContext, records) -> dict[str, Any]:
+    """Full-parameter tuning of the base; stored once as `<run>/base`."""
+    m = ctx.spec.model
+    if ctx.store.is_committed(base_prefix(ctx.run)):
+        return {}
+    bundle = load_base(m.base, m.dtype)
+    for p in bundle.model.parameters():
+        p.requires_grad_(True)
+    result = train_model(bundle, Encoder(bundle, ctx.spec.training.max_length), records,
+                         _train_config(ctx, m.initial_epochs, m.initial_learning_rate), progress=ctx.progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle.model.save_pretrained(tmp)
+        bundle.tokenizer.save_pretrained(tmp)
+        if bundle.image_processor is not None:
+            bundle.image_processor.save_pretrained(tmp)
+        ctx.store.upload_dir(tmp, base_prefix(ctx.run), {"from": m.base, "epochs": m.initial_epochs})
+    return {"initial_loss": result.losses, "initial_seconds": result.seconds}
+
+
+def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
+    pool = candidate_pool(ctx)
+    selected = ctx.store.read_json(f"{ctx.prefix('cluster-select')}/selection.json")["selected"]
+    records = load_records(ctx.store, pool, selected)
+    summary: dict[str, Any] = {"samples": len(records)}
+    if initial_tuning_step(ctx) and ctx.spec.model.initial_tuning == "full":
+        summary.update(_initial_tuning(ctx, records))
+    bundle = load_for_step(ctx, adapter_before=ctx.step, trainable=True)
+    epochs = ctx.spec.model.initial_epochs if initial_tuning_step(ctx) and ctx.spec.model.initial_tuning == "lora" else None
+    result = train_model(bundle, Encoder(bundle, ctx.spec.training.max_length), records,
+                         _train_config(ctx, epochs), progress=ctx.progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle.model.save_pretrained(tmp)
+        for path in sorted(Path(tmp).rglob("*")):
+            if path.is_file():
+                ctx.store.write_bytes(f"{prefix}/adapter/{path.relative_to(tmp).as_posix()}", path.read_bytes())
+        child = ctx.tracker.step_id(ctx.step, ctx.dataset)
+        ctx.tracker.log_artifacts(child, tmp, "adapter")
+    for epoch, loss in enumerate(result.losses):
+        ctx.tracker.log_metrics(child, {"train_loss": loss}, epoch)
+    ctx.tracker.log_metrics(child, {"train_seconds": result.seconds, "train_samples": len(records)}, ctx.step)
+    summary.update(loss=result.losses, seconds=result.seconds)
+    return summary
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return run_idempotent("train", ctx, _body)
