@@ -1,1 +1,23 @@
-"""The five stages (extract, cluster-select, train, eval, prune) and their CLI entry points."""
+"""The five stages of a lifelong step, each `run(ctx)` against the artifact store.
+
+Import name `adaptinf.stages` (the folder is `stages/`, mapped in pyproject.toml).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from adaptinf.layout import STAGES
+
+from .context import StageContext, StageError, build_context
+
+
+def stage_function(name: str) -> Callable[[StageContext], dict[str, Any]]:
+    """The `run` function of a stage (imported lazily: each pulls in torch)."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+    from . import cluster_select, evaluate, extract, prune, train
+    return {"extract": extract.run, "cluster-select": cluster_select.run, "train": train.run,
+            "eval": evaluate.run, "prune": prune.run}[name]
+
+
+__all__ = ["STAGES", "StageContext", "StageError", "build_context", "stage_function"]

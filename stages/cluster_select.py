@@ -15,14 +15,15 @@ from adaptinf.selection import SelectionContext, get_strategy
 
 from .context import StageContext
 from .features_io import load_features
-from .ingest import candidate_pool
+from .ingest import candidate_pool, previous_pool
 from .runtime import run_idempotent
 
 log = logging.getLogger(__name__)
 
 
 def initial_tuning_step(ctx: StageContext) -> bool:
-    return ctx.step == 0 and ctx.spec.model.initial_tuning != "none"
+    """The run's first step that has data (a step whose dataset was unusable does not count)."""
+    return ctx.spec.model.initial_tuning != "none" and previous_pool(ctx).step < 0
 
 
 def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:

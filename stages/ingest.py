@@ -60,13 +60,13 @@ def candidate_pool(ctx: StageContext) -> PoolManifest:
     prefix = ctx.prefix("ingest")
     if not ctx.store.is_committed(prefix):
         raise StageError(f"step {ctx.step} of {ctx.run!r} has no ingested dataset: run extract first")
-    previous = _previous_pool(ctx)
+    previous = previous_pool(ctx)
     records = load_jsonl(ctx.store.read_bytes(f"{prefix}/{RECORDS}"))
     source = DatasetSource(ctx.dataset, ctx.step, f"{prefix}/{RECORDS}", len(records))
     return previous.extended(ctx.step, source, [r.uid for r in records])
 
 
-def _previous_pool(ctx: StageContext) -> PoolManifest:
+def previous_pool(ctx: StageContext) -> PoolManifest:
     """The latest pool manifest before this step (a step whose dataset failed leaves none)."""
     for step in range(ctx.step - 1, -1, -1):
         if ctx.store.exists(layout.pool_key(ctx.run, step)):

@@ -32,18 +32,3 @@ def run_idempotent(stage: str, ctx: StageContext, body: Callable[[StageContext, 
     ctx.store.commit(prefix, {"stage": stage, "step": ctx.step, "seconds": seconds, "summary": summary})
     log.info("%s of %s step %d done in %.1fs: %s", stage, ctx.run, ctx.step, seconds, summary)
     return summary
-
-
-def stage_seconds(ctx: StageContext, step: int | None = None) -> dict[str, float]:
-    """Seconds per stage of a step, from the markers (extract = slowest shard)."""
-    step = ctx.step if step is None else step
-    out: dict[str, float] = {}
-    for stage in layout.STAGES:
-        prefix = layout.stage_prefix(ctx.run, step, stage)
-        if stage == "extract":
-            shards = [k for k in ctx.store.list(prefix) if k.endswith("/_COMMITTED.json")]
-            if shards:
-                out[stage] = max(ctx.store.read_json(k).get("seconds", 0.0) for k in shards)
-        elif ctx.store.is_committed(prefix):
-            out[stage] = ctx.store.read_marker(prefix).get("seconds", 0.0)
-    return out

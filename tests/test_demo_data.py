@@ -33,7 +33,7 @@ def answer(rec: dict) -> str:
 
 
 def pixels(jsonl: Path, rec: dict) -> np.ndarray:
-    return np.asarray(Image.open(jsonl.parent / rec["image"]).convert("RGB"), dtype=np.int16)
+    return np.asarray(Image.open(jsonl.parent.parent / rec["image"]).convert("RGB"), dtype=np.int16)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -97,7 +97,7 @@ def test_eval_suite_matches_eval_files(stream, datasets):
     assert set(suite) == train_skills
     assert suite["grounding"].metric == "iou" and suite["caption"].metric == "bleu"
     assert suite["colour"].metric == "exact_match"
-    train_images = {hashlib.sha256((p.parent / r["image"]).read_bytes()).digest()
+    train_images = {hashlib.sha256((out / r["image"]).read_bytes()).digest()
                     for p, recs in datasets for r in recs if r.get("image")}
     for skill, task in suite.items():
         path = Path(run.resolve(task.path))
@@ -107,7 +107,7 @@ def test_eval_suite_matches_eval_files(stream, datasets):
         assert len({r["id"] for r in recs}) == 16
         for r in recs:
             if r.get("image"):
-                image = (path.parent / r["image"]).resolve()
+                image = (out / r["image"]).resolve()
                 assert image.is_relative_to((out / "images" / "eval").resolve())
                 assert hashlib.sha256(image.read_bytes()).digest() not in train_images
 
@@ -125,8 +125,8 @@ def test_records_well_formed(stream, datasets):
             assert question(r).isascii() and answer(r).isascii()  # small character vocabulary
             if r.get("image"):
                 assert question(r).startswith("<image>\n") and question(r).count("<image>") == 1
-                assert r["image"].startswith(f"../images/{step}/")
-                with Image.open(path.parent / r["image"]) as im:
+                assert r["image"].startswith(f"images/{step}/")
+                with Image.open(out / r["image"]) as im:
                     assert im.size == (32, 32) and im.mode == "RGB"
             else:
                 assert r["skill"] == "arithmetic" and "<image>" not in question(r)

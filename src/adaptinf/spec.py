@@ -97,6 +97,7 @@ class EvalTask(_Spec):
     path: str = Field(..., min_length=1)
     metric: Literal["exact_match", "iou", "bleu"] = "exact_match"
     name: str | None = None
+    image_root: str | None = None  # images are relative to this (default: the file's folder)
 
 
 class EvalSpec(_Spec):
@@ -206,6 +207,30 @@ class Resource(BaseModel):
         if path is None or "://" in path or Path(path).is_absolute() or self.origin is None:
             return path
         return str((self.origin.parent / path).resolve())
+
+    def resolved_spec(self) -> Any:
+        """The spec with every relative file path made absolute against the YAML's folder.
+
+        A model name that is not an existing relative path stays as it is: it is a hub id
+        (`llava-hf/llava-1.5-7b-hf` looks like a relative path too).
+        """
+        spec = self.spec.model_copy(deep=True)
+        if isinstance(spec, LifelongRunSpec):
+            spec.storage.uri = self.resolve(spec.storage.uri)
+            spec.model.base = self._resolve_model(spec.model.base)
+            if spec.extract.proxy_model:
+                spec.extract.proxy_model = self._resolve_model(spec.extract.proxy_model)
+            for task in spec.eval.suite:
+                task.path = self.resolve(task.path)
+                task.image_root = self.resolve(task.image_root)
+        else:
+            spec.source = self.resolve(spec.source)
+            spec.image_root = self.resolve(spec.image_root)
+        return spec
+
+    def _resolve_model(self, name: str) -> str:
+        local = self.resolve(name)
+        return local if local and Path(local).exists() else name
 
 
 _KINDS = {"LifelongRun": LifelongRunSpec, "InstructionDataset": InstructionDatasetSpec}

@@ -297,7 +297,8 @@ def _write_records(jsonl: Path, samples: list[Sample], id_prefix: str, image_dir
             png.parent.mkdir(parents=True, exist_ok=True)
             noise = NEAR_DUP_NOISE if sample.near_dup else 0
             shapes.render(sample.scene, noise_rng, noise).save(png, format="PNG")
-            image = Path("..", png.relative_to(jsonl.parent.parent)).as_posix()
+            # Relative to the stream root (the YAMLs set `imageRoot` to it): no "..".
+            image = png.relative_to(jsonl.parent.parent).as_posix()
         lines.append(json.dumps(_record(f"{id_prefix}{i:06d}", sample, image), ensure_ascii=False))
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -347,7 +348,7 @@ def dataset_manifest(run: str, step: int, stem: str) -> dict[str, Any]:
         "apiVersion": FULL_API_VERSION,
         "kind": "InstructionDataset",
         "metadata": {"name": f"{run}-{stem}"},
-        "spec": {"run": run, "source": f"{stem}.jsonl", "order": step},
+        "spec": {"run": run, "source": f"{stem}.jsonl", "imageRoot": "..", "order": step},
     }
 
 
@@ -410,7 +411,7 @@ def write_demo_stream(out: Path | str, seed: int = 0, size: str = "default",
         samples = [make_sample(skill, rng) for _ in range(n_eval)]
         jsonl = out / "eval" / f"{name}.jsonl"
         _write_records(jsonl, samples, f"eval-{name}-", out / "images" / "eval" / name, rng)
-        suite.append({"skill": name, "path": f"eval/{name}.jsonl", "metric": skill.metric})
+        suite.append({"skill": name, "path": f"eval/{name}.jsonl", "imageRoot": ".", "metric": skill.metric})
         evals[name] = {"path": str(jsonl), "samples": n_eval, "metric": skill.metric}
 
     manifest = run_manifest(run, [d["records"] for d in datasets], suite, size)

@@ -77,9 +77,12 @@ class RecordError(ValueError):
 
 
 def _join(base: str | None, rel: str) -> str:
-    if "://" in rel or rel.startswith("/") or not base:
-        return rel
-    return f"{base.rstrip('/')}/{rel}"
+    """`rel` under the dataset's image root; a path that could leave the root is refused, so a
+    record cannot make a pod read `/etc/passwd` or another tenant's bucket."""
+    parts = rel.replace("\\", "/").split("/")
+    if "://" in rel or rel.startswith("/") or ".." in parts or ":" in parts[0]:
+        raise RecordError("image", f"path {rel!r} must be relative to the image root, without '..'")
+    return f"{base.rstrip('/')}/{rel}" if base else rel
 
 
 def _check_image(uri: str) -> None:

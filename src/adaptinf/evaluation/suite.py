@@ -18,22 +18,27 @@ log = logging.getLogger(__name__)
 class SuiteResult:
     skills: dict[str, float]      # skill → score in [0, 1]
     tasks: dict[str, dict]        # task name → {skill, metric, score, n, examples}
+    skipped: list[str]            # notes on tasks not scored (e.g. image tasks for a text-only model)
 
 
 def evaluate_suite(bundle: ModelBundle, encoder: Encoder, spec: EvalSpec, progress: bool = False) -> SuiteResult:
     tasks: dict[str, dict] = {}
     by_skill: dict[str, list[float]] = {}
+    skipped: list[str] = []
     for task in spec.suite:
         name = task.name or task.skill
-        records, report = read_records(task.path, dataset=f"eval:{name}")
+        records, report = read_records(task.path, dataset=f"eval:{name}", image_root=task.image_root)
         if report.rejected:
             log.warning("eval set %s: %d bad records skipped", task.path, len(report.rejected))
-        if spec.max_samples:
-            records = records[:spec.max_samples]
         if not records:
             raise ValueError(f"eval task {name!r}: no usable record in {task.path}")
         if not bundle.multimodal:
             records = [r for r in records if r.image is None]
+            if not records:
+                skipped.append(f"{name}: every sample has an image and the model has no vision tower")
+                continue
+        if spec.max_samples:
+            records = records[:spec.max_samples]
         preds = generate_answers(bundle, encoder, records, spec.max_new_tokens, spec.batch_size, progress)
         refs = [r.conversations[-1][1] for r in records]
         values = [score(task.metric, p, r) for p, r in zip(preds, refs)]
@@ -41,4 +46,4 @@ def evaluate_suite(bundle: ModelBundle, encoder: Encoder, spec: EvalSpec, progre
         tasks[name] = {"skill": task.skill, "metric": task.metric, "score": value, "n": len(values),
                        "examples": [{"pred": p, "ref": r} for p, r in list(zip(preds, refs))[:3]]}
         by_skill.setdefault(task.skill, []).append(value)
-    return SuiteResult({s: sum(v) / len(v) for s, v in by_skill.items()}, tasks)
+    return SuiteResult({s: sum(v) / len(v) for s, v in by_skill.items()}, tasks, skipped)

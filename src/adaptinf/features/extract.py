@@ -8,7 +8,9 @@ image-free forward, without grad, for the samples that have an image.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 from ..data.records import Record
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle, decoder_layers
-from ..scorers import get_scorer, token_stats
+from ..scorers import TokenStats, get_scorer, token_stats
 from .grads import LoraGradCapture
 from .projection import RademacherProjector, l2_normalise
 
@@ -51,8 +53,14 @@ def _model_inputs(batch: dict[str, torch.Tensor], device: torch.device, dtype: t
 
 
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(hidden.dtype).unsqueeze(-1)
-    return ((hidden * m).sum(1) / m.sum(1).clamp_min(1)).float()
+    # Sum in fp32: a bf16 sum over hundreds of positions loses most of its mantissa.
+    m = mask.to(torch.float32).unsqueeze(-1)
+    return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+def hidden_layer_index(model: torch.nn.Module, cfg: "ExtractConfig") -> int:
+    """The decoder layer whose mean-pooled output is the hidden feature: the middle chosen layer."""
+    return cfg.layers[len(cfg.layers) // 2] if cfg.layers else len(decoder_layers(model)) // 2
 
 
 def prepare_model(bundle: ModelBundle, cfg: ExtractConfig) -> LoraGradCapture | None:
@@ -84,45 +92,86 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
                         k, capture.dim, capture.dim)
             k = capture.dim
         projector = RademacherProjector(capture.dim, k, seed=cfg.seed, device=device)
-    hidden_layer = cfg.layers[len(cfg.layers) // 2] if cfg.layers else len(decoder_layers(model)) // 2
+    hidden_layer = hidden_layer_index(model, cfg)
 
-    grads, hiddens = [], []
-    scores: dict[str, list[np.ndarray]] = {s.name: [] for s in scorers}
-    batches = range(0, len(records), cfg.batch_size)
-    for start in tqdm(batches, desc="extract", unit="batch", disable=not progress):
-        chunk = records[start:start + cfg.batch_size]
-        batch = encoder.collate([encoder.encode(r) for r in chunk])
-        labels = batch["labels"].to(device)
-        inputs = _model_inputs(batch, device, dtype)
+    n = len(records)
+    grads = np.zeros((n, projector.out_dim), np.float32) if projector is not None else None
+    hiddens: np.ndarray | None = None
+    scores = {s.name: np.zeros(n, np.float64) for s in scorers}
+    n_batches = -(-n // cfg.batch_size)
+    for b in tqdm(_prefetched_batches(encoder, records, cfg.batch_size, need_text_pass), total=n_batches,
+                  desc="extract", unit="batch", disable=not progress):
+        labels = b.batch["labels"].to(device)
+        inputs = _model_inputs(b.batch, device, dtype)
         with torch.set_grad_enabled(capture is not None):
             if capture is not None:
                 with capture:
                     out = model(**inputs, output_hidden_states=cfg.hidden)
                     stats = token_stats(out.logits, labels)
-                    per_sample = _per_sample_loss(out.logits, labels)
-                    g = capture.per_sample_grads(per_sample.sum())
-                grads.append(l2_normalise(projector(g.detach())).cpu().numpy())
+                    # The per-sample mean answer-token NLL from the same answer-only fp32 logits
+                    # the scores use: no fp32 copy of every position's logits.
+                    g = capture.per_sample_grads(stats.per_sample_mean(stats.nll).sum())
+                grads[b.idx] = l2_normalise(projector(g.detach())).cpu().numpy()
             else:
                 out = model(**inputs, output_hidden_states=cfg.hidden)
                 stats = token_stats(out.logits, labels)
         if cfg.hidden:
-            hiddens.append(_mean_pool(out.hidden_states[hidden_layer + 1].detach(), inputs["attention_mask"]).cpu().numpy())
-        text_stats = None
-        has_image = torch.tensor([r.image is not None for r in chunk])
-        if need_text_pass and has_image.any():
-            text_batch = encoder.collate([encoder.encode(r, with_image=False) for r in chunk])
-            with torch.no_grad():
-                text_out = model(**_model_inputs(text_batch, device, dtype))
-            text_stats = token_stats(text_out.logits.detach(), text_batch["labels"].to(device))
+            pooled = _mean_pool(out.hidden_states[hidden_layer + 1].detach(), inputs["attention_mask"]).cpu().numpy()
+            if hiddens is None:
+                hiddens = np.zeros((n, pooled.shape[1]), np.float32)
+            hiddens[b.idx] = pooled
+        del out
+        text_stats = _text_only_stats(model, b, device, dtype) if need_text_pass else None
         stats = _detach(stats)
         for s in scorers:
-            scores[s.name].append(s.score(stats, text_stats, has_image).cpu().numpy())
-        del out
-    return Features(
-        grads=np.concatenate(grads).astype(np.float32) if grads else None,
-        hidden=np.concatenate(hiddens).astype(np.float32) if hiddens else None,
-        scores={k: np.concatenate(v).astype(np.float64) for k, v in scores.items()},
-        grad_dim=capture.dim if capture is not None else 0)
+            scores[s.name][b.idx] = s.score(stats, text_stats, b.has_image).cpu().numpy()
+    return Features(grads=grads, hidden=hiddens, scores=scores, grad_dim=capture.dim if capture is not None else 0)
+
+
+@dataclass
+class _Batch:
+    idx: list[int]                                   # positions in `records`
+    batch: dict[str, torch.Tensor]                   # collated model inputs with labels
+    has_image: torch.Tensor                          # (b,) bool
+    text_batch: dict[str, torch.Tensor] | None       # the image-bearing samples without their image
+
+
+def _prefetched_batches(encoder: Encoder, records: list[Record], batch_size: int,
+                        text_pass: bool) -> Iterator[_Batch]:
+    """Batches of similar length (padding is wasted work), collated one batch ahead in a
+    thread: image decoding and preprocessing (and reads from S3) overlap the model's work."""
+    encoded = [encoder.encode(r) for r in records]
+    order = sorted(range(len(records)), key=lambda i: len(encoded[i].input_ids))
+
+    def prepare(start: int) -> _Batch:
+        idx = order[start:start + batch_size]
+        has_image = torch.tensor([records[i].image is not None for i in idx], dtype=torch.bool)
+        text_batch = None
+        if text_pass and has_image.any():
+            text_batch = encoder.collate([encoder.encode(records[idx[j]], with_image=False)
+                                          for j in has_image.nonzero().flatten().tolist()])
+        return _Batch(idx, encoder.collate([encoded[i] for i in idx]), has_image, text_batch)
+
+    starts = range(0, len(records), batch_size)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-collate") as pool:
+        pending = pool.submit(prepare, starts[0]) if starts else None
+        for k in range(len(starts)):
+            current = pending.result()
+            pending = pool.submit(prepare, starts[k + 1]) if k + 1 < len(starts) else None
+            yield current
+
+
+def _text_only_stats(model: torch.nn.Module, b: _Batch, device: torch.device, dtype: torch.dtype) -> TokenStats | None:
+    """Answer-token statistics without the image (for image grounding), from a forward of the
+    image-bearing samples only: a text-only sample's input has nothing to remove."""
+    if b.text_batch is None:
+        return None
+    with torch.no_grad():
+        out = model(**_model_inputs(b.text_batch, device, dtype))
+    stats = token_stats(out.logits, b.text_batch["labels"].to(device))
+    # Back to positions in the batch; text-only samples have no tokens here (scorers give 1).
+    with_image = b.has_image.nonzero().flatten().to(stats.sample.device)
+    return replace(stats, sample=with_image[stats.sample], batch_size=len(b.idx))
 
 
 def _per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

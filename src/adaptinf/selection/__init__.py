@@ -5,7 +5,8 @@ here; importing it registers it, so adding a strategy is one module plus one imp
 """
 from adaptinf.selection.base import (PoolFeatures, SelectionContext, SelectionResult, Strategy, available,
                                      get_strategy, register)
-from adaptinf.selection import adapt_inf, random_select, regimes, single_score  # noqa: F401  (registration)
+from adaptinf.selection import (adapt_inf, coincide, density, random_select, regimes, semdedup,  # noqa: F401
+                                single_score)  # (imported for registration)
 
 __all__ = ["PoolFeatures", "SelectionContext", "SelectionResult", "Strategy", "available", "get_strategy",
            "register"]

@@ -43,12 +43,15 @@ class AdaptInf(Strategy):
     needs = frozenset({"grads", "scores"})
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        self.options(ctx)                      # no options: rejects unknown ones
+        self.require_all(feats)                # Lite also needs hidden states (for the prune stage)
         grads = feats.require("grads", self.name)
-        clusters = choose_k(grads, ctx.k_min, ctx.k_max, ctx.seed, ctx.niter)
+        # Checked before the (costly) clustering: without any score CCS has nothing to stratify.
+        scores = feats.require_scores(ctx.scorers, self.name)
+        notes = [f"scorer {s!r} was not extracted; skipped" for s in ctx.scorers if s not in feats.scores]
+        clusters = choose_k(grads, ctx.k_min, ctx.k_max, ctx.seed, ctx.niter, ctx.nredo)
         sizes = np.bincount(clusters.labels, minlength=clusters.k)
         quotas = split_budget(sizes, ctx.budget)
-        scores = {s: feats.scores[s] for s in ctx.scorers if s in feats.scores}
-        notes = [f"scorer {s!r} was not extracted; skipped" for s in ctx.scorers if s not in feats.scores]
 
         picked: list[np.ndarray] = []
         per_cluster: list[dict] = []
@@ -74,6 +77,7 @@ class AdaptInf(Strategy):
             "selected": int(indices.size),
             "k": clusters.k,
             "cluster_sizes": [int(s) for s in sizes],
+            "quotas": [int(q) for q in quotas],
             "wss_by_k": {str(k): v for k, v in clusters.wss_by_k.items()},
             "scorer_counts": _count([c["scorer"] for c in per_cluster]),
             "clusters": per_cluster,

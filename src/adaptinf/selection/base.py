@@ -8,6 +8,7 @@ registry. The stage code only ever calls `get_strategy(name).select(feats, ctx)`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -26,6 +27,13 @@ class PoolFeatures:
     hidden: np.ndarray | None = None     # (n, h) float32 mean-pooled hidden states
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # scorer -> (n,); NaN = not applicable
 
+    def __post_init__(self) -> None:
+        n = len(self.uids)
+        self.is_new = np.asarray(self.is_new, dtype=bool)
+        if self.is_new.shape != (n,) or len(self.datasets) != n:
+            raise ValueError(f"is_new {self.is_new.shape} and datasets ({len(self.datasets)}) must have one "
+                             f"entry per pool sample ({n})")
+
     def __len__(self) -> int:
         return len(self.uids)
 
@@ -38,6 +46,17 @@ class PoolFeatures:
             raise ValueError(f"{kind} has {len(value)} rows for a pool of {len(self)}")
         return value
 
+    def require_scores(self, names: tuple[str, ...] | list[str], strategy: str) -> dict[str, np.ndarray]:
+        """The extracted scores among `names`, or a clear error if none of them was extracted."""
+        found = {s: np.asarray(self.scores[s]) for s in names if s in self.scores}
+        if not found:
+            raise ValueError(f"strategy {strategy!r} needs 'scores' features (any of {list(names)}), "
+                             f"which were not extracted (have: {sorted(self.scores)})")
+        for s, v in found.items():
+            if v.shape != (len(self),):
+                raise ValueError(f"score {s!r} has shape {v.shape} for a pool of {len(self)}")
+        return found
+
 
 @dataclass
 class SelectionContext:
@@ -48,6 +67,8 @@ class SelectionContext:
     k_max: int = 50
     niter: int = 25
     scorers: tuple[str, ...] = DEFAULT_SCORERS
+    nredo: int = 1                       # k-means restarts per k (best WSS kept)
+    options: dict[str, Any] = field(default_factory=dict)  # strategy-specific knobs, see Strategy.defaults
 
 
 @dataclass
@@ -69,9 +90,27 @@ class Strategy:
     needs: frozenset[str] = frozenset()
     budgeted: bool = True
     prunes_pool: bool = False
+    defaults: ClassVar[dict[str, Any]] = {}   # the knobs ctx.options may set, with their defaults
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
         raise NotImplementedError
+
+    def require_all(self, feats: PoolFeatures) -> None:
+        """A clear error for any declared feature kind that was not extracted."""
+        for kind in sorted(self.needs):
+            if kind == "scores":
+                if not feats.scores:
+                    raise ValueError(f"strategy {self.name!r} needs 'scores' features, which were not extracted")
+            else:
+                feats.require(kind, self.name)
+
+    def options(self, ctx: SelectionContext) -> dict[str, Any]:
+        """`defaults` updated with ctx.options; an unknown key is an error, not silently ignored."""
+        unknown = set(ctx.options) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"strategy {self.name!r} has no option(s) {sorted(unknown)}; "
+                             f"known: {sorted(self.defaults)}")
+        return {**self.defaults, **ctx.options}
 
     def __repr__(self) -> str:
         return f"<strategy {self.name}>"

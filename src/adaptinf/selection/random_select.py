@@ -12,6 +12,7 @@ class RandomSelect(Strategy):
     needs = frozenset()
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        self.options(ctx)  # no options: rejects unknown ones
         n = len(feats)
         rng = np.random.default_rng(ctx.seed)
         indices = sorted_unique(rng.choice(n, size=min(ctx.budget, n), replace=False))

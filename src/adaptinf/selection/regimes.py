@@ -27,6 +27,7 @@ class Sequential(Strategy):
     budgeted = False
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        self.options(ctx)  # no options: rejects unknown ones
         return _result(self.name, feats, np.flatnonzero(feats.is_new))
 
 
@@ -37,6 +38,7 @@ class Multitask(Strategy):
     budgeted = False
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        self.options(ctx)  # no options: rejects unknown ones
         return _result(self.name, feats, np.arange(len(feats)))
 
 
@@ -45,11 +47,14 @@ class Replay(Strategy):
     name = "replay"
     needs = frozenset()
     budgeted = False
-    fraction = 0.1
+    defaults = {"fraction": 0.1}   # share of the old samples replayed
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
+        fraction = float(self.options(ctx)["fraction"])
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"replay: option fraction must be in [0, 1], got {fraction}")
         old = np.flatnonzero(~np.asarray(feats.is_new, dtype=bool))
-        count = int(np.floor(self.fraction * old.size + 0.5))  # round half up
+        count = int(np.floor(fraction * old.size + 0.5))  # round half up
         replayed = np.random.default_rng(ctx.seed).choice(old, size=count, replace=False)
         return _result(self.name, feats, np.concatenate([np.flatnonzero(feats.is_new), replayed]),
                        replayed=count)

@@ -17,11 +17,10 @@ class _SingleScore(Strategy):
     needs = frozenset({"scores"})
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
-        if self.name not in feats.scores:
-            raise ValueError(f"strategy {self.name!r} needs the {self.name!r} score, which was not extracted")
+        self.options(ctx)  # no options: rejects unknown ones
+        scores = feats.require_scores((self.name,), self.name)
         rng = np.random.default_rng(ctx.seed)
-        indices, scorer, entropies = multiway_sample(
-            {self.name: feats.scores[self.name]}, np.arange(len(feats)), ctx.budget, rng)
+        indices, scorer, entropies = multiway_sample(scores, np.arange(len(feats)), ctx.budget, rng)
         notes = [] if scorer else [f"{self.name!r} is NaN for every sample; sampled uniformly"]
         indices = np.sort(indices)
         return SelectionResult(indices=indices, report={

@@ -1,0 +1,98 @@
+"""The `adaptinf` command: demo-data, run-local, stage, compare."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from adaptinf.data.demo import write_demo_stream
+    from adaptinf.model.tiny import build_tiny_model
+    info = write_demo_stream(args.out, seed=args.seed, size=args.size, modality=args.modality)
+    build_tiny_model(Path(args.out) / "model", multimodal=args.modality == "multimodal", seed=args.seed)
+    print(f"wrote {len(info['datasets'])} datasets, {len(info['eval'])} eval sets and a tiny model to {args.out}")
+    print(f"next: adaptinf run-local {args.out} --workdir WORKDIR")
+    return 0
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    from adaptinf.runner import collect, run_local
+    from adaptinf.runner.table import header, row
+    from adaptinf.runner.local import default_tracking
+    run, datasets = collect(args.paths + args.file)
+    workdir = Path(args.workdir or "adaptinf-work").resolve()
+    skills = [t.skill for t in run.spec.eval.suite]
+    skills = list(dict.fromkeys(skills))
+    print(f"run {run.name!r}: {len(datasets)} datasets, strategy {args.strategy or run.spec.strategy}, "
+          f"workdir {workdir}", flush=True)
+    print(header(skills), flush=True)
+    summary = run_local(run, datasets, workdir, strategy=args.strategy, seed=args.seed,
+                        tracking=False if args.no_mlflow else True, progress=not args.no_progress,
+                        on_step=lambda step: print(row(step, skills), flush=True))
+    final = summary["final"]
+    print(f"final: avg_acc {final['avg_acc']:.3f}  forgetting_rate {final['forgetting_rate']:.1f}%"
+          if final["avg_acc"] is not None else "final: no evaluated step")
+    for failed in summary.get("failed_steps", []):
+        print(f"step {failed['step']} ({failed['dataset']}) failed: {failed['reason']}")
+    print(f"summary: {workdir / run.name / 'summary.json'}")
+    if not args.no_mlflow:
+        uri = default_tracking(workdir, run.spec.mlflow.tracking_uri)
+        hint = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+        print(f"MLflow: experiment {run.spec.mlflow.experiment!r} at {uri}\n  view: {hint}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from adaptinf.stages.cli import add_parser as add_stage
+    parser = argparse.ArgumentParser(prog="adaptinf", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="write the synthetic multi-skill stream and a tiny model")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", choices=("default", "quick"), default="default")
+    p.add_argument("--modality", choices=("multimodal", "text"), default="multimodal")
+    p.set_defaults(func=_demo_data)
+
+    p = sub.add_parser("run-local", help="run a LifelongRun over its datasets on this machine")
+    p.add_argument("paths", nargs="*", help="demo-data folder and/or YAML files")
+    p.add_argument("-f", "--file", action="append", default=[], help="LifelongRun / InstructionDataset YAML")
+    p.add_argument("--workdir", help="artifacts, summary.json and mlflow.db (default ./adaptinf-work)")
+    p.add_argument("--strategy", help="override spec.strategy")
+    p.add_argument("--seed", type=int, help="override spec.seed")
+    p.add_argument("--no-mlflow", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_local)
+
+    add_stage(sub)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", module="mlflow")
+    for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _quiet_libraries()
+    from adaptinf.spec import SpecError
+    try:
+        return args.func(args)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""`adaptinf stage <name> --run R --step T`: one stage of one step, as a Job's pod runs it.
+
+Specs come from `-f` YAML files (the files users `kubectl apply`), else from the environment
+the operator sets (docs/contracts.md §1), else from the step's `inputs.json` snapshot.
+Exit codes: 0 done (or already done), 2 bad input a retry cannot fix, 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from adaptinf.layout import STAGES
+from adaptinf.spec import LifelongRunSpec, SpecError, load_resources
+from adaptinf.store import StoreError, open_store
+
+EXIT_BAD_INPUT = 2
+log = logging.getLogger("adaptinf.stage")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stage", help="run one stage of one step (what the Kubernetes Jobs execute)")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--run", help="LifelongRun name (default: from -f)")
+    p.add_argument("--step", type=int, required=True, help="step number t (0-based)")
+    p.add_argument("-f", "--file", action="append", default=[], help="LifelongRun / InstructionDataset YAML")
+    p.add_argument("--store", help="artifact store: local dir or s3://bucket/prefix (env ADAPTINF_STORE)")
+    p.add_argument("--shard-index", type=int, help="extract shard (env JOB_COMPLETION_INDEX)")
+    p.add_argument("--shards", type=int, help="extract shard count (env ADAPTINF_SHARDS)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=main)
+
+
+def _specs(args: argparse.Namespace) -> tuple[str | None, dict | None, str | None, dict | None]:
+    """(run name, run spec, dataset name, dataset spec) from -f files or the environment."""
+    run = ds = run_spec = ds_spec = None
+    for path in args.file:
+        for res in load_resources(path):
+            if res.kind == "LifelongRun":
+                run, run_spec = res.name, res.resolved_spec().to_dict()
+            else:
+                ds, ds_spec = res.name, res.resolved_spec().to_dict()
+    env = os.environ
+    if run_spec is None and env.get("ADAPTINF_RUN_SPEC"):
+        run_spec = _json_env("ADAPTINF_RUN_SPEC")
+    if ds_spec is None and env.get("ADAPTINF_DATASET_SPEC"):
+        ds, ds_spec = env.get("ADAPTINF_DATASET"), _json_env("ADAPTINF_DATASET_SPEC")
+    return args.run or run, run_spec, ds, ds_spec
+
+
+def _json_env(name: str) -> dict[str, Any]:
+    try:
+        return json.loads(os.environ[name])
+    except json.JSONDecodeError as err:
+        raise SpecError(f"environment variable {name} is not valid JSON: {err}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from adaptinf.stages import StageError, build_context, stage_function
+    try:
+        run, run_spec, dataset, ds_spec = _specs(args)
+        if not run:
+            raise SpecError("no run name: give --run or a LifelongRun file with -f")
+        store_uri = args.store or os.environ.get("ADAPTINF_STORE")
+        if not store_uri and run_spec is not None:
+            store_uri = LifelongRunSpec.model_validate(run_spec).storage.uri
+        if not store_uri:
+            raise SpecError("no artifact store: give --store, ADAPTINF_STORE or spec.storage.uri")
+        shards = args.shards or int(os.environ.get("ADAPTINF_SHARDS") or 0) or None
+        if shards is None and run_spec is not None:
+            shards = LifelongRunSpec.model_validate(run_spec).extract.shards
+        index = args.shard_index if args.shard_index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", 0))
+        ctx = build_context(run, args.step, open_store(store_uri), run_spec, dataset, ds_spec,
+                            shard_index=index if args.stage == "extract" else 0,
+                            shard_count=(shards or 1) if args.stage == "extract" else 1,
+                            progress=not args.no_progress and sys.stderr.isatty())
+        if not 0 <= ctx.shard_index < ctx.shard_count:
+            raise SpecError(f"shard index {ctx.shard_index} is outside 0..{ctx.shard_count - 1}")
+        summary = stage_function(args.stage)(ctx)
+    except (SpecError, StageError) as err:
+        log.error("%s failed: %s", args.stage, err)
+        return EXIT_BAD_INPUT
+    except StoreError as err:
+        log.error("%s failed on the artifact store: %s", args.stage, err)
+        return 1
+    print(json.dumps({"stage": args.stage, "step": args.step, "summary": summary}, default=str))
+    return 0

@@ -1,0 +1,63 @@
+"""Stage 4, eval: per-skill scores of the model after this step, and the run's metrics so far.
+
+Writes `eval/metrics.json` (skills, tasks with a few example answers, avg accuracy, forgetting
+rate over the steps evaluated so far) and logs per-skill scores with `step=t` to the step's
+MLflow child run and the parent run, plus a PNG of per-skill score over time.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adaptinf.evaluation.plots import close, skill_curves
+from adaptinf.evaluation.suite import evaluate_suite
+from adaptinf.metrics import average_accuracy, forgetting_rate
+from adaptinf.model.encoding import Encoder
+
+from .context import StageContext
+from .history import skill_history
+from .models import load_for_step
+from .runtime import run_idempotent
+
+log = logging.getLogger(__name__)
+
+
+def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
+    if not ctx.spec.eval.suite:
+        ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "note": "no eval suite in the run spec"})
+        return {"skills": {}, "avg_acc": None, "forgetting_rate": None}
+    bundle = load_for_step(ctx, adapter_before=ctx.step + 1, trainable=False)
+    result = evaluate_suite(bundle, Encoder(bundle, ctx.spec.training.max_length), ctx.spec.eval,
+                            progress=ctx.progress)
+    if not result.skills:
+        ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "skipped": result.skipped})
+        return {"skills": {}, "avg_acc": None, "forgetting_rate": None, "skipped": result.skipped}
+    history = [s for t, s in skill_history(ctx.store, ctx.run, ctx.step - 1)] + [result.skills]
+    avg, forgetting = average_accuracy(result.skills), forgetting_rate(history)
+    ctx.store.write_json(f"{prefix}/metrics.json", {"skills": result.skills, "tasks": result.tasks,
+                                                    "skipped": result.skipped, "avg_acc": avg,
+                                                    "forgetting_rate": forgetting})
+    _log(ctx, result.skills, avg, forgetting, result.tasks)
+    return {"skills": result.skills, "avg_acc": avg, "forgetting_rate": forgetting}
+
+
+def _log(ctx: StageContext, skills: dict[str, float], avg: float, forgetting: float, tasks: dict) -> None:
+    if not ctx.tracker.enabled:
+        return
+    metrics = {f"acc.{s}": v for s, v in skills.items()} | {"avg_acc": avg, "forgetting_rate": forgetting}
+    child, parent = ctx.tracker.step_id(ctx.step, ctx.dataset), ctx.tracker.parent_id()
+    for run_id in (child, parent):
+        ctx.tracker.log_metrics(run_id, metrics, ctx.step)
+    ctx.tracker.log_dict(child, tasks, "eval_tasks.json")
+    done = skill_history(ctx.store, ctx.run, ctx.step - 1)
+    steps = [t for t, _ in done] + [ctx.step]
+    fig = skill_curves([s for _, s in done] + [skills], steps, title=f"{ctx.run}: per-skill score")
+    try:
+        ctx.tracker.log_figure(child, fig, "skill_scores.png")
+        ctx.tracker.log_figure(parent, fig, "skill_scores.png")
+    finally:
+        close(fig)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    return run_idempotent("eval", ctx, _body)

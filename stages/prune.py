@@ -1,0 +1,72 @@
+"""Stage 5, prune: fix the pool after the step, and close the step.
+
+Lite strategies (`prunes_pool`) cut the candidate pool to D by removing the most redundant
+samples (hidden-state cosine) inside clusters, largest clusters first (`adaptinf.prune`).
+The clusters are the step's pseudo-task clusters from cluster-select. Every strategy then
+saves the pool manifest of the step (kept forever, so any step's pool can be rebuilt and
+pruned samples listed or restored), `summary.json` is rewritten, and the MLflow child run is
+marked FINISHED.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from adaptinf import layout
+from adaptinf.data.pool import PoolManifest, PrunedSample, save_pool
+from adaptinf.prune import prune_pool
+from adaptinf.selection import get_strategy
+
+from .context import StageContext
+from .features_io import load_features
+from .history import build_summary
+from .ingest import candidate_pool
+from .runtime import run_idempotent
+
+log = logging.getLogger(__name__)
+
+
+def _pruned_pool(ctx: StageContext, pool: PoolManifest) -> tuple[PoolManifest, dict[str, Any]]:
+    budget = ctx.spec.pool_budget
+    feats = load_features(ctx, pool)
+    hidden = feats.require("hidden", "prune")
+    labels_key = f"{ctx.prefix('cluster-select')}/labels.npy"
+    labels = ctx.store.read_npy(labels_key) if ctx.store.exists(labels_key) else np.zeros(len(pool.members), int)
+    result = prune_pool(hidden, labels, budget)
+    kept = [pool.members[i] for i in result.keep]
+    pruned = [PrunedSample(uid=pool.members[i], step=ctx.step, reason="redundant (hidden-state cosine)",
+                           cluster=int(c), max_sim=None if s is None else round(float(s), 6),
+                           nearest=None if j is None else pool.members[j])
+              for i, c, s, j in result.removed]
+    out = PoolManifest(run=pool.run, step=ctx.step, members=kept, sources=pool.sources,
+                       pruned=pool.pruned + pruned)
+    return out, {"per_cluster_removed": {str(k): v for k, v in result.per_cluster_removed.items()}}
+
+
+def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
+    pool = candidate_pool(ctx)
+    strategy = get_strategy(ctx.spec.strategy)
+    budget = ctx.spec.pool_budget
+    detail: dict[str, Any] = {}
+    if strategy.prunes_pool and budget is not None and len(pool.members) > budget:
+        pool, detail = _pruned_pool(ctx, pool)
+    removed = [p for p in pool.pruned if p.step == ctx.step]
+    ctx.store.write_json(f"{prefix}/pruned.json", {"budget": budget, "removed": [p.uid for p in removed], **detail})
+    save_pool(ctx.store, pool)
+    child = ctx.tracker.step_id(ctx.step, ctx.dataset)
+    ctx.tracker.log_metrics(child, {"pool_after_prune": len(pool.members), "pruned": len(removed)}, ctx.step)
+    return {"pool_size": len(pool.members), "pruned": len(removed)}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    summary = run_idempotent("prune", ctx, _body)
+    # Rewritten on every call (also a no-op re-run) so it always reflects the store.
+    doc = build_summary(ctx.store, ctx.run, ctx.spec.strategy)
+    ctx.store.write_json(layout.summary_key(ctx.run), doc)
+    if ctx.tracker.enabled:
+        parent = ctx.tracker.parent_id()
+        ctx.tracker.log_dict(parent, doc, "summary.json")
+        ctx.tracker.finish(ctx.tracker.step_id(ctx.step, ctx.dataset))
+    return summary

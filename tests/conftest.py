@@ -1,0 +1,53 @@
+"""Shared fixtures: a local S3 (moto server on 127.0.0.1), the quick demo stream, a tiny model."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 HTTP endpoint (moto's server), shared by the session."""
+    from moto.server import ThreadedMotoServer
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch, request):
+    """A fresh bucket; boto3 in this process (and child processes) points at the local server."""
+    import boto3
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("ADAPTINF_S3_MAX_ATTEMPTS", "2")
+    name = "b-" + request.node.name.lower().replace("_", "-")[:40].strip("-[]")
+    name = "".join(c for c in name if c.isalnum() or c == "-")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def demo_quick(tmp_path_factory) -> Path:
+    """`adaptinf demo-data --size quick` output (records, eval sets, YAML, tiny model)."""
+    from adaptinf.cli import main
+    out = tmp_path_factory.mktemp("demo-quick")
+    assert main(["demo-data", "--out", str(out), "--size", "quick"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(demo_quick) -> Path:
+    return demo_quick / "model"

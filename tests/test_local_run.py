@@ -1,0 +1,122 @@
+"""The local backend end to end on the quick demo stream: summary.json, pool manifests and
+MLflow runs of a reduced lifelong run (3 steps of Lite-Adapt-∞ on CPU)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adaptinf import layout
+from adaptinf.data.pool import load_pool
+from adaptinf.runner import collect, run_local
+from adaptinf.store import LocalStore
+
+pytestmark = pytest.mark.slow
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def finished_run(demo_quick, tmp_path_factory):
+    run, datasets = collect([demo_quick])
+    workdir = tmp_path_factory.mktemp("work")
+    rows = []
+    summary = run_local(run, datasets[:STEPS], workdir, progress=False, on_step=rows.append)
+    return run, datasets[:STEPS], workdir, summary, rows
+
+
+def _lines(path) -> int:
+    return sum(1 for line in open(path) if line.strip())
+
+
+def test_summary_follows_the_contract(finished_run):
+    run, datasets, workdir, summary, rows = finished_run
+    on_disk = json.loads((workdir / run.name / "summary.json").read_text())
+    assert on_disk == summary and summary["run"] == "demo" and summary["strategy"] == "lite-adapt-inf"
+    steps = summary["steps"]
+    assert [s["step"] for s in steps] == list(range(STEPS)) and rows == steps
+    assert [s["dataset"] for s in steps] == [d.name for d in datasets]
+    T, D = run.spec.train_budget, run.spec.pool_budget
+    sizes = [_lines(d.resolved_spec().source) for d in datasets]
+    # The candidate pool is last step's pool plus the whole new dataset; after prune it fits D.
+    assert steps[0]["candidate_pool"] == sizes[0]
+    for prev, cur, n in zip(steps, steps[1:], sizes[1:]):
+        assert cur["candidate_pool"] == prev["pool_size"] + n
+    for s in steps:
+        assert s["pool_size"] == min(s["candidate_pool"], D)
+        assert s["pruned"] == s["candidate_pool"] - s["pool_size"]
+    assert steps[0]["selected"] == sizes[0]  # initial instruction tuning on the first dataset
+    assert all(s["selected"] == T for s in steps[1:])
+    suite = {t.skill for t in run.spec.eval.suite}
+    for s in steps:
+        # Every skill, also those absent from later datasets, is measured after every step.
+        assert set(s["skills"]) == suite
+        assert all(0.0 <= v <= 1.0 for v in s["skills"].values())
+        assert s["avg_acc"] == pytest.approx(sum(s["skills"].values()) / len(suite))
+        assert s["forgetting_rate"] >= 0.0
+        assert set(s["seconds"]) == set(layout.STAGES) and all(v >= 0 for v in s["seconds"].values())
+        assert s["k"] >= run.spec.clustering.k_min
+    # Forgetting as defined in PAPER_NOTES §7, recomputed from the per-step scores.
+    drops = [max(a[k] - b[k], 0) / a[k] * 100 for a, b in zip([s["skills"] for s in steps],
+             [s["skills"] for s in steps[1:]]) for k in a if a[k] > 0]
+    assert summary["final"]["forgetting_rate"] == pytest.approx(sum(drops) / len(drops) if drops else 0.0)
+    assert summary["final"]["avg_acc"] == pytest.approx(steps[-1]["avg_acc"])
+
+
+def test_pool_manifests_record_every_step_and_pruned_sample(finished_run):
+    run, datasets, workdir, summary, _ = finished_run
+    store = LocalStore(workdir)
+    pools = [load_pool(store, run.name, t) for t in range(STEPS)]
+    for pool, row in zip(pools, summary["steps"]):
+        assert len(pool.members) == row["pool_size"] and len(set(pool.members)) == len(pool.members)
+    last = pools[-1]
+    assert [s.name for s in last.sources] == [d.name for d in datasets]
+    assert len(last.pruned) == sum(s["pruned"] for s in summary["steps"]) > 0
+    pruned = {p.uid for p in last.pruned}
+    assert not pruned & set(last.members)
+    # Each pruned sample names its cluster and its most similar sample that was kept at the time.
+    assert all(p.reason and p.cluster is not None and p.nearest not in (None, p.uid) for p in last.pruned)
+    # Selections only ever name pool members of their step.
+    for t in range(1, STEPS):
+        sel = store.read_json(f"{layout.stage_prefix(run.name, t, 'cluster-select')}/selection.json")
+        candidates = set(pools[t - 1].members) | {u for u in sel["selected"] if u.startswith(datasets[t].name)}
+        assert set(sel["selected"]) <= candidates
+        assert len(sel["report"]["clusters"]) == sel["report"]["k"]
+
+
+def test_mlflow_parent_and_child_runs(finished_run):
+    from mlflow.tracking import MlflowClient
+    run, _, workdir, summary, _ = finished_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(run.spec.mlflow.experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`adaptinf.run` = '{run.name}'")
+    parents = [r for r in runs if r.data.tags["adaptinf.step"] == "parent"]
+    children = sorted((r for r in runs if r.data.tags["adaptinf.step"] != "parent"),
+                      key=lambda r: int(r.data.tags["adaptinf.step"]))
+    assert len(parents) == 1 and len(children) == STEPS
+    parent = parents[0]
+    assert parent.data.params["trainBudget"] == str(run.spec.train_budget)
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    history = client.get_metric_history(parent.info.run_id, "acc.colour")
+    assert [m.step for m in history] == list(range(STEPS))
+    assert [m.value for m in history] == pytest.approx([s["skills"]["colour"] for s in summary["steps"]])
+    child = children[1]
+    names = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"selection_report.json", "skill_scores.png", "adapter", "eval_tasks.json"} <= names
+    assert any(a.path.endswith("adapter_config.json") for a in client.list_artifacts(child.info.run_id, "adapter"))
+    report = json.loads(open(client.download_artifacts(child.info.run_id, "selection_report.json")).read())
+    assert report["k"] == summary["steps"][1]["k"] and report["selected"] == run.spec.train_budget
+    assert all(c["scorer"] in run.spec.scorers for c in report["clusters"] if c["scorer"])
+
+
+def test_rerun_is_a_no_op(finished_run):
+    """Finished stages are not run again: same summary, no new MLflow runs."""
+    from mlflow.tracking import MlflowClient
+    run, datasets, workdir, summary, _ = finished_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(run.spec.mlflow.experiment)
+    before = len(client.search_runs([exp.experiment_id]))
+    again = run_local(run, datasets, workdir, progress=False)
+    assert again["steps"] == summary["steps"]
+    assert len(client.search_runs([exp.experiment_id])) == before

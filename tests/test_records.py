@@ -1,0 +1,73 @@
+"""Bad records are rejected with a reason naming the record and field; good ones go on."""
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from adaptinf.data.records import read_records
+
+
+def _conv(q: str, a: str) -> list[dict]:
+    return [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+
+
+def _write_dataset(root):
+    (root / "img").mkdir()
+    Image.new("RGB", (8, 8), "red").save(root / "img" / "ok.png")
+    (root / "img" / "corrupt.png").write_bytes(b"\x89PNG not really")
+    good_img = {"id": "a", "image": "img/ok.png", "conversations": _conv("<image>\nColour?", "red")}
+    good_txt = {"id": "b", "conversations": _conv("1+1?", "2")}
+    lines = [json.dumps(good_img), json.dumps(good_txt),
+             '{"id": "c", "conversations": [',                                           # malformed
+             json.dumps({"id": "d", "image": "img/missing.png", "conversations": _conv("<image>\nx", "y")}),
+             json.dumps({"id": "e", "image": "img/corrupt.png", "conversations": _conv("<image>\nx", "y")}),
+             json.dumps({"id": "f", "conversations": _conv("q", "  ")}),                  # empty answer
+             json.dumps({"id": "g", "conversations": [{"from": "human", "value": 3},
+                                                      {"from": "gpt", "value": "x"}]}),   # wrong type
+             json.dumps({"id": "a", "conversations": _conv("dup", "x")}),                  # duplicate id
+             json.dumps({"id": "h", "image": "../../etc/passwd", "conversations": _conv("<image>\nx", "y")}),
+             json.dumps({"id": "i", "image": "/etc/passwd", "conversations": _conv("<image>\nx", "y")}),
+             json.dumps({"id": "j", "conversations": _conv("q", "x" * 50000)}),            # over-long answer
+             ]
+    data = ("\n".join(lines) + "\n").encode() + b'{"id": "k", "conversations": "\xff\xfe"}\n'
+    (root / "data.jsonl").write_bytes(data)
+    return root / "data.jsonl"
+
+
+def test_bad_records_are_reported_and_good_ones_kept(tmp_path):
+    records, report = read_records(str(_write_dataset(tmp_path)), dataset="ds")
+    assert [r.id for r in records] == ["a", "b"]
+    assert records[0].image.endswith("img/ok.png") and records[1].image is None
+    assert records[0].uid == "ds/a"
+    by_line = {r.line: r for r in report.rejected}
+    assert report.accepted == 2 and len(report.rejected) == 10
+    assert "malformed JSON" in by_line[3].reason
+    assert by_line[4].id == "d" and by_line[4].field == "image" and "unreadable" in by_line[4].reason
+    assert by_line[5].field == "image" and "corrupt" in by_line[5].reason
+    assert by_line[6].field == "conversations[1].value" and "empty answer" in by_line[6].reason
+    assert by_line[7].field == "conversations[0].value"
+    assert by_line[8].id == "a" and "duplicate" in by_line[8].reason
+    assert by_line[9].field == "image" and ".." in by_line[9].reason
+    assert by_line[10].field == "image"
+    assert by_line[11].field == "conversations[1].value" and "longer" in by_line[11].reason
+    assert "UTF-8" in by_line[12].reason
+    assert json.loads(json.dumps(report.to_json()))["accepted"] == 2
+
+
+def test_missing_file_is_one_rejection(tmp_path):
+    records, report = read_records(str(tmp_path / "nope.jsonl"), dataset="ds")
+    assert records == [] and len(report.rejected) == 1
+    assert report.rejected[0].field == "source" and "nope.jsonl" in report.rejected[0].reason
+
+
+def test_json_list_format_and_s3_source(s3_bucket, tmp_path):
+    import boto3
+    from adaptinf.store import open_store
+    recs = [{"id": str(i), "conversations": _conv(f"{i}+0?", str(i))} for i in range(3)]
+    open_store(f"s3://{s3_bucket}/d").write_text("data.json", json.dumps(recs))
+    records, report = read_records(f"s3://{s3_bucket}/d/data.json", dataset="s3ds")
+    assert [r.id for r in records] == ["0", "1", "2"] and not report.rejected
+    records, report = read_records(f"s3://{s3_bucket}/d/absent.json", dataset="s3ds")
+    assert not records and report.rejected[0].field == "source"
+    assert boto3  # the S3 client used above is the real one against the local server
