@@ -130,3 +130,33 @@ def test_higher_dimension_against_brute_force_with_short_lists():
     labels = rng.integers(0, 3, 500)
     result = prune_pool(hidden, labels, target_size=200, neighbours=4)
     assert [r[0] for r in result.removed] == brute_force(hidden, labels, result.per_cluster_removed)
+
+
+def test_every_sample_is_kept_or_recorded_and_over_protection_keeps_the_protected(caplog):
+    rng = np.random.default_rng(3)
+    hidden = rng.normal(size=(30, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 30)
+    result = prune_pool(hidden, labels, target_size=12)
+    removed = [r[0] for r in result.removed]
+    assert len(set(removed)) == len(removed) == 18
+    assert sorted(removed + result.keep.tolist()) == list(range(30))   # nothing silently lost
+    assert sum(result.per_cluster_removed.values()) == 18
+    # 20 protected samples cannot fit in 12: every unprotected one goes, with a warning
+    protect = np.zeros(30, bool)
+    protect[:20] = True
+    with caplog.at_level("WARNING", logger="adaptinf.prune"):
+        result = prune_pool(hidden, labels, target_size=12, protect=protect)
+    assert result.keep.tolist() == list(range(20))
+    assert "exceed the pool budget" in caplog.text
+
+
+def test_prune_rejects_bad_arguments():
+    hidden = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError):
+        prune_pool(hidden, np.zeros(3, int), 2)                      # shape mismatch
+    with pytest.raises(ValueError):
+        prune_pool(hidden, np.zeros(4, int), -1)
+    with pytest.raises(ValueError):
+        prune_pool(hidden, np.zeros(4, int), 2, protect=np.zeros(3, bool))
+    with pytest.raises(ValueError):
+        prune_pool(hidden, np.zeros(4, int), 2, neighbours=1)

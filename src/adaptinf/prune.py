@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from adaptinf.clustering import faiss_threads
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_NEIGHBOURS = 32
@@ -109,7 +111,8 @@ class _ClusterGreedy:
         tol = 2.0 * h * 2.0**-24 + 1e-9
         index = faiss.IndexFlatIP(h)
         index.add(x)
-        fsim, fids = index.search(x, self.k + 1)
+        with faiss_threads(float(m) * m * h):
+            fsim, fids = index.search(x, self.k + 1)
         is_self = fids == np.arange(m)[:, None]
         is_self[~is_self.any(axis=1), -1] = True  # self outranked by exact duplicates: drop the last
         ids = fids[~is_self].reshape(m, self.k).astype(np.int64)

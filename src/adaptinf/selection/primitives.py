@@ -250,6 +250,8 @@ def shifted_quotas(targets: np.ndarray, lower: np.ndarray, upper: np.ndarray, to
     a, b = float((lo - t).min()), float((hi - t).max())   # sum(x) <= total at a, >= total at b
     for _ in range(iters):
         mid = 0.5 * (a + b)
+        if mid in (a, b):                                    # the interval is one float wide
+            break
         if np.clip(t + mid, lo, hi).sum() < total:
             a = mid
         else:

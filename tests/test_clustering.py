@@ -1,0 +1,113 @@
+"""Pseudo-task clustering: faiss k-means, the log-WSS kneedle elbow, k range clamping."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptinf.clustering import choose_k, elbow_k, k_range, kmeans
+
+
+def blobs(seed: int, centres: int = 7, per: int = 120, dim: int = 16, spread: float = 0.3):
+    """`centres` gaussian blobs: centres ~ N(0, 25 I) (pairwise distance ~ 28), std `spread`."""
+    rng = np.random.default_rng(seed)
+    mu = 5.0 * rng.normal(size=(centres, dim))
+    truth = np.repeat(np.arange(centres), per)
+    x = mu[truth] + spread * rng.normal(size=(len(truth), dim))
+    return x.astype(np.float32), truth
+
+
+@pytest.mark.parametrize("data_seed", [0, 1, 2, 3])
+def test_elbow_finds_the_number_of_blobs(data_seed):
+    x, truth = blobs(data_seed)
+    for seed in (0, 1, 2):
+        res = choose_k(x, k_min=2, k_max=15, seed=seed)
+        assert res.k == 7, (data_seed, seed, res.wss_by_k)
+        assert sorted(res.wss_by_k) == list(range(2, 16))
+        # the clusters are the blobs: each blob maps to exactly one label and vice versa
+        pairs = set(zip(truth.tolist(), res.labels.tolist()))
+        assert len(pairs) == 7 and len({p[1] for p in pairs}) == 7
+
+
+def test_elbow_three_blobs_in_higher_dimension():
+    x, _ = blobs(5, centres=3, per=200, dim=64, spread=0.5)
+    assert choose_k(x, 2, 10, seed=0).k == 3
+
+
+def test_elbow_rule_on_hand_made_curves():
+    ks = list(range(2, 16))
+    # Drop by a factor ~15 at k=7 and flat afterwards (the 7-blob curve that raw kneedle
+    # misplaces at k=6): the log-scale elbow is k=7.
+    wss = [293358, 200296, 125633, 57546, 23073, 1491, 1475, 1461, 1446, 1435, 1425, 1411, 1395, 1378]
+    assert elbow_k(ks, wss) == 7
+    # order of the inputs does not matter
+    assert elbow_k(ks[::-1], wss[::-1]) == 7
+    # a straight line (in log space) has no elbow: the smallest k
+    assert elbow_k([1, 2, 3, 4], [8.0, 4.0, 2.0, 1.0]) == 1
+    # flat curve, fewer than three points
+    assert elbow_k([3, 4, 5], [2.0, 2.0, 2.0]) == 3
+    assert elbow_k([3, 9], [5.0, 1.0]) == 3
+    # zero WSS (a perfect fit: k = the number of distinct points) is floored, not log(0), and
+    # the perfect fit is the elbow; float noise below the floor cannot move it
+    assert elbow_k([1, 2, 3, 4], [100.0, 1.0, 0.0, 0.0]) == 3
+    assert elbow_k([1, 2, 3, 4], [100.0, 1.0, 3e-5, 1e-7]) == 3
+    with pytest.raises(ValueError):
+        elbow_k([1, 2], [1.0])
+    with pytest.raises(ValueError):
+        elbow_k([1, 2, 3], [1.0, -1.0, 0.5])
+
+
+def test_kmeans_is_deterministic_per_seed_and_wss_is_exact():
+    x, _ = blobs(0, centres=4, per=50, spread=2.0)
+    l1, c1, w1 = kmeans(x, 5, seed=3)
+    l2, c2, w2 = kmeans(x, 5, seed=3)
+    np.testing.assert_array_equal(l1, l2)
+    np.testing.assert_array_equal(c1, c2)
+    assert w1 == w2
+    # WSS is the squared distance of every point to its nearest centroid
+    d2 = ((x[:, None, :].astype(np.float64) - c1[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_array_equal(l1, d2.argmin(axis=1))
+    assert w1 == pytest.approx(d2.min(axis=1).sum(), rel=1e-4)
+    # another seed starts elsewhere (5 centroids over 4 overlapping blobs: not a unique optimum)
+    _, c3, _ = kmeans(x, 5, seed=4)
+    assert not np.array_equal(c1, c3)
+
+
+def test_choose_k_is_deterministic_per_seed():
+    x, _ = blobs(1, centres=5, per=40, spread=1.5)
+    a, b = choose_k(x, 2, 9, seed=11), choose_k(x, 2, 9, seed=11)
+    assert a.k == b.k and a.wss_by_k == b.wss_by_k
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+
+
+def test_k_range_clamps_for_small_pools():
+    assert k_range(1000, 5, 50) == (5, 50)
+    assert k_range(60, 5, 50) == (5, 30)       # at most n // 2 clusters
+    assert k_range(9, 5, 50) == (4, 4)         # k_min follows k_max down
+    assert k_range(3, 2, 8) == (1, 1)
+    assert k_range(1, 5, 50) == (1, 1)
+    with pytest.raises(ValueError):
+        k_range(0, 5, 50)
+    with pytest.raises(ValueError):
+        k_range(10, 6, 5)
+
+
+def test_choose_k_on_tiny_pools():
+    x = np.random.default_rng(0).normal(size=(9, 3)).astype(np.float32)
+    res = choose_k(x, 5, 50)
+    assert res.k == 4 and list(res.wss_by_k) == [4]
+    assert set(res.labels.tolist()) <= set(range(4))
+    one = choose_k(x[:1], 5, 50)
+    assert one.k == 1 and one.labels.tolist() == [0] and one.wss_by_k[1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kmeans_rejects_bad_input():
+    x = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError):
+        kmeans(x, 5)
+    with pytest.raises(ValueError):
+        kmeans(x, 0)
+    with pytest.raises(ValueError):
+        kmeans(np.zeros((0, 2), np.float32), 1)
+    with pytest.raises(ValueError):
+        kmeans(x, 2, nredo=0)

@@ -1,0 +1,208 @@
+"""Known-answer tests of the selection building blocks (PAPER_NOTES §4–5)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adaptinf.selection.primitives import (ccs_sample, choose_scorer, proportional_quotas, round_quotas,
+                                           shifted_quotas, softmax, split_budget, trimmed_histogram_entropy,
+                                           water_fill)
+
+
+def uniform_core_with_outliers() -> np.ndarray:
+    """1000 values: 50 each at ±1e6 (exactly the 5% tails) and a core of 18 values at b + 0.5
+    for every b in 0..49. The core's range is [0.5, 49.5], bin width 49/50, so value b + 0.5
+    falls in bin floor(b · 50/49) = b (b = 49 lands on the top edge: last bin): 18 per bin."""
+    core = np.repeat(np.arange(50) + 0.5, 18)
+    values = np.concatenate([np.full(50, -1e6), core, np.full(50, 1e6)])
+    return np.random.default_rng(0).permutation(values)
+
+
+def test_entropy_uniform_histogram_is_log_bins_after_trimming():
+    s = uniform_core_with_outliers()
+    assert trimmed_histogram_entropy(s) == pytest.approx(math.log(50), abs=1e-12)
+    # Without trimming the outliers set the range: 50 | 900 (all core values in bin 25) | 50.
+    p = np.array([0.05, 0.9, 0.05])
+    assert trimmed_histogram_entropy(s, trim=0.0) == pytest.approx(-(p * np.log(p)).sum(), abs=1e-12)
+    # Ten bins over the same core: 5 core values per bin of width 4.9 -> 90 each -> log(10).
+    assert trimmed_histogram_entropy(s, bins=10) == pytest.approx(math.log(10), abs=1e-12)
+
+
+def test_entropy_trims_exactly_five_percent_each_side():
+    # 40 samples: floor(0.05 * 40) = 2 dropped at each end. The two lowest (-5, -4) and the
+    # two highest (104, 105) go; the rest spans [0, 1]: half at 0, half at 1 -> log 2.
+    s = np.concatenate([[-5.0, -4.0], np.zeros(18), np.ones(18), [104.0, 105.0]])
+    assert trimmed_histogram_entropy(s) == pytest.approx(math.log(2), abs=1e-12)
+    # One outlier per side: the 2nd lowest / 2nd highest are tied with kept values (0 and 1),
+    # and values tied with the boundary stay in: 18 zeros and 20 ones are histogrammed.
+    s2 = np.concatenate([[-5.0, 0.0], np.zeros(17), np.ones(19), [1.0, 105.0]])
+    p = np.array([18, 20]) / 38
+    assert trimmed_histogram_entropy(s2) == pytest.approx(-(p * np.log(p)).sum(), abs=1e-12)
+
+
+def test_entropy_edge_cases():
+    assert trimmed_histogram_entropy(np.full(100, 3.0)) == 0.0          # point mass
+    assert trimmed_histogram_entropy(np.array([])) == 0.0
+    assert trimmed_histogram_entropy(np.full(5, np.nan)) == 0.0
+    s = uniform_core_with_outliers()
+    with_nan = np.concatenate([s, np.full(7, np.nan)])                  # NaN ignored
+    assert trimmed_histogram_entropy(with_nan) == pytest.approx(math.log(50), abs=1e-12)
+    # affine invariance (scores are normalised first)
+    assert trimmed_histogram_entropy(3.0 * s - 7.0) == pytest.approx(math.log(50), abs=1e-12)
+    with pytest.raises(ValueError):
+        trimmed_histogram_entropy(s, trim=0.5)
+
+
+def test_choose_scorer_picks_highest_entropy_and_skips_nan():
+    s = uniform_core_with_outliers()
+    scores = {
+        "two_point": np.where(np.arange(1000) % 2 == 0, 0.0, 1.0),     # log 2
+        "spread": s,                                                    # log 50
+        "missing": np.full(1000, np.nan),                               # not applicable
+        "constant": np.zeros(1000),                                     # 0
+    }
+    idx = np.arange(1000)
+    name, ent = choose_scorer(scores, idx)
+    assert name == "spread"
+    assert set(ent) == {"two_point", "spread", "constant"}
+    assert ent["two_point"] == pytest.approx(math.log(2)) and ent["constant"] == 0.0
+    # on a subset where "spread" is constant the two-point score wins
+    sub = np.flatnonzero(s == 0.5)
+    assert choose_scorer(scores, sub)[0] == "two_point"
+    # nothing applicable -> None; ties -> the first listed
+    assert choose_scorer({"m": np.full(10, np.nan)}, np.arange(10)) == (None, {})
+    assert choose_scorer({"a": np.zeros(10), "b": np.ones(10)}, np.arange(10))[0] == "a"
+
+
+def test_split_budget_hand_example():
+    # Uniform share 15/3 = 5; cluster 0 has only 2 and gives them all; the leftover 13 is
+    # split over the two others: 13 // 2 = 6 for the first, the remaining 7 for the last
+    # (equal sizes: the later index gets the extra sample).
+    assert split_budget([2, 10, 10], 15).tolist() == [2, 6, 7]
+    assert split_budget([10, 10, 2], 15).tolist() == [6, 7, 2]
+    assert split_budget([5, 5, 5], 9).tolist() == [3, 3, 3]
+    assert split_budget([1, 1, 30], 10).tolist() == [1, 1, 8]
+    assert split_budget([3, 4], 100).tolist() == [3, 4]                # budget above the pool
+    assert split_budget([3, 4], 0).tolist() == [0, 0]
+    assert split_budget([0, 4], 2).tolist() == [0, 2]                  # empty cluster
+
+
+def test_split_budget_total_is_exact_on_random_sizes():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        sizes = rng.integers(0, 50, size=rng.integers(1, 12))
+        t = int(rng.integers(0, 400))
+        q = split_budget(sizes, t)
+        assert q.sum() == min(t, sizes.sum())
+        assert (q >= 0).all() and (q <= sizes).all()
+        # no cluster below its size gets fewer than another cluster's quota minus one
+        open_ = q < sizes
+        if open_.any():
+            assert q.max() <= q[open_].min() + 1
+
+
+def test_water_fill_rejects_bad_input():
+    with pytest.raises(ValueError):
+        water_fill(np.array([-1, 2]), 1)
+    with pytest.raises(ValueError):
+        water_fill(np.array([1, 2]), -1)
+
+
+def strata_example():
+    """Scores over [0, 4] with 4 bins of width 1 holding 1, 2, 5 and 10 samples."""
+    bins = [np.array([0.0]), np.array([1.2, 1.5]), np.linspace(2.1, 2.9, 5), np.linspace(3.05, 4.0, 10)]
+    return np.concatenate(bins), np.repeat(np.arange(4), [1, 2, 5, 10])
+
+
+def test_ccs_quotas_hand_example():
+    scores, bin_of = strata_example()
+    # budget 12 over bins sized 1, 2, 5, 10 (smallest first): min(1, 12//4=3)=1, then
+    # min(2, 11//3=3)=2, then min(5, 9//2=4)=4, then the last 5 -> quotas 1, 2, 4, 5.
+    for seed in range(5):
+        picked = ccs_sample(scores, 12, np.random.default_rng(seed), bins=4, trim=0.0)
+        assert len(picked) == 12 and len(set(picked.tolist())) == 12
+        assert np.bincount(bin_of[picked], minlength=4).tolist() == [1, 2, 4, 5]
+    # budget 4: one per bin
+    picked = ccs_sample(scores, 4, np.random.default_rng(0), bins=4, trim=0.0)
+    assert np.bincount(bin_of[picked], minlength=4).tolist() == [1, 1, 1, 1]
+
+
+def test_ccs_samples_tails_only_when_the_trimmed_range_is_short():
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([[-100.0, -90.0], rng.uniform(0, 1, 36), [90.0, 100.0]])  # 2 tails per side
+    tails = {0, 1, 38, 39}
+    picked = ccs_sample(scores, 36, np.random.default_rng(1))
+    assert tails.isdisjoint(picked.tolist()) and len(picked) == 36
+    picked = ccs_sample(scores, 38, np.random.default_rng(1))
+    assert len(picked) == 38 and len(tails & set(picked.tolist())) == 2
+    assert ccs_sample(scores, 99, np.random.default_rng(1)).tolist() == list(range(40))
+    assert ccs_sample(scores, 0, np.random.default_rng(1)).tolist() == []
+
+
+def test_ccs_is_deterministic_per_seed_and_varies_with_it():
+    scores = np.random.default_rng(3).normal(size=500)
+    a = ccs_sample(scores, 100, np.random.default_rng(7))
+    b = ccs_sample(scores, 100, np.random.default_rng(7))
+    c = ccs_sample(scores, 100, np.random.default_rng(8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert (np.diff(a) > 0).all()
+    with pytest.raises(ValueError):
+        ccs_sample(np.array([1.0, np.nan]), 1, np.random.default_rng(0))
+
+
+def test_softmax_known_values():
+    np.testing.assert_allclose(softmax(np.array([0.0, math.log(3)]), 1.0), [0.25, 0.75])
+    np.testing.assert_allclose(softmax(np.array([0.0, 2 * math.log(3)]), 2.0), [0.25, 0.75])
+    np.testing.assert_allclose(softmax(np.array([1000.0, 1000.0]), 0.01), [0.5, 0.5])  # no overflow
+    with pytest.raises(ValueError):
+        softmax(np.array([1.0]), 0.0)
+
+
+def test_proportional_quotas_cap_and_redistribute():
+    # shares 25, 15, 10; cluster 0 holds 10, its excess 15 is re-split 3:2 -> 24, 16
+    assert proportional_quotas(np.array([0.5, 0.3, 0.2]), np.array([10, 100, 100]), 50).tolist() == [10, 24, 16]
+    # equal weights, 10 over 3: floors 3, 3, 3 and the remainder to the lowest index
+    assert proportional_quotas(np.ones(3), np.array([10, 10, 10]), 10).tolist() == [4, 3, 3]
+    # a cascade: capping cluster 0 pushes cluster 1 over its size too
+    assert proportional_quotas(np.array([0.6, 0.3, 0.1]), np.array([5, 6, 100]), 40).tolist() == [5, 6, 29]
+    # zero weight gets nothing unless the others are exhausted
+    assert proportional_quotas(np.array([1.0, 0.0]), np.array([5, 5]), 4).tolist() == [4, 0]
+    assert proportional_quotas(np.array([1.0, 0.0]), np.array([5, 5]), 8).tolist() == [5, 3]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k = int(rng.integers(1, 10))
+        sizes = rng.integers(0, 30, k)
+        t = int(rng.integers(0, 200))
+        q = proportional_quotas(rng.dirichlet(np.ones(k)), sizes, t)
+        assert q.sum() == min(t, sizes.sum()) and (q >= 0).all() and (q <= sizes).all()
+
+
+def test_shifted_quotas_solve_the_qp():
+    # x = clip(t + λ, lo, hi): cluster 0 capped at 3, then 3 + λ + 2 + λ = 7 -> λ = 1
+    assert shifted_quotas(np.array([5.0, 3.0, 2.0]), np.zeros(3), np.array([3, 10, 10]), 10).tolist() == [3, 4, 3]
+    # lower bounds bind: 8 + λ + 2 + 2 = 10 -> λ = -2, the others clip up to 2
+    assert shifted_quotas(np.array([8.0, 1.0, 1.0]), np.full(3, 2), np.full(3, 10), 10).tolist() == [6, 2, 2]
+    # targets already feasible and integral: unchanged
+    assert shifted_quotas(np.array([2.0, 5.0]), np.zeros(2), np.array([9, 9]), 7).tolist() == [2, 5]
+    # the QP's real solution 10/3 each, rounded to 4, 3, 3
+    assert shifted_quotas(np.zeros(3), np.zeros(3), np.full(3, 9), 10).tolist() == [4, 3, 3]
+    with pytest.raises(ValueError):
+        shifted_quotas(np.zeros(2), np.full(2, 6), np.full(2, 9), 10)   # lower bounds exceed the total
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        k = int(rng.integers(1, 10))
+        hi = rng.integers(0, 30, k)
+        t = int(rng.integers(0, 200))
+        q = shifted_quotas(rng.dirichlet(np.ones(k)) * t, np.zeros(k), hi, t)
+        assert q.sum() == min(t, hi.sum()) and (q >= 0).all() and (q <= hi).all()
+
+
+def test_round_quotas_largest_remainder():
+    assert round_quotas(np.array([1.5, 2.7, 0.8]), np.array([9, 9, 9]), 5).tolist() == [1, 3, 1]
+    # the cap blocks the largest remainder: the next one gets it
+    assert round_quotas(np.array([2.0, 2.9, 0.1]), np.array([9, 2, 9]), 5).tolist() == [2, 2, 1]
+    # short allocation filled evenly over the room left
+    assert round_quotas(np.zeros(3), np.array([1, 5, 5]), 6).tolist() == [1, 2, 3]
