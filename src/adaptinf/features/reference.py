@@ -76,9 +76,12 @@ def reference_extract(bundle: ModelBundle, encoder: Encoder, records: list[Recor
     model.eval()
     scorers = [get_scorer(s) for s in cfg.scorers]
     need_text_pass = bundle.multimodal and any(s.needs_text_only_pass for s in scorers)
-    chosen = _chosen_parameters(model, cfg.layers, True) if cfg.grads else []
-    for p in ([] if cfg.grads else model.parameters()):
-        p.requires_grad_(False)
+    chosen: list[torch.nn.Parameter] = []
+    if cfg.grads:
+        chosen = _chosen_parameters(model, cfg.layers, all_layers_trainable=True)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
     projector = None
     if cfg.grads:
         dim = sum(p.numel() for p in chosen)
