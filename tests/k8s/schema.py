@@ -3,7 +3,7 @@
 A real kube-apiserver, for every custom resource it stores, (1) prunes fields the schema does not
 declare (or rejects them under `fieldValidation=Strict`), (2) fills `default`s, and (3) validates
 the result against the OpenAPI v3 schema (422 Invalid). The emulator does the same with these
-helpers, and `tests/test_crd_schema.py` validates example objects with `to_json_schema`.
+helpers, and `tests/k8s/test_crd_schema.py` validates example objects with `to_json_schema`.
 
 The translation covers the Kubernetes dialect used in `crds/`: `nullable`, boolean
 `exclusiveMinimum`/`exclusiveMaximum` (OpenAPI 3.0), `x-kubernetes-int-or-string`,

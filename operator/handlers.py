@@ -1,0 +1,118 @@
+"""Kopf wiring: login, settings, one reconcile daemon per LifelongRun, and the events that wake it.
+
+The daemon reconciles its run level-based (reconcile.py) every ADAPTINF_RECONCILE_INTERVAL
+seconds, and at once when one of the run's Jobs or datasets changes or the run itself does
+(suspend, retry annotation). Deleting a run runs a cleanup that deletes its Jobs (kept by a
+finalizer until done). A dataset naming a run that does not exist gets `RunFound=False` and a
+Warning Event.
+
+Run it with `kopf run -m adaptinf.operator.main --standalone -A` (or `--namespace NS`) and
+`--liveness=http://0.0.0.0:8080/healthz`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from .config import OperatorConfig
+from .jobs import MANAGED_BY, RUN_LABEL
+from .kube import GROUP, VERSION, Kube
+from .reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+RUNS = (GROUP, VERSION, "lifelongruns")
+DATASETS = (GROUP, VERSION, "instructiondatasets")
+
+
+class KopfEvents:
+    """Kubernetes Events through Kopf's poster (safe to call from the reconcile threads)."""
+
+    def info(self, obj: dict[str, Any], reason: str, message: str) -> None:
+        kopf.info(obj, reason=reason, message=message)
+
+    def warn(self, obj: dict[str, Any], reason: str, message: str) -> None:
+        kopf.warn(obj, reason=reason, message=message)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """A kubeconfig when one is set (tests, running outside the cluster), else the pod's service account."""
+    if os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg = OperatorConfig.from_env()
+    # Progress in our own annotations, not in `status.kopf` (the CRD status schema has no room for it).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="adaptinf.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="adaptinf.dev")
+    settings.persistence.finalizer = "adaptinf.dev/cleanup"
+    settings.posting.level = logging.INFO
+    memo.cfg = cfg
+    memo.reconciler = Reconciler(Kube.from_environment(), cfg, KopfEvents())
+    memo.pokes = {}  # (namespace, run) → asyncio.Event that wakes the run's daemon
+    log.info("adaptinf operator: namespace=%s image=%s interval=%ss", cfg.namespace or "(all)", cfg.stage_image,
+             cfg.reconcile_interval)
+
+
+def _poke(memo: kopf.Memo, namespace: str | None, run: str | None) -> bool:
+    event = memo.pokes.get((namespace, run)) if run else None
+    if event is not None:
+        event.set()
+    return event is not None
+
+
+@kopf.daemon(*RUNS, cancellation_timeout=5.0)
+async def reconcile_run(name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                        logger: logging.Logger, **_: Any) -> None:
+    poke = memo.pokes.setdefault((namespace, name), asyncio.Event())
+    try:
+        while not stopped:
+            poke.clear()
+            try:
+                await asyncio.to_thread(memo.reconciler.reconcile, namespace, name)
+                delay = memo.cfg.reconcile_interval
+            except Exception:  # an API or store hiccup: log, back off a little, try again
+                logger.exception("reconcile of %s/%s failed", namespace, name)
+                delay = min(memo.cfg.reconcile_interval, 5.0)
+            waits = [asyncio.ensure_future(poke.wait()), asyncio.ensure_future(stopped.wait())]
+            try:
+                await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+    finally:
+        memo.pokes.pop((namespace, name), None)
+
+
+@kopf.on.event(*RUNS)
+def run_changed(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    _poke(memo, namespace, name)
+
+
+@kopf.on.delete(*RUNS)
+def run_deleted(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    deleted = memo.reconciler.cleanup(namespace, name)
+    kopf.info(body, reason="Cleanup", message=f"deleted {deleted} stage Job(s)")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY[0]: MANAGED_BY[1]})
+def job_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    _poke(memo, namespace, labels.get(RUN_LABEL))
+
+
+@kopf.on.event(*DATASETS)
+def dataset_changed(event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    run = (body.get("spec") or {}).get("run")
+    if _poke(memo, namespace, run) or event.get("type") == "DELETED":
+        return
+    # No daemon for that run here: it does not exist (or is being deleted).
+    if memo.reconciler.kube.get("lifelongruns", namespace, run) is None:
+        memo.reconciler.mark_orphan(dict(body))

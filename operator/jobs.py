@@ -1,0 +1,134 @@
+"""The stage Job manifest: a pure function of the run, the step, the stage and the dataset.
+
+Names are deterministic (`<run>-s<step>-<stage>`, hashed down to 63 characters), so creating a
+Job twice is a 409 AlreadyExists, never a duplicate. The container runs the argv of
+docs/contracts.md §1 — never a shell — and gets the specs as JSON in its environment;
+credentials only ever arrive through `secretKeyRef`s. Exit code 2 (bad input) fails the Job at
+once through a `podFailurePolicy` instead of burning the retries of `backoffLimit`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import kopf
+
+from adaptinf.spec import InstructionDatasetSpec, LifelongRunSpec, StageResources
+
+from .config import OperatorConfig
+
+STAGE_LABEL = "adaptinf.dev/stage"
+STEP_LABEL = "adaptinf.dev/step"
+RUN_LABEL = "adaptinf.dev/run"
+DATASET_LABEL = "adaptinf.dev/dataset"
+MANAGED_BY = ("app.kubernetes.io/managed-by", "adaptinf-operator")
+CONTAINER = "stage"
+BAD_INPUT_EXIT_CODE = 2
+# Stages that need no accelerator: they run with 0 GPUs unless the run asks for some explicitly.
+CPU_STAGES = ("cluster-select", "prune")
+
+
+def job_name(run: str, step: int, stage: str) -> str:
+    """`<run>-s<step>-<stage>`; longer names keep a prefix and gain a hash so they stay unique."""
+    name = f"{run}-s{step}-{stage}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-.')}-{digest}"
+
+
+def job_labels(run: str, step: int, stage: str, dataset: str) -> dict[str, str]:
+    return {RUN_LABEL: run, STEP_LABEL: str(step), STAGE_LABEL: stage, DATASET_LABEL: dataset,
+            MANAGED_BY[0]: MANAGED_BY[1], "app.kubernetes.io/name": "adaptinf",
+            "app.kubernetes.io/component": "stage"}
+
+
+def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
+
+
+def stage_env(run: str, spec: LifelongRunSpec, stage: str, dataset: str, ds_spec: InstructionDatasetSpec,
+              cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """The environment of docs/contracts.md §1."""
+    env = [
+        {"name": "ADAPTINF_STORE", "value": spec.storage.uri or cfg.store},
+        {"name": "ADAPTINF_RUN_SPEC", "value": json.dumps(spec.to_dict(), sort_keys=True)},
+        {"name": "ADAPTINF_DATASET", "value": dataset},
+        {"name": "ADAPTINF_DATASET_SPEC", "value": json.dumps(ds_spec.to_dict(), sort_keys=True)},
+    ]
+    if stage == "extract":
+        env.append({"name": "ADAPTINF_SHARDS", "value": str(spec.extract.shards)})
+    if cfg.mlflow_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": cfg.mlflow_uri})
+    if cfg.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": cfg.s3_endpoint})
+    if cfg.aws_region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": cfg.aws_region})
+    if cfg.s3_secret:
+        env += [_secret_env(k, cfg.s3_secret, k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    if cfg.mlflow_secret:
+        env += [_secret_env(k, cfg.mlflow_secret, k, optional=True)
+                for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")]
+    return env
+
+
+def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig) -> dict[str, Any]:
+    """GPUs: the stage's own `gpus`, else `resources.default.gpus`, else ADAPTINF_DEFAULT_GPUS —
+    except cluster-select and prune, which default to 0 (faiss and bookkeeping only)."""
+    gpus = res.gpus if res.gpus is not None else (0 if stage in CPU_STAGES else cfg.default_gpus)
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if res.cpu:
+        requests["cpu"] = res.cpu
+    if res.memory:
+        requests["memory"] = limits["memory"] = res.memory
+    if gpus:
+        requests[cfg.gpu_resource] = limits[cfg.gpu_resource] = str(gpus)
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
+    """The batch/v1 Job that runs one stage of one step, owned by the LifelongRun `run`."""
+    run_name = run["metadata"]["name"]
+    spec = LifelongRunSpec.model_validate(run["spec"])
+    ds_name = dataset["metadata"]["name"]
+    ds_spec = InstructionDatasetSpec.model_validate(dataset["spec"])
+    res = spec.resources.for_stage(stage)
+    labels = job_labels(run_name, step, stage, ds_name)
+    container = {
+        "name": CONTAINER,
+        "image": cfg.stage_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["adaptinf", "stage", stage, "--run", run_name, "--step", str(step)],
+        "env": stage_env(run_name, spec, stage, ds_name, ds_spec, cfg),
+        "resources": stage_resources(res, stage, cfg),
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    node_selector = {**cfg.node_selector, **(res.node_selector or {})}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = cfg.tolerations + [t.to_dict() for t in res.tolerations or []]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if cfg.service_account:
+        pod_spec["serviceAccountName"] = cfg.service_account
+    job_spec: dict[str, Any] = {
+        "backoffLimit": res.backoff_limit if res.backoff_limit is not None else cfg.backoff_limit,
+        "activeDeadlineSeconds": res.active_deadline_seconds or cfg.active_deadline,
+        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+            "containerName": CONTAINER, "operator": "In", "values": [BAD_INPUT_EXIT_CODE]}}]},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if stage == "extract":  # one pod per shard; the stage reads JOB_COMPLETION_INDEX
+        shards = spec.extract.shards
+        job_spec.update(completionMode="Indexed", completions=shards, parallelism=shards)
+    if cfg.ttl_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = cfg.ttl_after_finished
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": job_name(run_name, step, stage), "labels": labels},
+           "spec": job_spec}
+    kopf.adopt(job, owner=run, nested="spec.template")  # ownerReference, namespace, the run's labels
+    return job

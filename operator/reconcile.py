@@ -1,0 +1,285 @@
+"""One reconcile of one LifelongRun: observe → plan (steps.py) → act → write status (status.py).
+
+Everything here is I/O around the two pure modules. Each pass reads the run, its datasets, its
+Jobs (and the pods of a running Job), and the commit markers of the steps still open, so a pass
+after an operator restart sees exactly what a pass before it would have seen.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+from pydantic import ValidationError
+
+from adaptinf import layout
+from adaptinf.spec import LifelongRunSpec
+from adaptinf.store import Store, StoreError, open_store
+
+from . import status as st
+from .config import OperatorConfig
+from .jobs import DATASET_LABEL, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
+from .kube import Kube
+from .steps import (ACTIVE, FAILED, SUCCEEDED, ClearRetry, CreateJob, DatasetState, DatasetView, DeleteJob, JobView,
+                    Observation, Plan, ReportJob, plan, schedule)
+
+log = logging.getLogger(__name__)
+
+RETRY_ANNOTATION = "adaptinf.dev/retry-step"
+REPORTED_ANNOTATION = "adaptinf.dev/reported"
+
+
+class Events(Protocol):
+    """Kubernetes Events about an object (kopf.info / kopf.warn in the operator)."""
+
+    def info(self, obj: dict[str, Any], reason: str, message: str) -> None: ...
+    def warn(self, obj: dict[str, Any], reason: str, message: str) -> None: ...
+
+
+def retry_hint(run: str, step: int | None) -> str:
+    return f"kubectl annotate llr {run} {RETRY_ANNOTATION}={step if step is not None else '<step>'} --overwrite"
+
+
+def _seconds_since(ts: str | None, now: float) -> float | None:
+    if not ts:
+        return None
+    return now - dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def job_view(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> JobView:
+    meta, status = job["metadata"], job.get("status") or {}
+    labels = meta.get("labels") or {}
+    conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conds:
+        state, cond = SUCCEEDED, conds["Complete"]
+    elif "Failed" in conds:
+        state, cond = FAILED, conds["Failed"]
+    else:
+        state, cond = ACTIVE, {}
+    pending = [_seconds_since(p["metadata"].get("creationTimestamp"), now) for p in pods
+               if (p.get("status") or {}).get("phase", "Pending") == "Pending"]
+    pending = [p for p in pending if p is not None]
+    return JobView(name=meta["name"], step=int(labels[STEP_LABEL]), stage=labels[STAGE_LABEL],
+                   dataset=labels[DATASET_LABEL], state=state, reason=cond.get("reason", ""),
+                   message=cond.get("message", ""), pending_for=max(pending) if pending else None,
+                   reported=REPORTED_ANNOTATION in (meta.get("annotations") or {}))
+
+
+def dataset_view(ds: dict[str, Any], run: str, run_uid: str | None = None) -> DatasetView:
+    """Its status counts only if written for this very run object (a re-created run starts over)."""
+    status = ds.get("status") or {}
+    mine = (status.get("run") == run and status.get("step") is not None
+            and status.get("runUid") in (None, run_uid))
+    outcome = None
+    if mine and status.get("phase") == "Succeeded":
+        outcome = "Succeeded"
+    elif mine and status.get("phase") == "Failed":
+        reason = next((c.get("reason") for c in status.get("conditions") or [] if c["type"] == "StepSucceeded"), None)
+        outcome = "NoUsableRecords" if reason == "NoUsableRecords" else None
+    return DatasetView(name=ds["metadata"]["name"], created=ds["metadata"].get("creationTimestamp", ""),
+                       order=(ds.get("spec") or {}).get("order"), step=status.get("step") if mine else None,
+                       outcome=outcome)
+
+
+def _retry_step(run: dict[str, Any]) -> int | None:
+    raw = (run["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return -1  # not a step: cleared with a warning
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, cfg: OperatorConfig, events: Events,
+                 store_opener: Callable[[str], Store] = open_store, clock: Callable[[], float] = time.time):
+        self.kube, self.cfg, self.events = kube, cfg, events
+        self.open_store, self.clock = store_opener, clock
+
+    def reconcile(self, namespace: str, name: str) -> Plan | None:
+        run = self.kube.get("lifelongruns", namespace, name)
+        if run is None or run["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            spec = LifelongRunSpec.model_validate(run.get("spec") or {})
+        except ValidationError as err:
+            self._invalid(run, err)
+            return None
+        datasets = [d for d in self.kube.list("instructiondatasets", namespace)
+                    if (d.get("spec") or {}).get("run") == name]
+        jobs = self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}")
+        store = self.open_store(spec.storage.uri or self.cfg.store)
+        obs = self._observe(run, spec, datasets, jobs, store)
+        result = plan(obs)
+        self._act(run, result, {d["metadata"]["name"]: d for d in datasets}, {j["metadata"]["name"]: j for j in jobs})
+        self._write_status(run, spec, result, datasets, store)
+        return result
+
+    # -- observe ------------------------------------------------------------------------------
+    def _observe(self, run: dict[str, Any], spec: LifelongRunSpec, datasets: list[dict[str, Any]],
+                 jobs: list[dict[str, Any]], store: Store) -> Observation:
+        name, now = run["metadata"]["name"], self.clock()
+        views = []
+        for job in jobs:
+            active = not any(c.get("status") == "True" and c["type"] in ("Complete", "Failed")
+                             for c in (job.get("status") or {}).get("conditions") or [])
+            pods = self.kube.list("pods", job["metadata"]["namespace"], labels=f"job-name={job['metadata']['name']}") \
+                if active else []
+            views.append(job_view(job, pods, now))
+        dsv = tuple(dataset_view(d, name, run["metadata"].get("uid")) for d in datasets)
+        obs = Observation(run=name, datasets=dsv, jobs=tuple(views), suspended=spec.suspend,
+                          retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout)
+        # Markers only for open steps: finished steps are recorded in their dataset's status.
+        committed, unusable = set(), set()
+        for step, ds in schedule(obs):
+            if ds.outcome is not None:
+                continue
+            for stage in layout.STAGES:
+                if self._committed(store, name, step, stage, spec.extract.shards):
+                    committed.add((step, stage))
+            ingest = self._ingest(store, name, step)
+            if ingest is not None and not ingest.get("accepted"):
+                unusable.add(step)
+            if not any(s == step for s, _ in committed) and not any(j.step == step for j in views):
+                break  # the first step with no trace at all: nothing later can have any
+        return Observation(run=name, datasets=dsv, jobs=tuple(views), committed=frozenset(committed),
+                           unusable_steps=frozenset(unusable), suspended=spec.suspend,
+                           retry_step=obs.retry_step, pending_timeout=self.cfg.pending_timeout)
+
+    @staticmethod
+    def _committed(store: Store, run: str, step: int, stage: str, shards: int) -> bool:
+        if stage == "extract":
+            return all(store.is_committed(layout.shard_prefix(run, step, i, shards)) for i in range(shards))
+        return store.is_committed(layout.stage_prefix(run, step, stage))
+
+    @staticmethod
+    def _ingest(store: Store, run: str, step: int) -> dict[str, Any] | None:
+        prefix = layout.stage_prefix(run, step, "ingest")
+        try:
+            return store.read_marker(prefix).get("summary") if store.is_committed(prefix) else None
+        except StoreError:
+            return None
+
+    # -- act ----------------------------------------------------------------------------------
+    def _act(self, run: dict[str, Any], result: Plan, datasets: dict[str, dict[str, Any]],
+             jobs: dict[str, dict[str, Any]]) -> None:
+        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        for action in result.actions:
+            if isinstance(action, CreateJob):
+                fresh = self.kube.get("lifelongruns", ns, name)
+                if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                    return  # deleted meanwhile: create nothing it would orphan
+                job = build_job(run, action.step, action.stage, datasets[action.dataset], self.cfg)
+                if self.kube.create("jobs", ns, job):
+                    log.info("%s/%s: created Job %s", ns, name, job["metadata"]["name"])
+                    self.events.info(run, "StageStarted", f"step {action.step} ({action.dataset}): {action.stage} "
+                                                          f"started as Job {job['metadata']['name']}")
+            elif isinstance(action, ReportJob):
+                j = action.job
+                where = f"step {j.step} ({j.dataset}): {j.stage}"
+                if j.state == SUCCEEDED:
+                    self.events.info(run, "StageSucceeded", f"{where} succeeded (Job {j.name})")
+                else:
+                    self.events.warn(run, "StageFailed", f"{where} failed (Job {j.name}): {j.reason}: {j.message}")
+                self.kube.patch("jobs", ns, j.name, {"metadata": {"annotations": {REPORTED_ANNOTATION: j.state}}})
+            elif isinstance(action, DeleteJob):
+                self.kube.delete("jobs", ns, action.job.name)
+                self.events.info(run, "RetryStarted", f"step {action.job.step}: deleted failed Job {action.job.name}; "
+                                                      f"{action.job.stage} will run again")
+            elif isinstance(action, ClearRetry):
+                if not action.used:
+                    self.events.warn(run, "RetryIgnored", f"{RETRY_ANNOTATION} names no failed step; removed")
+                self.kube.patch("lifelongruns", ns, name, {"metadata": {"annotations": {RETRY_ANNOTATION: None}}})
+
+    # -- status -------------------------------------------------------------------------------
+    def _write_status(self, run: dict[str, Any], spec: LifelongRunSpec, result: Plan, datasets: list[dict[str, Any]],
+                      store: Store) -> None:
+        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        old = run.get("status") or {}
+        measured = self._metrics(store, name, result.step)
+        new = st.run_status(result, old, measured, run["metadata"].get("generation"), spec.suspend,
+                            retry_hint(name, result.failure.step if result.failure else None))
+        self._announce_run(run, old.get("conditions") or [], new["conditions"])
+        if (patch := st.merge_patch(old, new)) is not None:
+            self.kube.patch("lifelongruns", ns, name, {"status": patch}, status=True)
+        for ds in datasets:
+            dname, dold = ds["metadata"]["name"], ds.get("status") or {}
+            state = result.datasets.get(dname)
+            ingest = self._ingest(store, name, state.step) if state and state.step is not None else None
+            dnew = st.dataset_status(state, name, dold, ingest, ds["metadata"].get("generation"),
+                                     run_uid=run["metadata"].get("uid"))
+            if st.flipped(dold.get("conditions") or [], dnew["conditions"]).get("StepSucceeded") == "True":
+                self.events.info(ds, "StepSucceeded", f"step {dnew.get('step')} of run {name} finished")
+            if state and state.phase == "Failed" and dold.get("phase") != "Failed":
+                self.events.warn(ds, state.reason, state.message)
+            if (patch := st.merge_patch(dold, dnew)) is not None:
+                self.kube.patch("instructiondatasets", ns, dname, {"status": patch}, status=True)
+
+    def _metrics(self, store: Store, run: str, step: int | None) -> dict[str, Any]:
+        def read(key: str) -> dict[str, Any] | None:
+            try:
+                return store.read_json(key) if store.exists(key) else None
+            except (StoreError, ValueError):
+                return None
+
+        markers = {}
+        if step is not None:
+            for stage in ("cluster-select", "eval", "prune"):
+                prefix = layout.stage_prefix(run, step, stage)
+                if store.is_committed(prefix):
+                    markers[stage] = store.read_marker(prefix).get("summary") or {}
+        return st.metrics(read(layout.summary_key(run)), markers, read(layout.tracking_key(run)))
+
+    def _announce_run(self, run: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+        changed = st.flipped(old, new)
+        by_type = {c["type"]: c for c in new}
+        if changed.get("Stuck") == "True":
+            self.events.warn(run, "Stuck", by_type["Stuck"]["message"])
+        if changed.get("Suspended") == "True":
+            self.events.info(run, "Suspended", by_type["Suspended"]["message"])
+        if changed.get("UpToDate") == "True":
+            self.events.info(run, "UpToDate", by_type["UpToDate"]["message"])
+        if changed.get("Failed") == "True":
+            self.events.warn(run, "RunFailed", by_type["Failed"]["message"])
+
+    def _invalid(self, run: dict[str, Any], err: ValidationError) -> None:
+        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        old = run.get("status") or {}
+        conds = st.set_condition(list(old.get("conditions") or []), "Failed", True, "InvalidSpec", message,
+                                 st.now_iso(), run["metadata"].get("generation"))
+        new = {**old, "phase": "Failed", "conditions": conds, "observedGeneration": run["metadata"].get("generation")}
+        if (patch := st.merge_patch(old, new)) is not None:
+            self.events.warn(run, "InvalidSpec", message)
+            self.kube.patch("lifelongruns", ns, name, {"status": patch}, status=True)
+
+    # -- deletion -----------------------------------------------------------------------------
+    def cleanup(self, namespace: str, name: str) -> int:
+        """Delete the run's Jobs (ownerReferences make the cluster do it too; the test emulator has
+        no garbage collector) and mark its datasets as orphaned. Returns the number deleted."""
+        deleted = 0
+        for job in self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}"):
+            deleted += self.kube.delete("jobs", namespace, job["metadata"]["name"])
+        for ds in self.kube.list("instructiondatasets", namespace):
+            if (ds.get("spec") or {}).get("run") == name:
+                self.mark_orphan(ds)
+        return deleted
+
+    def mark_orphan(self, ds: dict[str, Any]) -> None:
+        """An InstructionDataset whose run does not exist: condition RunFound=False (+ a Warning once)."""
+        old = ds.get("status") or {}
+        run = (ds.get("spec") or {}).get("run", "")
+        keep = {k: old[k] for k in ("step", "accepted", "rejected") if k in old}
+        state = None
+        if old.get("phase") in ("Succeeded", "Failed"):  # a finished step stays finished
+            cond = next((c for c in old.get("conditions") or [] if c["type"] == "StepSucceeded"), {})
+            state = DatasetState(old["phase"], old.get("step"), old.get("stage"), cond.get("reason", ""),
+                                 cond.get("message", ""))
+        new = st.dataset_status(state, run, old, keep, ds["metadata"].get("generation"), run_found=False,
+                                run_uid=old.get("runUid"))
+        if st.flipped(old.get("conditions") or [], new["conditions"]).get("RunFound") == "False":
+            self.events.warn(ds, "RunNotFound", f"LifelongRun {run!r} does not exist in namespace "
+                                                f"{ds['metadata']['namespace']}; the dataset waits for it")
+        if (patch := st.merge_patch(old, new)) is not None:
+            self.kube.patch("instructiondatasets", ds["metadata"]["namespace"], ds["metadata"]["name"],
+                            {"status": patch}, status=True)

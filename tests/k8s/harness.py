@@ -1,0 +1,162 @@
+"""Helpers shared by the Kubernetes tests: polling, the emulated cluster handle, the operator
+subprocess, and manifests. The fixtures that create them live in conftest.py."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import yaml
+
+from kubeapi import KubeApi
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CRDS = ROOT / "crds"
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` (and the last value)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    """The emulated cluster: URL, kubeconfig, audit log, and helpers to drive it."""
+    server: str
+    kubeconfig: Path
+    audit: Path
+    api: KubeApi
+    workdir: Path
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), *args]
+        if args and args[0] in ("apply", "create", "replace"):
+            cmd.append("--validate=false")
+        proc = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def apply(self, *objs: dict[str, Any], namespace: str | None = None) -> str:
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        return self.kubectl(*args, input=yaml.safe_dump_all(objs)).stdout
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+
+    def permissions_used(self, agents: tuple[str, ...] = ("kopf", "adaptinf-operator"),
+                         namespace: str | None = None) -> set[tuple[str, str, str]]:
+        """(group, resource[/subresource], verb) of every request the given clients made: what
+        an RBAC Role must allow (namespace None: every namespace and cluster-wide requests)."""
+        return {(e["group"], e["resource"] + (f"/{e['subresource']}" if e["subresource"] else ""), e["verb"])
+                for e in self.audit_entries()
+                if e["userAgent"].split("/")[0] in agents and namespace in (None, e["namespace"])}
+
+
+@dataclass
+class Operator:
+    """`kopf run` of adaptinf.operator as a subprocess; restartable, killable."""
+    cluster: Cluster
+    namespace: str
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    liveness_port: int = 0
+    starts: int = 0
+    _logs: list[Any] = field(default_factory=list)
+
+    def start(self) -> "Operator":
+        self.liveness_port = free_port()
+        self.starts += 1
+        out = self.log_path.open("ab")
+        self._logs.append(out)
+        out.write(f"\n===== operator start #{self.starts} =====\n".encode())
+        out.flush()
+        self.proc = subprocess.Popen(
+            ["kopf", "run", "-m", "adaptinf.operator.main", "--standalone", "--namespace", self.namespace,
+             f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz", "--verbose"],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.cluster.workdir)
+        wait_for(self.healthy, 60, "the operator's liveness endpoint")
+        return self
+
+    def healthy(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"the operator exited ({self.proc and self.proc.returncode}):\n{self.logs()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies under the operator's pod."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for fh in self._logs:
+            fh.close()
+        self._logs.clear()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def operator_env(cluster: Cluster, namespace: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADAPTINF_", "KUBECONFIG"))}
+    env.update(KUBECONFIG=str(cluster.kubeconfig), ADAPTINF_NAMESPACE=namespace, ADAPTINF_RECONCILE_INTERVAL="1",
+               ADAPTINF_DEFAULT_GPUS="0", ADAPTINF_STAGE_IMAGE="adaptinf-stage:test")
+    env.update(extra)
+    return env
+
+
+FAKE_STAGE = [sys.executable, str(HERE / "fake_stage.py")]
+
+
+def run_manifest(name: str, store: Path, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "metadata": {"name": name},
+            "spec": {"model": {"base": "tiny"}, "trainBudget": 8, "poolBudget": 30, "storage": {"uri": str(store)},
+                     **spec}}
+
+
+def dataset_manifest(name: str, run: str, source: Path | str, order: int | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"run": run, "source": str(source)}
+    if order is not None:
+        spec["order"] = order
+    return {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "InstructionDataset", "metadata": {"name": name},
+            "spec": spec}

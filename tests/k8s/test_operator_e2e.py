@@ -1,0 +1,294 @@
+"""End to end: emulated API server + `kopf run` of the operator + the kubelet + real kubectl.
+
+The fast tests run `tests/k8s/fake_stage.py` in place of `adaptinf stage` (same argv, env, store
+markers and exit codes); `test_real_stages_on_the_quick_demo_stream` runs the real stages.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adaptinf.layout import STAGES
+from adaptinf.operator.jobs import job_name
+from adaptinf.spec import load_resources, to_manifest
+from harness import FAKE_STAGE, Cluster, dataset_manifest, run_manifest, wait_for
+
+pytestmark = pytest.mark.slow
+
+RUN = "demo"
+
+
+def job_names(cluster: Cluster, ns: str) -> list[str]:
+    return sorted(j["metadata"]["name"] for j in cluster.api.list("jobs", ns))
+
+
+def has_job(cluster: Cluster, ns: str, name: str) -> bool:
+    return cluster.api.find("jobs", ns, name) is not None
+
+
+def job_done(cluster: Cluster, ns: str, name: str) -> bool:
+    job = cluster.api.find("jobs", ns, name) or {}
+    return any(c["type"] == "Complete" for c in (job.get("status") or {}).get("conditions", []))
+
+
+def calls(store: Path) -> list[dict[str, Any]]:
+    path = store / "_calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def status(cluster: Cluster, ns: str, plural: str, name: str) -> dict[str, Any]:
+    return (cluster.api.get(plural, ns, name).get("status")) or {}
+
+
+def condition(cluster: Cluster, ns: str, plural: str, name: str, type_: str) -> dict[str, Any]:
+    return next((c for c in status(cluster, ns, plural, name).get("conditions", []) if c["type"] == type_), {})
+
+
+def events(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
+    return json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+
+
+def hold(store: Path, stage: str, step: int) -> Path:
+    """Make the fake stage wait until the returned file is removed."""
+    path = store / "_hold" / f"{stage}-{step}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def write_records(path: Path, good: int, bad: int = 0) -> Path:
+    path.write_text("".join('{"id": "%s"}\n' % i for i in range(good)) + '{"bad": true}\n' * bad)
+    return path
+
+
+def test_two_steps_with_operator_restarts(cluster: Cluster, namespace: str, start_operator, start_kubelet,
+                                          tmp_path: Path) -> None:
+    ns, store = namespace, tmp_path / "store"
+    store.mkdir()
+    cluster.api.create("secrets", ns, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"}, "data": {
+        "AWS_ACCESS_KEY_ID": base64.b64encode(b"AKIATEST").decode(),
+        "AWS_SECRET_ACCESS_KEY": base64.b64encode(b"s3cr3t").decode()}})
+    kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE}, extra_env={"FAKE_STAGE_SECONDS": "0.2"})
+    op = start_operator(ADAPTINF_S3_SECRET="s3-creds", ADAPTINF_S3_ENDPOINT="http://s3.example:9000")
+    holds = [hold(store, "extract", 0), hold(store, "train", 0)]  # these stages wait until released
+    # Applied out of order: spec.order decides the steps.
+    cluster.apply(run_manifest(RUN, store, extract={"shards": 2}),
+                  dataset_manifest("d1", RUN, write_records(tmp_path / "d1.jsonl", 9, bad=1), order=1),
+                  dataset_manifest("d0", RUN, write_records(tmp_path / "d0.jsonl", 12), order=0), namespace=ns)
+
+    # Kill -9 the operator at three points and start it again: while step 0's extract and train
+    # run (held), and as step 1 begins.
+    for job, held in ((job_name(RUN, 0, "extract"), holds[0]), (job_name(RUN, 0, "train"), holds[1]),
+                      (job_name(RUN, 1, "extract"), None)):
+        wait_for(lambda: has_job(cluster, ns, job), 60, f"Job {job}")
+        op.kill()
+        op.start()
+        if held is not None:
+            assert not job_done(cluster, ns, job)
+            held.unlink()
+
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{RUN}", "-n", ns, "--timeout=90s")
+    cluster.kubectl("wait", "--for=condition=StepSucceeded", "ids/d0", "ids/d1", "-n", ns, "--timeout=10s")
+
+    # Exactly one Job per stage and step, created in order, each stage executed exactly once.
+    expected = [job_name(RUN, t, s) for t in (0, 1) for s in STAGES]
+    assert job_names(cluster, ns) == sorted(expected)
+    started = list(dict.fromkeys(job for job, _, _ in kubelet.started_pods))
+    assert started == expected
+    executed = Counter((c["stage"], c["step"], c["shard"]) for c in calls(store))
+    assert set(executed.values()) == {1}, executed
+    assert {(c["step"], c["shard"]) for c in calls(store) if c["stage"] == "extract"} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert {c["secret"] for c in calls(store)} == {"s3cr3t"}  # from the Secret, via secretKeyRef
+    assert op.starts == 4
+
+    run = cluster.api.get("lifelongruns", ns, RUN)
+    s = run["status"]
+    assert (s["phase"], s["step"], s["stage"], s["dataset"], s["stepsCompleted"]) == ("Succeeded", 1, "prune", "d1", 2)
+    assert s["observedGeneration"] == run["metadata"]["generation"]
+    assert (s["poolSize"], s["selected"], s["avgAcc"], s["forgettingRate"]) == (21, 8, 0.75, 1.5)
+    assert s["mlflowRunId"] == f"fake-{RUN}"
+    conds = {c["type"]: c["status"] for c in s["conditions"]}
+    assert conds == {"Progressing": "False", "UpToDate": "True", "Suspended": "False", "Stuck": "False",
+                     "Failed": "False"}
+    row = cluster.kubectl("get", "llr", RUN, "-n", ns, "--no-headers").stdout.split()
+    assert row[:7] == [RUN, "1", "prune", "Succeeded", "21", "0.75", "1.5"]
+    rows = [r.split()[:6] for r in cluster.kubectl("get", "ids", "-n", ns, "--no-headers").stdout.splitlines()]
+    assert rows == [["d0", RUN, "0", "Succeeded", "12", "0"], ["d1", RUN, "1", "Succeeded", "9", "1"]]
+
+    # Events: every stage start and finish, each step, and the run catching up. Kopf posts Events
+    # asynchronously, so a SIGKILL may lose the ones queued just before it (at most those of one
+    # reconcile per kill) — Events are best effort, as in Kubernetes; the status is not.
+    reasons = Counter((e["involvedObject"]["name"], e["reason"]) for e in events(cluster, ns))
+    assert 10 - 3 <= reasons[(RUN, "StageStarted")] <= 10
+    assert 10 - 3 <= reasons[(RUN, "StageSucceeded")] <= 10 + 3
+    assert reasons[("d1", "StepSucceeded")] == 1 and reasons[(RUN, "UpToDate")] == 1
+    described = cluster.kubectl("describe", "llr", RUN, "-n", ns).stdout
+    assert "StageSucceeded" in described and re.search(r"Steps Completed:\s+2", described)
+
+    # The Jobs follow the contract (argv, env, owner).
+    extract = cluster.api.get("jobs", ns, job_name(RUN, 0, "extract"))
+    assert extract["spec"]["completionMode"] == "Indexed" and extract["spec"]["completions"] == 2
+    assert extract["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+    container = extract["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["adaptinf", "stage", "extract", "--run", RUN, "--step", "0"]
+
+    # Deleting the run deletes its Jobs and their pods; its datasets are told.
+    cluster.kubectl("delete", "llr", RUN, "-n", ns, "--timeout=30s")
+    wait_for(lambda: not cluster.api.list("jobs", ns), 20, "the Jobs to be deleted")
+    wait_for(lambda: not cluster.api.list("pods", ns), 20, "the pods to be deleted")
+    cluster.kubectl("wait", "--for=condition=RunFound=false", "ids/d0", "-n", ns, "--timeout=20s")
+    assert status(cluster, ns, "instructiondatasets", "d0")["phase"] == "Succeeded"  # its step stays done
+
+    # What the operator did in its namespace, i.e. what its RBAC Role must allow (docs/operator.md).
+    assert cluster.permissions_used(namespace=ns) <= {
+        ("adaptinf.dev", "lifelongruns", v) for v in ("get", "list", "watch", "patch")} | {
+        ("adaptinf.dev", "instructiondatasets", v) for v in ("get", "list", "watch")} | {
+        ("adaptinf.dev", "lifelongruns/status", "patch"), ("adaptinf.dev", "instructiondatasets/status", "patch"),
+        ("", "pods", "list"), ("", "events", "create")} | {
+        ("batch", "jobs", v) for v in ("list", "watch", "create", "patch", "delete")}
+    assert ("batch", "jobs", "create") in cluster.permissions_used(namespace=ns)
+
+
+def test_suspend_failure_and_retry(cluster: Cluster, namespace: str, start_operator, start_kubelet,
+                                   tmp_path: Path) -> None:
+    ns, store = namespace, tmp_path / "store"
+    (store / "_fail").mkdir(parents=True)
+    (store / "_fail" / "train-0").write_text("1")  # a crash: retried by backoffLimit
+    kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE}, extra_env={"FAKE_STAGE_SECONDS": "0.2"})
+    start_operator()
+    held = hold(store, "extract", 0)
+    cluster.apply(run_manifest(RUN, store, suspend=True, resources={"default": {"backoffLimit": 1}}),
+                  dataset_manifest("d0", RUN, write_records(tmp_path / "d0.jsonl", 10)), namespace=ns)
+
+    cluster.kubectl("wait", "--for=condition=Suspended", f"llr/{RUN}", "-n", ns, "--timeout=30s")
+    assert cluster.api.list("jobs", ns) == [] and status(cluster, ns, "lifelongruns", RUN)["phase"] == "Suspended"
+    assert status(cluster, ns, "instructiondatasets", "d0")["phase"] == "Queued"
+
+    # Resume; suspend again while extract runs: it finishes, nothing new starts.
+    cluster.kubectl("patch", "llr", RUN, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    wait_for(lambda: has_job(cluster, ns, job_name(RUN, 0, "extract")), 30, "extract to start")
+    cluster.kubectl("patch", "llr", RUN, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    held.unlink()
+    cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Suspended", f"llr/{RUN}", "-n", ns, "--timeout=30s")
+    assert job_done(cluster, ns, job_name(RUN, 0, "extract"))
+    assert job_names(cluster, ns) == [job_name(RUN, 0, "extract")]
+    cluster.kubectl("patch", "llr", RUN, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+
+    # train crashes twice (backoffLimit 1): the run fails naming the stage and the reason.
+    cluster.kubectl("wait", "--for=condition=Failed", f"llr/{RUN}", "-n", ns, "--timeout=60s")
+    failed = condition(cluster, ns, "lifelongruns", RUN, "Failed")
+    assert "train" in failed["message"] and "BackoffLimitExceeded" in failed["message"]
+    assert "adaptinf.dev/retry-step=0" in failed["message"]
+    assert [p for j, p, _ in kubelet.started_pods if j == job_name(RUN, 0, "train")].__len__() == 2
+    assert "Failed" in cluster.kubectl("get", "llr", RUN, "-n", ns).stdout
+    assert any(e["reason"] == "StageFailed" and e["type"] == "Warning" for e in events(cluster, ns))
+    assert status(cluster, ns, "instructiondatasets", "d0")["phase"] == "Failed"
+
+    # Fix it and retry; eval then exits 2 (bad input): one attempt only, no backoff retries.
+    (store / "_fail" / "train-0").unlink()
+    (store / "_fail" / "eval-0").write_text("2")
+    cluster.kubectl("annotate", "llr", RUN, "-n", ns, "adaptinf.dev/retry-step=0")
+    wait_for(lambda: "eval" in condition(cluster, ns, "lifelongruns", RUN, "Failed").get("message", ""), 60,
+             "eval to fail")
+    assert "PodFailurePolicy" in condition(cluster, ns, "lifelongruns", RUN, "Failed")["message"]
+    assert len([p for j, p, _ in kubelet.started_pods if j == job_name(RUN, 0, "eval")]) == 1
+    assert "adaptinf.dev/retry-step" not in (cluster.api.get("lifelongruns", ns, RUN)["metadata"].get("annotations") or {})
+
+    (store / "_fail" / "eval-0").unlink()
+    cluster.kubectl("annotate", "llr", RUN, "-n", ns, "adaptinf.dev/retry-step=0")
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{RUN}", "-n", ns, "--timeout=60s")
+    assert condition(cluster, ns, "lifelongruns", RUN, "Failed")["status"] == "False"
+    assert job_names(cluster, ns) == sorted(job_name(RUN, 0, s) for s in STAGES)
+    assert Counter(c["stage"] for c in calls(store)) == {"extract": 1, "cluster-select": 1, "train": 3, "eval": 2,
+                                                         "prune": 1}
+
+
+def test_unusable_dataset_stuck_pods_and_missing_run(cluster: Cluster, namespace: str, start_operator,
+                                                     start_kubelet, tmp_path: Path) -> None:
+    ns, store = namespace, tmp_path / "store"
+    store.mkdir()
+    start_kubelet(command_map={"adaptinf": FAKE_STAGE}, node_labels={"pool": "cpu"})
+    start_operator(ADAPTINF_PENDING_TIMEOUT="1")
+
+    # A dataset for a run that does not exist: a condition and a Warning.
+    cluster.apply(dataset_manifest("orphan", "ghost", tmp_path / "x.jsonl"), namespace=ns)
+    cluster.kubectl("wait", "--for=condition=RunFound=false", "ids/orphan", "-n", ns, "--timeout=30s")
+    assert any(e["reason"] == "RunNotFound" and e["involvedObject"]["name"] == "orphan" for e in events(cluster, ns))
+
+    # Step 0's dataset has no usable record: skipped. Step 1's cluster-select asks for a node pool
+    # that no node has: its pod stays Pending and the run reports Stuck.
+    cluster.apply(run_manifest(RUN, store, resources={"clusterSelect": {"nodeSelector": {"pool": "gpu"}}}),
+                  dataset_manifest("bad", RUN, write_records(tmp_path / "bad.jsonl", 0, bad=3), order=0),
+                  dataset_manifest("good", RUN, write_records(tmp_path / "good.jsonl", 5), order=1), namespace=ns)
+    cluster.kubectl("wait", "--for=condition=Stuck", f"llr/{RUN}", "-n", ns, "--timeout=60s")
+    stuck = condition(cluster, ns, "lifelongruns", RUN, "Stuck")
+    assert stuck["reason"] == "Unschedulable" and job_name(RUN, 1, "cluster-select") in stuck["message"]
+    assert any(e["reason"] == "Stuck" and e["type"] == "Warning" for e in events(cluster, ns))
+    bad = status(cluster, ns, "instructiondatasets", "bad")
+    assert (bad["phase"], bad["step"], bad["accepted"], bad["rejected"]) == ("Failed", 0, 0, 3)
+    assert condition(cluster, ns, "instructiondatasets", "bad", "StepSucceeded")["reason"] == "NoUsableRecords"
+    assert status(cluster, ns, "instructiondatasets", "good")["step"] == 1
+    s = status(cluster, ns, "lifelongruns", RUN)
+    assert (s["phase"], s["step"], s["stage"]) == ("Running", 1, "cluster-select")
+
+    # The missing run appears: the dataset finds it.
+    cluster.apply(run_manifest("ghost", tmp_path / "ghost-store", suspend=True), namespace=ns)
+    cluster.kubectl("wait", "--for=condition=RunFound", "ids/orphan", "-n", ns, "--timeout=30s")
+
+
+def _has_stage_command() -> bool:
+    if shutil.which("adaptinf") is None:
+        return False
+    return subprocess.run(["adaptinf", "stage", "--help"], capture_output=True).returncode == 0
+
+
+@pytest.mark.real_stages
+@pytest.mark.skipif(not _has_stage_command(), reason="the `adaptinf stage` command is not installed yet")
+def test_real_stages_on_the_quick_demo_stream(cluster: Cluster, namespace: str, start_operator, start_kubelet,
+                                              tmp_path: Path) -> None:
+    ns, demo = namespace, tmp_path / "demo"
+    subprocess.run(["adaptinf", "demo-data", "--out", str(demo), "--size", "quick"], check=True, capture_output=True)
+    # In a cluster, paths are URIs or absolute: resolve the demo's relative ones as the local runner does.
+    (run_res,) = load_resources(demo / "lifelongrun.yaml")
+    run = to_manifest(run_res)
+    del run["metadata"]["namespace"]
+    run["spec"] = run_res.resolved_spec().to_dict()
+    run["spec"]["storage"] = {"uri": str(tmp_path / "store")}
+    for task in run["spec"]["eval"]["suite"]:
+        task.setdefault("imageRoot", str(Path(task["path"]).parent))
+    datasets = []
+    # One step (all five real stages, ~1-2 min on 2 cores) keeps the k8s suite near 3 minutes;
+    # the fake-stage tests cover several steps, restarts and failures.
+    for path in sorted((demo / "datasets").glob("*.yaml"))[:1]:
+        (res,) = load_resources(path)
+        ds = to_manifest(res)
+        del ds["metadata"]["namespace"]
+        ds["spec"] = res.resolved_spec().to_dict()
+        ds["spec"].setdefault("imageRoot", str(Path(ds["spec"]["source"]).parent))
+        datasets.append(ds)
+    kubelet = start_kubelet(extra_env={"ADAPTINF_LOG_LEVEL": "INFO"})
+    start_operator()
+    cluster.apply(run, *datasets, namespace=ns)
+    name = run["metadata"]["name"]
+    try:
+        cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{name}", "-n", ns, "--timeout=400s", timeout=420)
+    except AssertionError:
+        logs = "\n".join(f"--- {pod}\n{kubelet.log_of(pod)[-2000:]}" for _, pod, _ in kubelet.started_pods[-2:])
+        raise AssertionError(f"run did not finish: {status(cluster, ns, 'lifelongruns', name)}\n{logs}") from None
+    s = status(cluster, ns, "lifelongruns", name)
+    assert s["phase"] == "Succeeded" and s["stepsCompleted"] == 1
+    assert 0.0 <= s["avgAcc"] <= 1.0 and s["poolSize"] > 0 and s["selected"] > 0
+    assert job_names(cluster, ns) == sorted(job_name(name, 0, st) for st in STAGES)
+    summary = json.loads((tmp_path / "store" / name / "summary.json").read_text())
+    assert [step["step"] for step in summary["steps"]] == [0]
+    assert s["poolSize"] == summary["steps"][-1]["pool_size"]
+    ds = status(cluster, ns, "instructiondatasets", datasets[0]["metadata"]["name"])
+    assert ds["phase"] == "Succeeded" and ds["accepted"] > 0

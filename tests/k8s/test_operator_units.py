@@ -1,0 +1,283 @@
+"""Known-answer tests of the operator's pure parts: config, Job manifests, the step machine, status."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adaptinf.layout import STAGES
+from adaptinf.operator import status as st
+from adaptinf.operator.config import ConfigError, OperatorConfig
+from adaptinf.operator.jobs import CONTAINER, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job, job_name
+from adaptinf.operator.reconcile import dataset_view, job_view
+from adaptinf.operator.steps import (ACTIVE, FAILED, SUCCEEDED, ClearRetry, CreateJob, DatasetView, DeleteJob, JobView,
+                                     Observation, ReportJob, plan, schedule)
+
+RUN = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun",
+       "metadata": {"name": "demo", "namespace": "ml", "uid": "run-uid", "labels": {"team": "vision"}},
+       "spec": {"model": {"base": "llava-hf/llava-1.5-7b-hf"}, "trainBudget": 100,
+                "storage": {"uri": "s3://bucket/runs"}, "extract": {"shards": 4},
+                "resources": {"default": {"gpus": 1, "memory": "16Gi", "nodeSelector": {"pool": "gpu"}},
+                              "train": {"gpus": 4, "cpu": "8", "backoffLimit": 0,
+                                        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}}}}
+DATASET = {"metadata": {"name": "ds-0", "namespace": "ml"}, "spec": {"run": "demo", "source": "s3://bucket/d0.jsonl"}}
+
+
+# -- config --------------------------------------------------------------------------------
+
+def test_config_defaults_follow_the_contract() -> None:
+    cfg = OperatorConfig.from_env({})
+    assert (cfg.stage_image, cfg.image_pull_policy, cfg.gpu_resource) == (
+        "ghcr.io/adaptinf/adaptinf-stage:0.1.0", "IfNotPresent", "nvidia.com/gpu")
+    assert (cfg.default_gpus, cfg.backoff_limit, cfg.active_deadline, cfg.pending_timeout) == (1, 2, 86400, 1800.0)
+    assert cfg.node_selector == {} and cfg.tolerations == [] and cfg.ttl_after_finished is None
+
+
+def test_config_parses_and_names_bad_variables() -> None:
+    cfg = OperatorConfig.from_env({"ADAPTINF_NODE_SELECTOR": '{"pool": "gpu"}', "ADAPTINF_TOLERATIONS": "[]",
+                                   "ADAPTINF_TTL_AFTER_FINISHED": "0", "ADAPTINF_PENDING_TIMEOUT": "2.5"})
+    assert cfg.node_selector == {"pool": "gpu"} and cfg.ttl_after_finished == 0 and cfg.pending_timeout == 2.5
+    for env, name in (({"ADAPTINF_DEFAULT_GPUS": "two"}, "ADAPTINF_DEFAULT_GPUS"),
+                      ({"ADAPTINF_BACKOFF_LIMIT": "-1"}, "ADAPTINF_BACKOFF_LIMIT"),
+                      ({"ADAPTINF_NODE_SELECTOR": "[1]"}, "ADAPTINF_NODE_SELECTOR"),
+                      ({"ADAPTINF_TOLERATIONS": "{"}, "ADAPTINF_TOLERATIONS")):
+        with pytest.raises(ConfigError, match=name):
+            OperatorConfig.from_env(env)
+
+
+# -- Job manifests ---------------------------------------------------------------------------
+
+def test_job_names_are_deterministic_and_short() -> None:
+    assert job_name("demo", 3, "cluster-select") == "demo-s3-cluster-select"
+    long = job_name("r" * 60, 12, "cluster-select")
+    assert len(long) <= 63 and long == job_name("r" * 60, 12, "cluster-select")
+    assert long != job_name("r" * 60, 13, "cluster-select") and long != job_name("r" * 61, 12, "cluster-select")
+
+
+def test_train_job_manifest() -> None:
+    cfg = OperatorConfig.from_env({"ADAPTINF_S3_SECRET": "s3-creds", "ADAPTINF_S3_ENDPOINT": "http://minio:9000",
+                                   "ADAPTINF_MLFLOW_URI": "http://mlflow:5000", "ADAPTINF_MLFLOW_SECRET": "mlf",
+                                   "ADAPTINF_SERVICE_ACCOUNT": "stage-sa", "ADAPTINF_TTL_AFTER_FINISHED": "600",
+                                   "ADAPTINF_TOLERATIONS": '[{"key": "spot", "operator": "Exists"}]'})
+    job = build_job(RUN, 2, "train", DATASET, cfg)
+    meta, spec = job["metadata"], job["spec"]
+    assert meta["name"] == "demo-s2-train" and meta["namespace"] == "ml"
+    assert meta["labels"][RUN_LABEL] == "demo" and meta["labels"][STEP_LABEL] == "2" and meta["labels"][STAGE_LABEL] == "train"
+    assert meta["labels"]["team"] == "vision"  # the run's own labels travel (kopf.adopt)
+    (owner,) = meta["ownerReferences"]
+    assert owner == {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "name": "demo", "uid": "run-uid",
+                     "controller": True, "blockOwnerDeletion": True}
+    assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 86400 and spec["ttlSecondsAfterFinished"] == 600
+    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    assert "completionMode" not in spec
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "stage-sa"
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert pod["tolerations"] == [{"key": "spot", "operator": "Exists"},
+                                  {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["template"]["metadata"]["labels"][STAGE_LABEL] == "train"
+    (c,) = pod["containers"]
+    assert c["name"] == CONTAINER and c["command"] == ["adaptinf", "stage", "train", "--run", "demo", "--step", "2"]
+    assert "args" not in c  # argv only: no shell, no user strings in a command line
+    assert c["resources"] == {"requests": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "4"},
+                              "limits": {"memory": "16Gi", "nvidia.com/gpu": "4"}}
+    assert c["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ADAPTINF_STORE"]["value"] == "s3://bucket/runs"
+    assert json.loads(env["ADAPTINF_RUN_SPEC"]["value"])["trainBudget"] == 100
+    assert env["ADAPTINF_DATASET"]["value"] == "ds-0"
+    assert json.loads(env["ADAPTINF_DATASET_SPEC"]["value"]) == {"run": "demo", "source": "s3://bucket/d0.jsonl",
+                                                                 "format": "auto"}
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://minio:9000"
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": key,
+                                                                          "optional": False}}}
+    assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert "ADAPTINF_SHARDS" not in env
+    # No credential is ever a literal value.
+    assert not [e for e in c["env"] if "value" in e and any(w in e["name"] for w in ("SECRET", "PASSWORD", "TOKEN"))]
+
+
+def test_extract_is_indexed_and_gpu_defaults() -> None:
+    cfg = OperatorConfig.from_env({"ADAPTINF_DEFAULT_GPUS": "2", "ADAPTINF_GPU_RESOURCE": "amd.com/gpu"})
+    job = build_job(RUN, 0, "extract", DATASET, cfg)
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 4, 4)
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ADAPTINF_SHARDS"] == "4"
+    # resources.default.gpus (1) wins over ADAPTINF_DEFAULT_GPUS; no run resources → the env default.
+    res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"]["amd.com/gpu"] == "1"
+    bare = {**RUN, "spec": {k: v for k, v in RUN["spec"].items() if k != "resources"}}
+    assert build_job(bare, 0, "eval", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"amd.com/gpu": "2"}, "limits": {"amd.com/gpu": "2"}}
+    # cluster-select and prune need no GPU unless the run says so.
+    assert build_job(bare, 0, "cluster-select", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0][
+        "resources"] == {}
+    assert build_job(bare, 0, "prune", DATASET, cfg)["spec"]["backoffLimit"] == 2
+
+
+# -- the step machine ------------------------------------------------------------------------
+
+def ds(name: str, created: str = "2024-01-01T00:00:00Z", order: int | None = None, step: int | None = None,
+       outcome: str | None = None) -> DatasetView:
+    return DatasetView(name, created, order, step, outcome)
+
+
+def job(step: int, stage: str, state: str, dataset: str = "a", **kw) -> JobView:
+    return JobView(f"demo-s{step}-{stage}", step, stage, dataset, state, **kw)
+
+
+def obs(datasets: list[DatasetView], jobs: list[JobView] = (), **kw) -> Observation:
+    return Observation(run="demo", datasets=tuple(datasets), jobs=tuple(jobs), **kw)
+
+
+def test_no_datasets_is_pending() -> None:
+    p = plan(obs([]))
+    assert p.phase == "Pending" and p.actions == [] and p.step is None
+
+
+def test_arrival_order() -> None:
+    datasets = [ds("c", "2024-01-01T00:00:02Z"), ds("b", "2024-01-01T00:00:01Z"), ds("z", order=1),
+                ds("y", order=0, created="2024-01-02T00:00:00Z"), ds("a", "2024-01-01T00:00:01Z")]
+    assert [(s, d.name) for s, d in schedule(obs(datasets))] == [(0, "y"), (1, "z"), (2, "a"), (3, "b"), (4, "c")]
+
+
+def test_fixed_steps_are_never_renumbered() -> None:
+    # "late" has a lower order but arrives after "first" started: it takes the next step.
+    datasets = [ds("first", order=5), ds("late", order=0)]
+    p = plan(obs(datasets, [job(0, "extract", ACTIVE, "first")]))
+    assert [(s, d.name) for s, d in schedule(obs(datasets, [job(0, "extract", ACTIVE, "first")]))] == [
+        (0, "first"), (1, "late")]
+    assert p.datasets["late"].phase == "Queued"
+    # The dataset's status records its step even when its Jobs are gone (TTL).
+    assert [(s, d.name) for s, d in schedule(obs([ds("x", step=3), ds("y")]))] == [(3, "x"), (4, "y")]
+
+
+def test_first_stage_is_created() -> None:
+    p = plan(obs([ds("a"), ds("b", "2024-01-02T00:00:00Z")]))
+    assert p.actions == [CreateJob(0, "extract", "a")]
+    assert p.phase == "Running" and (p.step, p.stage, p.dataset) == (0, "extract", "a")
+    assert p.datasets["a"].phase == "Running" and p.datasets["b"].phase == "Queued"
+
+
+def test_stages_follow_each_other_and_report_once() -> None:
+    jobs = [job(0, "extract", SUCCEEDED), job(0, "cluster-select", SUCCEEDED, reported=True)]
+    p = plan(obs([ds("a")], jobs))
+    assert p.actions == [ReportJob(jobs[0]), CreateJob(0, "train", "a")]
+
+
+def test_store_markers_count_as_done() -> None:
+    """After a restart with Jobs deleted (TTL), committed outputs are not recomputed."""
+    committed = frozenset({(0, "extract"), (0, "cluster-select")})
+    assert plan(obs([ds("a")], committed=committed)).actions == [CreateJob(0, "train", "a")]
+
+
+def test_running_stage_waits_and_nothing_is_duplicated() -> None:
+    p = plan(obs([ds("a")], [job(0, "extract", SUCCEEDED, reported=True), job(0, "cluster-select", ACTIVE)]))
+    assert p.actions == [] and p.phase == "Running" and p.active_job == "demo-s0-cluster-select"
+
+
+def test_whole_run_and_next_dataset() -> None:
+    jobs = [job(0, s, SUCCEEDED, reported=True) for s in STAGES]
+    p = plan(obs([ds("a"), ds("b", "2024-01-02T00:00:00Z")], jobs))
+    assert p.actions == [CreateJob(1, "extract", "b")] and p.steps_completed == 1
+    assert p.datasets["a"].phase == "Succeeded"
+    done = plan(obs([ds("a", step=0, outcome="Succeeded"), ds("b", step=1)],
+                    [job(1, s, SUCCEEDED, "b", reported=True) for s in STAGES]))
+    assert done.phase == "Succeeded" and done.actions == [] and done.steps_completed == 2
+    assert (done.step, done.stage, done.dataset) == (1, "prune", "b")
+
+
+def test_suspend_pauses_before_the_next_stage() -> None:
+    assert plan(obs([ds("a")], suspended=True)).phase == "Suspended"
+    assert plan(obs([ds("a")], suspended=True)).actions == []
+    running = plan(obs([ds("a")], [job(0, "extract", ACTIVE)], suspended=True))
+    assert running.phase == "Running"  # the running stage finishes
+    after = plan(obs([ds("a")], [job(0, "extract", SUCCEEDED, reported=True)], suspended=True))
+    assert after.phase == "Suspended" and after.actions == [] and after.datasets["a"].phase == "Running"
+
+
+def test_failure_stops_the_run_and_retry_deletes_the_job() -> None:
+    failed = job(0, "train", FAILED, reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
+    base = [job(0, "extract", SUCCEEDED, reported=True), job(0, "cluster-select", SUCCEEDED, reported=True)]
+    p = plan(obs([ds("a"), ds("b", "2024-01-02T00:00:00Z")], base + [failed]))
+    assert p.phase == "Failed" and p.failure is not None
+    assert (p.failure.stage, p.failure.step, p.failure.reason) == ("train", 0, "BackoffLimitExceeded")
+    assert p.actions == [ReportJob(failed)] and p.datasets["b"].phase == "Queued"
+    retry = plan(obs([ds("a")], base + [failed], retry_step=0))
+    assert DeleteJob(failed) in retry.actions and ClearRetry(used=True) in retry.actions and retry.phase == "Running"
+    stale = plan(obs([ds("a")], base, retry_step=7))
+    assert ClearRetry(used=False) in stale.actions
+
+
+def test_unusable_dataset_is_skipped() -> None:
+    failed = job(0, "extract", FAILED, reason="PodFailurePolicy", reported=True)
+    p = plan(obs([ds("a"), ds("b", "2024-01-02T00:00:00Z")], [failed], unusable_steps=frozenset({0})))
+    assert p.datasets["a"].phase == "Failed" and p.datasets["a"].reason == "NoUsableRecords"
+    assert p.actions == [CreateJob(1, "extract", "b")] and p.phase == "Running"
+
+
+def test_pending_too_long_is_stuck() -> None:
+    slow = job(0, "extract", ACTIVE, pending_for=31.0)
+    assert plan(obs([ds("a")], [slow], pending_timeout=30)).stuck is not None
+    assert plan(obs([ds("a")], [slow], pending_timeout=60)).stuck is None
+
+
+# -- status -----------------------------------------------------------------------------------
+
+def test_conditions_move_transition_time_only_on_flips() -> None:
+    conds = st.set_condition([], "Stuck", False, "NotStuck", "", "t1")
+    conds = st.set_condition(conds, "Stuck", False, "NotStuck", "still fine", "t2")
+    assert conds[0]["lastTransitionTime"] == "t1" and conds[0]["message"] == "still fine"
+    conds = st.set_condition(conds, "Stuck", True, "Unschedulable", "no GPU", "t3")
+    assert conds[0]["lastTransitionTime"] == "t3" and len(conds) == 1
+    assert st.flipped([{"type": "Stuck", "status": "False"}], conds) == {"Stuck": "True"}
+
+
+def test_metrics_prefer_the_current_steps_markers() -> None:
+    summary = {"steps": [{"step": 0, "pool_size": 50, "selected": 10, "avg_acc": 0.5, "forgetting_rate": 0.0}],
+               "final": {"avg_acc": 0.5, "forgetting_rate": 0.0}}
+    m = st.metrics(summary, {"cluster-select": {"pool_size": 90, "selected": 10, "mlflow_run_id": "child"},
+                             "eval": {"avg_acc": 0.61234567, "forgetting_rate": 2.5}}, {"parent_run_id": "parent"})
+    assert m == {"poolSize": 90, "selected": 10, "avgAcc": 0.6123, "forgettingRate": 2.5, "mlflowRunId": "parent"}
+    assert st.metrics(None, {}, None) == {}
+
+
+def test_run_status_from_a_failed_plan() -> None:
+    failed = job(0, "train", FAILED, reason="BackoffLimitExceeded", message="limit")
+    p = plan(obs([ds("a")], [job(0, "extract", SUCCEEDED), job(0, "cluster-select", SUCCEEDED), failed]))
+    s = st.run_status(p, None, {"poolSize": 5}, 3, False, "kubectl annotate ...", now="t")
+    conds = {c["type"]: c for c in s["conditions"]}
+    assert s["phase"] == "Failed" and s["observedGeneration"] == 3 and s["poolSize"] == 5
+    assert conds["Failed"]["status"] == "True" and "train" in conds["Failed"]["message"]
+    assert "BackoffLimitExceeded" in conds["Failed"]["message"] and "kubectl annotate" in conds["Failed"]["message"]
+    assert set(conds) == set(st.RUN_CONDITIONS)
+
+
+def test_dataset_status_and_merge_patch() -> None:
+    p = plan(obs([ds("a", step=0, outcome="Succeeded")]))
+    new = st.dataset_status(p.datasets["a"], "demo", {"phase": "Running", "stage": "eval"},
+                            {"accepted": 40, "rejected": 2}, 1, now="t")
+    assert new["phase"] == "Succeeded" and new["accepted"] == 40 and new["step"] == 0
+    assert {c["type"]: c["status"] for c in new["conditions"]} == {"RunFound": "True", "StepSucceeded": "True"}
+    assert st.merge_patch({"a": 1, "b": 2}, {"a": 1, "c": 3}) == {"c": 3, "b": None}
+    assert st.merge_patch({"a": 1}, {"a": 1}) is None
+
+
+def test_views_from_api_objects() -> None:
+    api_job = {"metadata": {"name": "demo-s1-eval", "labels": {STEP_LABEL: "1", STAGE_LABEL: "eval",
+                                                                 "adaptinf.dev/dataset": "b"},
+                            "annotations": {"adaptinf.dev/reported": "failed"}},
+               "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                                          "message": "exit 2"}]}}
+    v = job_view(api_job, [], now=0)
+    assert (v.step, v.stage, v.dataset, v.state, v.reason, v.reported) == (1, "eval", "b", FAILED, "PodFailurePolicy", True)
+    pending = {"metadata": {"creationTimestamp": "1970-01-01T00:00:10Z"}, "status": {"phase": "Pending"}}
+    assert job_view({**api_job, "status": {}}, [pending], now=70).pending_for == 60
+    d = dataset_view({"metadata": {"name": "b", "creationTimestamp": "x"}, "spec": {"order": 2},
+                      "status": {"run": "other", "step": 4, "phase": "Succeeded"}}, "demo")
+    assert d.step is None and d.outcome is None and d.order == 2  # a status written for another run is ignored
+    done = {"metadata": {"name": "b"}, "status": {"run": "demo", "runUid": "old-uid", "step": 0, "phase": "Succeeded"}}
+    assert dataset_view(done, "demo", "old-uid").outcome == "Succeeded"
+    assert dataset_view(done, "demo", "new-uid").step is None  # the run was deleted and created again
