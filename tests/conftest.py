@@ -14,6 +14,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def port_finder():
+    """`free_port` as a fixture: test modules cannot import from conftest (tests/k8s has one too)."""
+    return free_port
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 HTTP endpoint (moto's server), shared by the session."""
     from moto.server import ThreadedMotoServer
