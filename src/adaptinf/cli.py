@@ -45,6 +45,28 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from adaptinf.runner.compare import DEFAULT_STRATEGIES, CompareConfig, compare
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies \
+        else DEFAULT_STRATEGIES
+    try:
+        cfg = CompareConfig(out=Path(args.out), strategies=strategies, seeds=tuple(range(args.seeds)),
+                            quick=args.quick, modality=args.modality, jobs=args.jobs or CompareConfig.jobs_default(),
+                            tracking=False if args.no_mlflow else True)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"compare: {len(cfg.strategies)} strategies × {len(cfg.seeds)} seeds, {cfg.jobs} worker(s), out {cfg.out}",
+          flush=True)
+    compare(cfg, progress=not args.no_progress)
+    print((cfg.out / "table.md").read_text())
+    print(f"written: {cfg.out / 'table.json'}, {cfg.out / 'table.md'}, {cfg.out / 'skills_over_time.png'}")
+    meta = json.loads((cfg.out / "meta.json").read_text())
+    if "mlflow_uri" in meta:
+        print(f"MLflow: experiment 'adapt-inf-compare' at {meta['mlflow_uri']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adaptinf.stages.cli import add_parser as add_stage
     parser = argparse.ArgumentParser(prog="adaptinf", description=__doc__)
@@ -68,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_local)
 
+    p = sub.add_parser("compare", help="run selection strategies × seeds over the synthetic stream")
+    p.add_argument("--out", required=True, help="output folder (stream, runs, table.md/json, plots)")
+    p.add_argument("--quick", action="store_true", help="the quick stream (tests, smoke runs)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
+    p.add_argument("--strategies", help="comma-separated; default: all; sequential is always added")
+    p.add_argument("--jobs", type=int, help="parallel worker processes (default: CPU count)")
+    p.add_argument("--modality", choices=("multimodal", "text"), default="multimodal")
+    p.add_argument("--no-mlflow", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_compare)
+
     add_stage(sub)
     return parser
 
@@ -79,6 +112,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="mlflow")
     for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "Loading weights" bars on every model load drown the step table (read when transformers is
+    # imported, which happens later); our own loops keep their bars.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:

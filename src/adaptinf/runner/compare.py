@@ -1,0 +1,260 @@
+"""`adaptinf compare`: strategies × seeds over the synthetic stream, with the same budget T.
+
+Layout of `--out DIR`:
+
+    DIR/stream/                     the demo stream and tiny model (written once, reused)
+    DIR/base/seed-N/                step 0 of seed N: initial instruction tuning on the first
+                                    dataset, which is the same for every strategy, so it runs
+                                    once per seed and is copied into each run's workdir
+    DIR/runs/<strategy>/seed-N/     one local run (resumable, like `run-local`)
+    DIR/table.json, table.md        the comparison (see `report.py` for the definitions)
+    DIR/skills_over_time.png        per-skill score after each step, one panel per strategy
+    DIR/mlflow.db                   unless MLFLOW_TRACKING_URI is set
+
+Runs execute in parallel worker processes, one torch thread each (on a small machine two
+threads per process would only fight over the cores).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptinf import layout
+from adaptinf.analysis import cluster_purity, nmi
+from adaptinf.runner import report
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STRATEGIES = ("sequential", "multitask", "replay", "random", "el2n", "entropy", "perplexity",
+                      "image-grounding", "semdedup", "density", "coincide", "adapt-inf", "lite-adapt-inf")
+# Cheap → expensive is roughly this order; longest first packs the worker pool better.
+_COST_ORDER = ("multitask", "sequential", "replay", "lite-adapt-inf", "adapt-inf")
+INITIAL_STRATEGY = "sequential"   # step 0 trains on the whole first dataset whatever the strategy
+
+
+@dataclass
+class CompareConfig:
+    out: Path
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    seeds: tuple[int, ...] = (0, 1, 2)
+    quick: bool = False
+    modality: str = "multimodal"
+    jobs: int = field(default_factory=lambda: CompareConfig.jobs_default())
+    tracking: str | None | bool = True   # False: no MLflow; str: a tracking URI
+
+    @staticmethod
+    def jobs_default() -> int:
+        return os.cpu_count() or 1
+
+    def __post_init__(self) -> None:
+        from adaptinf.selection import available
+        unknown = sorted(set(self.strategies) - set(available()))
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; available: {', '.join(available())}")
+        if report.REFERENCE not in self.strategies:
+            # The relative gain is defined against sequential training of the same seed.
+            self.strategies = (report.REFERENCE, *self.strategies)
+        if not self.seeds:
+            raise ValueError("at least one seed is needed")
+        self.out = Path(self.out).resolve()
+
+
+def prepare_stream(cfg: CompareConfig) -> Path:
+    """Write the demo stream once; a finished one (its marker exists) is reused."""
+    from adaptinf.data.demo import write_demo_stream
+    from adaptinf.model.tiny import build_tiny_model
+    stream = cfg.out / "stream"
+    marker = stream / ".complete"
+    wanted = {"size": "quick" if cfg.quick else "default", "modality": cfg.modality}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return stream
+    shutil.rmtree(stream, ignore_errors=True)
+    write_demo_stream(stream, seed=0, size=wanted["size"], modality=cfg.modality)
+    build_tiny_model(stream / "model", multimodal=cfg.modality == "multimodal", seed=0)
+    marker.write_text(json.dumps(wanted))
+    return stream
+
+
+def _seeded(run: Any, seed: int) -> Any:
+    """The run with every seed of the spec set from one number."""
+    run = run.model_copy(deep=True)
+    spec = run.spec
+    spec.seed = spec.training.seed = spec.clustering.seed = spec.extract.seed = seed
+    return run
+
+
+def _worker_init() -> None:
+    import torch
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _run_steps(stream: str, workdir: str, strategy: str, seed: int, steps: int | None) -> dict[str, Any]:
+    """One local run (in a worker process); `steps` limits it to the first datasets."""
+    from adaptinf.runner import collect, run_local
+    run, datasets = collect([stream])
+    return run_local(_seeded(run, seed), datasets[:steps], workdir, strategy=strategy, tracking=False,
+                     progress=False)
+
+
+def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, stream: Path) -> dict[int, Path]:
+    """Step 0 of every seed, in parallel; finished ones are reused."""
+    dirs = {seed: cfg.out / "base" / f"seed-{seed}" for seed in cfg.seeds}
+    futures = {seed: pool.submit(_run_steps, str(stream), str(d), INITIAL_STRATEGY, seed, 1)
+               for seed, d in dirs.items()}
+    for seed, fut in futures.items():
+        fut.result()
+        log.info("seed %d: step 0 (initial tuning) ready", seed)
+    return dirs
+
+
+def _ordered(cfg: CompareConfig) -> list[tuple[str, int]]:
+    rank = {s: i for i, s in enumerate(_COST_ORDER)}
+    return sorted(((s, seed) for s in cfg.strategies for seed in cfg.seeds),
+                  key=lambda p: (rank.get(p[0], len(rank)), p[1]))
+
+
+def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every (strategy, seed) run; returns summaries[strategy][seed]."""
+    from tqdm.auto import tqdm
+    stream = prepare_stream(cfg)
+    ctx = multiprocessing.get_context("spawn")   # torch and fork do not mix
+    summaries: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in cfg.strategies}
+    with ProcessPoolExecutor(max_workers=max(1, cfg.jobs), mp_context=ctx, initializer=_worker_init) as pool:
+        bases = _initial_state(pool, cfg, stream)
+        futures = {}
+        for strategy, seed in _ordered(cfg):
+            workdir = cfg.out / "runs" / strategy / f"seed-{seed}"
+            if not workdir.exists():
+                shutil.copytree(bases[seed], workdir.with_name(workdir.name + ".tmp"), dirs_exist_ok=True)
+                workdir.with_name(workdir.name + ".tmp").rename(workdir)
+            futures[(strategy, seed)] = pool.submit(_run_steps, str(stream), str(workdir), strategy, seed, None)
+        bar = tqdm(total=len(futures), desc="compare runs", disable=not progress)
+        for (strategy, seed), fut in futures.items():
+            summaries[strategy][seed] = fut.result()
+            bar.update(1)
+        bar.close()
+    return summaries
+
+
+def cluster_quality(workdir: Path, run: str) -> list[dict[str, Any]]:
+    """Purity and NMI of each step's clusters against the records' hidden `skill` labels."""
+    from adaptinf.store import LocalStore
+    store = LocalStore(workdir)
+    skills: dict[str, str] = {}
+    out = []
+    step = 0
+    while store.exists(layout.inputs_key(run, step)):
+        ingest = f"{layout.stage_prefix(run, step, 'ingest')}/records.jsonl"
+        if store.exists(ingest):
+            for line in store.read_bytes(ingest).decode("utf-8").splitlines():
+                rec = json.loads(line)
+                skills[f"{rec['dataset']}/{rec['id']}"] = rec.get("skill", "?")
+        labels_key = f"{layout.stage_prefix(run, step, 'cluster-select')}/labels.npy"
+        if step > 0 and store.exists(labels_key):
+            labels = store.read_npy(labels_key)
+            uids = _pool_uids(store, run, step)
+            truth = [skills.get(u, "?") for u in uids]
+            out.append({"step": step, "k": int(len(np.unique(labels))),
+                        "purity": cluster_purity(labels, truth), "nmi": nmi(labels, truth)})
+        step += 1
+    return out
+
+
+def _pool_uids(store: Any, run: str, step: int) -> list[str]:
+    prefix = layout.stage_prefix(run, step, "extract")
+    shards = sorted({k.rsplit("/", 2)[-2] for k in store.list(prefix) if k.endswith("/uids.json")})
+    return [u for shard in shards for u in store.read_json(f"{prefix}/{shard}/uids.json")]
+
+
+def mean_quality(cfg: CompareConfig, run: str) -> dict[str, list[dict[str, Any]]]:
+    """Per strategy with clusters: per step, k / purity / NMI averaged over seeds."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for strategy in cfg.strategies:
+        per_seed = [cluster_quality(cfg.out / "runs" / strategy / f"seed-{seed}", run) for seed in cfg.seeds]
+        if not all(per_seed):
+            continue
+        steps = min(len(q) for q in per_seed)
+        out[strategy] = [{"step": per_seed[0][i]["step"],
+                          **{key: float(np.mean([q[i][key] for q in per_seed])) for key in ("k", "purity", "nmi")}}
+                         for i in range(steps)]
+    return out
+
+
+def _tracking_uri(cfg: CompareConfig) -> str | None:
+    if cfg.tracking is False:
+        return None
+    if isinstance(cfg.tracking, str):
+        return cfg.tracking
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.out / 'mlflow.db'}"
+
+
+def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list[dict[str, Any]],
+                  summaries: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """A parent run for the comparison; a child per (strategy, seed) with its per-step metrics."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=uri)
+    name = "adapt-inf-compare"
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        name, artifact_location=(cfg.out / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None)
+    parent = client.create_run(exp_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}").info.run_id
+    client.log_param(parent, "strategies", ",".join(cfg.strategies))
+    client.log_param(parent, "seeds", ",".join(map(str, cfg.seeds)))
+    client.log_param(parent, "stream", meta["stream"])
+    for r in rows:
+        for key in report.FIGURES:
+            client.log_metric(parent, f"{r['strategy']}.{key}", r[key])
+    for fname in ("table.md", "table.json", "skills_over_time.png"):
+        client.log_artifact(parent, str(cfg.out / fname))
+    for strategy, by_seed in summaries.items():
+        for seed, summary in by_seed.items():
+            child = client.create_run(exp_id, run_name=f"{strategy}-seed{seed}",
+                                      tags={"mlflow.parentRunId": parent, "strategy": strategy, "seed": str(seed)}).info.run_id
+            for step in summary["steps"]:
+                metrics = {f"skill.{k}": v for k, v in (step.get("skills") or {}).items()}
+                if step.get("avg_acc") is not None:
+                    metrics.update(avg_acc=step["avg_acc"], forgetting_rate=step["forgetting_rate"])
+                for k, v in metrics.items():
+                    client.log_metric(child, k, v, step=step["step"])
+            client.set_terminated(child)
+    client.set_terminated(parent)
+    return parent
+
+
+def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
+    """Run the comparison and write table.json, table.md and the plot; return the rows."""
+    from adaptinf.evaluation.plots import close
+    started = time.monotonic()
+    summaries = run_all(cfg, progress=progress)
+    rows = report.build_table(summaries)
+    run_name = next(iter(next(iter(summaries.values())).values()))["run"]
+    quality = mean_quality(cfg, run_name)
+    meta = {"stream": f"{'quick' if cfg.quick else 'default'} {cfg.modality} demo stream",
+            "strategies": list(cfg.strategies), "seeds": list(cfg.seeds), "jobs": cfg.jobs,
+            "seconds": round(time.monotonic() - started, 1), "cluster_quality": quality}
+    (cfg.out / "table.json").write_text(json.dumps(rows, indent=1))
+    (cfg.out / "meta.json").write_text(json.dumps(meta, indent=1))
+    preamble = (f"Comparison on the {meta['stream']}, seeds {meta['seeds']}, mean ± std over seeds; "
+                f"relative gain against the best per-skill score of sequential training (same seed); "
+                f"{meta['seconds']:.0f} s with {cfg.jobs} worker process(es).")
+    (cfg.out / "table.md").write_text(report.table_markdown(rows, quality, preamble))
+    fig = report.plot_strategies(summaries)
+    fig.savefig(cfg.out / "skills_over_time.png", dpi=110)
+    close(fig)
+    uri = _tracking_uri(cfg)
+    if uri:
+        meta["mlflow_run_id"] = log_to_mlflow(cfg, uri, meta, rows, summaries)
+        meta["mlflow_uri"] = uri
+        (cfg.out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return rows

@@ -1,0 +1,147 @@
+"""The comparison table (paper Table 2) and its figures, from the runs' summary.json files.
+
+Pure functions of plain dicts, so the numbers in `table.json` can be checked against the
+definitions in `adaptinf.metrics` (PAPER_NOTES §7) without running anything:
+
+- relative gain of a run: mean over skills of its final score / the best score that skill
+  reached in the *sequential* run of the same seed × 100;
+- forgetting rate and average accuracy: the run's final `summary.json` figures;
+- mean ± standard deviation over seeds (sample std, ddof = 1; 0 with a single seed).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from adaptinf.metrics import average_accuracy, best_per_skill, forgetting_rate, relative_gain
+
+REFERENCE = "sequential"
+FIGURES = ("relative_gain", "forgetting_rate", "avg_acc")
+
+
+def history(summary: dict[str, Any]) -> list[dict[str, float]]:
+    """Per-step skill scores of a run (steps whose dataset was unusable have none)."""
+    return [s["skills"] for s in summary["steps"] if s.get("skills")]
+
+
+def run_figures(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """One run's Table 2 figures against the sequential run of the same seed."""
+    scores = history(summary)
+    if not scores:
+        raise ValueError(f"run {summary.get('run')!r} ({summary.get('strategy')}) has no evaluated step")
+    seconds: dict[str, float] = {}
+    for step in summary["steps"][1:]:    # step 0 (initial tuning) is shared by every strategy
+        for stage, s in (step.get("seconds") or {}).items():
+            seconds[stage] = seconds.get(stage, 0.0) + s
+    return {
+        "relative_gain": relative_gain(scores[-1], best_per_skill(history(reference))),
+        "forgetting_rate": forgetting_rate(scores),
+        "avg_acc": average_accuracy(scores[-1]),
+        "final_skills": scores[-1],
+        "trained_samples": sum(int(s.get("selected") or 0) for s in summary["steps"][1:]),
+        "seconds": seconds,
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """`summaries[strategy][seed]` → one row per strategy (mean, _std, per-seed values).
+
+    Every seed needs a sequential run: it is the reference of the relative gain.
+    """
+    refs = summaries.get(REFERENCE)
+    if not refs:
+        raise ValueError(f"the comparison needs the {REFERENCE!r} strategy (reference of the relative gain)")
+    rows = []
+    for strategy, by_seed in summaries.items():
+        missing = sorted(set(by_seed) - set(refs))
+        if missing:
+            raise ValueError(f"no {REFERENCE!r} run for seed(s) {missing} of {strategy!r}")
+        per_seed = {seed: run_figures(s, refs[seed]) for seed, s in sorted(by_seed.items())}
+        row: dict[str, Any] = {"strategy": strategy, "seeds": sorted(per_seed)}
+        for key in FIGURES:
+            row[key], row[f"{key}_std"] = mean_std([f[key] for f in per_seed.values()])
+        skills = sorted({k for f in per_seed.values() for k in f["final_skills"]})
+        row["final_skills"] = {k: mean_std([f["final_skills"][k] for f in per_seed.values()
+                                            if k in f["final_skills"]])[0] for k in skills}
+        row["trained_samples"] = mean_std([f["trained_samples"] for f in per_seed.values()])[0]
+        stages = sorted({k for f in per_seed.values() for k in f["seconds"]})
+        row["seconds"] = {k: mean_std([f["seconds"].get(k, 0.0) for f in per_seed.values()])[0] for k in stages}
+        row["per_seed"] = {str(seed): {k: f[k] for k in FIGURES} for seed, f in per_seed.items()}
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["relative_gain"])
+
+
+def _pm(mean: float, std: float, digits: int = 1) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str, Any]]] | None = None,
+                   preamble: str = "") -> str:
+    """`table.md`: Table 2's columns, then cost, then cluster quality against the skill labels."""
+    lines = [preamble.rstrip(), ""] if preamble else []
+    lines += ["| strategy | relative gain % | forgetting % | final avg acc % | samples trained (steps ≥ 1) "
+              "| extract s | cluster-select s | train s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sec = r["seconds"]
+        lines.append(f"| {r['strategy']} | {_pm(r['relative_gain'], r['relative_gain_std'])} "
+                     f"| {_pm(r['forgetting_rate'], r['forgetting_rate_std'])} "
+                     f"| {_pm(100 * r['avg_acc'], 100 * r['avg_acc_std'])} | {r['trained_samples']:.0f} "
+                     f"| {sec.get('extract', 0):.1f} | {sec.get('cluster-select', 0):.1f} | {sec.get('train', 0):.1f} |")
+    skills = sorted({k for r in rows for k in r["final_skills"]})
+    lines += ["", "Final score per skill (mean over seeds):", "",
+              "| strategy | " + " | ".join(skills) + " |", "|---|" + "---|" * len(skills)]
+    for r in rows:
+        lines.append(f"| {r['strategy']} | " + " | ".join(
+            f"{r['final_skills'][k]:.2f}" if k in r["final_skills"] else "–" for k in skills) + " |")
+    if quality:
+        lines += ["", "Clusters vs the hidden skill labels (mean over seeds, per step t ≥ 1):", "",
+                  "| strategy | step | k | purity | NMI |", "|---|---|---|---|---|"]
+        for strategy, steps in quality.items():
+            for q in steps:
+                lines.append(f"| {strategy} | {q['step']} | {q['k']:.1f} | {q['purity']:.3f} | {q['nmi']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def mean_curves(by_seed: dict[int, dict[str, Any]]) -> list[dict[str, float]]:
+    """Per-step skill scores averaged over seeds (the curves of Figure 3)."""
+    runs = [history(s) for s in by_seed.values()]
+    steps = min(len(h) for h in runs)
+    out = []
+    for t in range(steps):
+        skills = sorted({k for h in runs for k in h[t]})
+        out.append({k: sum(h[t][k] for h in runs if k in h[t]) / sum(k in h[t] for h in runs) for k in skills})
+    return out
+
+
+def plot_strategies(summaries: dict[str, dict[int, dict[str, Any]]]) -> Any:
+    """One panel per strategy: each skill's score after each step (Figure 3 style)."""
+    from adaptinf.evaluation.plots import plt
+    names = list(summaries)
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
+    for ax, name in zip(axes.flat, names):
+        curves = mean_curves(summaries[name])
+        for skill in sorted({k for c in curves for k in c}):
+            xs = [t for t, c in enumerate(curves) if skill in c]
+            ax.plot(xs, [curves[t][skill] for t in xs], marker="o", markersize=3, label=skill)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(range(len(curves)))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
+    fig.supxlabel("step")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
