@@ -73,7 +73,7 @@ def test_resources_validate(stream):
     assert run.kind == "LifelongRun" and run.name == "demo" == info["run"]
     spec = run.spec
     assert spec.model.base == "model" and spec.model.initial_tuning == "full"
-    assert spec.strategy == "lite-adapt-inf" and spec.training.epochs == 3
+    assert spec.strategy == "lite-adapt-inf" and spec.training.epochs == 5 and spec.training.learning_rate == 5e-3
     assert spec.extract.projection_dim == 2048 and spec.storage.uri == "artifacts"
     assert spec.mlflow.experiment == "adapt-inf-demo"
     sizes = [d["records"] for d in info["datasets"]]

@@ -334,7 +334,10 @@ def run_manifest(name: str, sizes: list[int], suite: list[dict[str, str]], size:
             "poolBudget": round(mean * 2.5),
             "extract": {"projectionDim": 2048},
             "clustering": clustering,
-            "training": {"epochs": 3},
+            # LoRA on a 0.7M-parameter model needs a high rate to pick up a new skill from ~300
+            # samples: at 2e-4 nothing new was learned; at 5e-3 × 5 epochs new skills are learned
+            # and sequential training forgets visibly (README "Quick start" numbers).
+            "training": {"epochs": 5, "learningRate": 5e-3},
             # Longest answer (a caption) is 36 characters: above the default of 32 tokens.
             "eval": {"suite": suite, "maxNewTokens": 48},
             "storage": {"uri": "artifacts"},
