@@ -21,7 +21,7 @@ import kopf
 from .config import OperatorConfig
 from .jobs import MANAGED_BY, RUN_LABEL
 from .kube import GROUP, VERSION, Kube
-from .reconcile import Reconciler
+from .reconcile import REPORTED_ANNOTATION, RETRY_ANNOTATION, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,19 @@ async def reconcile_run(name: str, namespace: str, memo: kopf.Memo, stopped: kop
         memo.pokes.pop((namespace, name), None)
 
 
+def _echo(event: dict[str, Any], body: kopf.Body) -> bool:
+    """A change that is only the operator's own status write coming back (its spec already
+    observed): waking the daemon for it would only start another reconcile with nothing to do,
+    and under load those echoes multiply (each dataset status patch → a pass → more patches)."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    return (event.get("type") == "MODIFIED" and status.get("observedGeneration") is not None
+            and status.get("observedGeneration") == meta.get("generation") and not meta.get("deletionTimestamp"))
+
+
 @kopf.on.event(*RUNS)
-def run_changed(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def run_changed(event: dict[str, Any], body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    if _echo(event, body) and RETRY_ANNOTATION not in (body.get("metadata") or {}).get("annotations", {}):
+        return
     _poke(memo, namespace, name)
 
 
@@ -104,13 +115,22 @@ def run_deleted(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, **_
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY[0]: MANAGED_BY[1]})
-def job_changed(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
-    _poke(memo, namespace, labels.get(RUN_LABEL))
+def job_changed(event: dict[str, Any], body: kopf.Body, namespace: str, labels: dict[str, str], memo: kopf.Memo,
+                **_: Any) -> None:
+    # Only a Job that ended (and is not yet handled) or vanished changes what the run does next;
+    # its creation and progress are ours or cosmetic (a Pending pod is seen by the periodic pass).
+    status, meta = body.get("status") or {}, body.get("metadata") or {}
+    ended = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+                for c in status.get("conditions") or [])
+    if event.get("type") == "DELETED" or (ended and REPORTED_ANNOTATION not in (meta.get("annotations") or {})):
+        _poke(memo, namespace, labels.get(RUN_LABEL))
 
 
 @kopf.on.event(*DATASETS)
 def dataset_changed(event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     run = (body.get("spec") or {}).get("run")
+    if _echo(event, body) and (body.get("status") or {}).get("run") == run:
+        return
     if _poke(memo, namespace, run) or event.get("type") == "DELETED":
         return
     # No daemon for that run here: it does not exist (or is being deleted).

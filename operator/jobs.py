@@ -73,10 +73,14 @@ def stage_env(run: str, spec: LifelongRunSpec, stage: str, dataset: str, ds_spec
     return env
 
 
-def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig) -> dict[str, Any]:
-    """GPUs: the stage's own `gpus`, else `resources.default.gpus`, else ADAPTINF_DEFAULT_GPUS —
+def stage_gpus(res: StageResources, stage: str, cfg: OperatorConfig) -> int:
+    """The stage's own `gpus`, else `resources.default.gpus`, else ADAPTINF_DEFAULT_GPUS —
     except cluster-select and prune, which default to 0 (faiss and bookkeeping only)."""
-    gpus = res.gpus if res.gpus is not None else (0 if stage in CPU_STAGES else cfg.default_gpus)
+    return res.gpus if res.gpus is not None else (0 if stage in CPU_STAGES else cfg.default_gpus)
+
+
+def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig) -> dict[str, Any]:
+    gpus = stage_gpus(res, stage, cfg)
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
     if res.cpu:
@@ -86,6 +90,12 @@ def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig) -> dic
     if gpus:
         requests[cfg.gpu_resource] = limits[cfg.gpu_resource] = str(gpus)
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def _train_processes(stage: str, res: StageResources, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """Train on several GPUs of one pod: one process per GPU (the stage launches torchrun)."""
+    gpus = stage_gpus(res, stage, cfg)
+    return [{"name": "ADAPTINF_TRAIN_PROCESSES", "value": str(gpus)}] if stage == "train" and gpus > 1 else []
 
 
 def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
@@ -101,8 +111,11 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
         "image": cfg.stage_image,
         "imagePullPolicy": cfg.image_pull_policy,
         "command": ["adaptinf", "stage", stage, "--run", run_name, "--step", str(step)],
-        "env": stage_env(run_name, spec, stage, ds_name, ds_spec, cfg),
+        "env": stage_env(run_name, spec, stage, ds_name, ds_spec, cfg) + _train_processes(stage, res, cfg),
         "resources": stage_resources(res, stage, cfg),
+        # A crashed stage's last log lines become its termination message: the operator puts
+        # them into the run's Failed condition, so `kubectl describe` says why.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
                             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
     }

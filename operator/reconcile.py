@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 RETRY_ANNOTATION = "adaptinf.dev/retry-step"
 REPORTED_ANNOTATION = "adaptinf.dev/reported"
+# Why a failed Job's last pod failed, kept on the Job once reported: its pods need not be read again.
+FAILURE_ANNOTATION = "adaptinf.dev/failure"
+# What an exit code usually means for a stage (docs/contracts.md §1, docs/failure-modes.md).
+EXIT_HINTS = {2: "bad input, not retried", 137: "SIGKILL: out of memory, or the node was lost",
+              143: "SIGTERM: deleted, preempted or past activeDeadlineSeconds"}
 
 
 class Events(Protocol):
@@ -47,9 +52,28 @@ def _seconds_since(ts: str | None, now: float) -> float | None:
     return now - dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+def pod_failure(pods: list[dict[str, Any]]) -> str:
+    """'exit code N (hint): last log line' of the most recently failed stage container, or ''."""
+    ended = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("exitCode"):
+                ended.append((term.get("finishedAt") or "", term))
+    if not ended:
+        return ""
+    term = max(ended, key=lambda e: e[0])[1]
+    code = term["exitCode"]
+    hint = EXIT_HINTS.get(code) or term.get("reason") or ""
+    lines = [line.strip() for line in (term.get("message") or "").splitlines() if line.strip()]
+    last = f": {lines[-1][:300]}" if lines else ""
+    return f"exit code {code}" + (f" ({hint})" if hint else "") + last
+
+
 def job_view(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> JobView:
     meta, status = job["metadata"], job.get("status") or {}
     labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
     conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in conds:
         state, cond = SUCCEEDED, conds["Complete"]
@@ -60,10 +84,12 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Job
     pending = [_seconds_since(p["metadata"].get("creationTimestamp"), now) for p in pods
                if (p.get("status") or {}).get("phase", "Pending") == "Pending"]
     pending = [p for p in pending if p is not None]
+    detail = annotations.get(FAILURE_ANNOTATION) or (pod_failure(pods) if state == FAILED else "")
+    message = cond.get("message", "") + (f"; last attempt: {detail}" if detail else "")
     return JobView(name=meta["name"], step=int(labels[STEP_LABEL]), stage=labels[STAGE_LABEL],
                    dataset=labels[DATASET_LABEL], state=state, reason=cond.get("reason", ""),
-                   message=cond.get("message", ""), pending_for=max(pending) if pending else None,
-                   reported=REPORTED_ANNOTATION in (meta.get("annotations") or {}))
+                   message=message, pending_for=max(pending) if pending else None,
+                   reported=REPORTED_ANNOTATION in annotations, detail=detail)
 
 
 def dataset_view(ds: dict[str, Any], run: str, run_uid: str | None = None) -> DatasetView:
@@ -121,10 +147,11 @@ class Reconciler:
         name, now = run["metadata"]["name"], self.clock()
         views = []
         for job in jobs:
-            active = not any(c.get("status") == "True" and c["type"] in ("Complete", "Failed")
-                             for c in (job.get("status") or {}).get("conditions") or [])
+            done = {c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+            # Pods of a running Job (Pending too long?) and of a failed one not yet reported (why?).
+            unexplained = "Failed" in done and FAILURE_ANNOTATION not in (job["metadata"].get("annotations") or {})
             pods = self.kube.list("pods", job["metadata"]["namespace"], labels=f"job-name={job['metadata']['name']}") \
-                if active else []
+                if not done & {"Complete", "Failed"} or unexplained else []
             views.append(job_view(job, pods, now))
         dsv = tuple(dataset_view(d, name, run["metadata"].get("uid")) for d in datasets)
         obs = Observation(run=name, datasets=dsv, jobs=tuple(views), suspended=spec.suspend,
@@ -170,6 +197,7 @@ class Reconciler:
                 if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                     return  # deleted meanwhile: create nothing it would orphan
                 job = build_job(run, action.step, action.stage, datasets[action.dataset], self.cfg)
+                result.active_job = job["metadata"]["name"]  # the status names it at once
                 if self.kube.create("jobs", ns, job):
                     log.info("%s/%s: created Job %s", ns, name, job["metadata"]["name"])
                     self.events.info(run, "StageStarted", f"step {action.step} ({action.dataset}): {action.stage} "
@@ -181,7 +209,8 @@ class Reconciler:
                     self.events.info(run, "StageSucceeded", f"{where} succeeded (Job {j.name})")
                 else:
                     self.events.warn(run, "StageFailed", f"{where} failed (Job {j.name}): {j.reason}: {j.message}")
-                self.kube.patch("jobs", ns, j.name, {"metadata": {"annotations": {REPORTED_ANNOTATION: j.state}}})
+                notes = {REPORTED_ANNOTATION: j.state, **({FAILURE_ANNOTATION: j.detail} if j.detail else {})}
+                self.kube.patch("jobs", ns, j.name, {"metadata": {"annotations": notes}})
             elif isinstance(action, DeleteJob):
                 self.kube.delete("jobs", ns, action.job.name)
                 self.events.info(run, "RetryStarted", f"step {action.job.step}: deleted failed Job {action.job.name}; "

@@ -44,6 +44,7 @@ class JobView:
     message: str = ""
     pending_for: float | None = None  # seconds the oldest Pending pod has waited
     reported: bool = False  # its success/failure Event was already posted
+    detail: str = ""  # why its last pod failed: exit code, reason, last log line
 
 
 @dataclass(frozen=True)
@@ -196,14 +197,16 @@ def plan(obs: Observation) -> Plan:
             break
         out.actions.append(CreateJob(step, stage, ds.name))
         out.phase = "Running"
-        out.datasets[ds.name] = DatasetState("Running", step, stage, "StageStarted", f"{stage} started")
+        # The same words as once its Job runs: one status write per stage, not two.
+        out.datasets[ds.name] = DatasetState("Running", step, stage, "StageRunning", f"{stage} running")
         current = i
         break
     else:
         out.phase = "Succeeded" if steps else "Pending"
     for step, ds in steps[current + 1:] if current is not None else []:
+        # Stable text: naming the current step would rewrite every queued dataset at every step.
         out.datasets[ds.name] = DatasetState("Queued", None, None, "Queued",
-                                             f"waits for step {out.step} of run {obs.run}")
+                                             f"queued: waits for the earlier datasets of run {obs.run}")
     if obs.retry_step is not None and not retry_used:
         out.actions.append(ClearRetry(used=False))
     return out

@@ -24,6 +24,8 @@ RECORDS = "records.jsonl"
 
 
 def _check_lengths(ctx: StageContext, records: list[Record]) -> tuple[list[Record], list[Rejection]]:
+    if not records:  # nothing to measure: do not load the model (it may be what is misconfigured)
+        return [], []
     encoder = Encoder(load_base(base_source(ctx), weights=False), ctx.spec.training.max_length)
     good, bad = [], []
     for rec in records:

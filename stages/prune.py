@@ -41,7 +41,7 @@ def _pruned_pool(ctx: StageContext, pool: PoolManifest) -> tuple[PoolManifest, d
                            nearest=None if j is None else pool.members[j])
               for i, c, s, j in result.removed]
     out = PoolManifest(run=pool.run, step=ctx.step, members=kept, sources=pool.sources,
-                       pruned=pool.pruned + pruned)
+                       pruned=pool.pruned + pruned, restored=pool.restored)
     return out, {"per_cluster_removed": {str(k): v for k, v in result.per_cluster_removed.items()}}
 
 

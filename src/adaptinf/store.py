@@ -7,10 +7,12 @@ go through `is_committed`/`read_committed`, so no reader ever sees half an artif
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +27,12 @@ MARKER = "_COMMITTED.json"
 
 class StoreError(RuntimeError):
     """A permanent artifact-store failure (missing object, access denied, bad bucket)."""
+
+
+class StoreUnavailable(StoreError):
+    """A transient failure (5xx, throttling, dropped or refused connections) that outlasted every
+    retry: the data is fine, the store is not reachable now. Callers must not treat it as bad
+    input (a stage exits 1 so that its Job retries later)."""
 
 
 class Store:
@@ -96,6 +104,10 @@ class Store:
             self.delete(marker)
         for key in self.list(prefix):
             self.delete(key)
+        self._clear_leftovers(prefix)
+
+    def _clear_leftovers(self, prefix: str) -> None:
+        """Backend debris of writes that were killed midway (local temp files); none on S3."""
 
     def upload_dir(self, local_dir: str | Path, prefix: str, meta: dict[str, Any] | None = None) -> None:
         """Copy a local directory under `prefix` and commit it."""
@@ -166,10 +178,34 @@ class LocalStore(Store):
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
+    def _clear_leftovers(self, prefix: str) -> None:
+        # A writer killed between mkstemp and rename leaves `.name.XXXX.tmp`; list() hides it.
+        base = self._path(prefix)
+        if base.is_dir():
+            for tmp in base.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+# Error codes S3 (and MinIO, Ceph) send for a store that is busy or briefly broken.
+TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
+                             "ThrottlingException", "RequestLimitExceeded", "503", "500", "502", "504"})
+
+
+def transient(err: Exception) -> bool:
+    """True for failures a later attempt may not see: 5xx/429, throttling, network errors."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or status == 429 or err.response.get("Error", {}).get("Code") in TRANSIENT_CODES
+    return isinstance(err, (ConnectionError, HTTPClientError, IncompleteReadError))
+
 
 class S3Store(Store):
-    """boto3 with adaptive retries: transient 5xx, throttling and dropped connections are
-    retried with exponential backoff; anything else raises StoreError naming the object."""
+    """boto3 with botocore's standard retries: transient 5xx, throttling and dropped or refused
+    connections are retried with exponential backoff and jitter (`ADAPTINF_S3_MAX_ATTEMPTS`,
+    default 8). A GET whose body breaks off midway is retried here too (botocore returns the
+    response before the body is read, so it cannot). What still fails is a StoreError naming the
+    object: StoreUnavailable when it was transient, plain StoreError when permanent."""
 
     def __init__(self, uri: str, max_attempts: int | None = None):
         import boto3
@@ -181,8 +217,8 @@ class S3Store(Store):
             raise StoreError(f"{uri!r} names no bucket")
         self.prefix = prefix.strip("/")
         self.root_uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        attempts = max_attempts or int(os.environ.get("ADAPTINF_S3_MAX_ATTEMPTS", "8"))
-        cfg = Config(retries={"max_attempts": attempts, "mode": "standard"},
+        self.attempts = max(1, max_attempts or int(os.environ.get("ADAPTINF_S3_MAX_ATTEMPTS", "8")))
+        cfg = Config(retries={"total_max_attempts": self.attempts, "mode": "standard"},
                      connect_timeout=10, read_timeout=120)
         self.client = boto3.client("s3", config=cfg, endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
 
@@ -190,14 +226,28 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, op: str, key: str, err: Exception) -> StoreError:
+        if transient(err):
+            return StoreUnavailable(f"S3 {op} of {self.uri(key)} failed after {self.attempts} attempts "
+                                    f"(transient: the store is unreachable or overloaded): {err}")
         return StoreError(f"S3 {op} of {self.uri(key)} failed: {err}")
 
     def read_bytes(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except (ClientError, BotoCoreError) as err:
-            raise self._fail("read", key, err) from None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except (ClientError, BotoCoreError) as err:  # botocore has retried already
+                raise self._fail("read", key, err) from None
+            try:
+                return response["Body"].read()
+            except BotoCoreError as err:  # the body broke off: fetch the object again
+                if not transient(err) or attempt == self.attempts:
+                    raise self._fail("read", key, err) from None
+                delay = min(20.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                log.warning("S3 read of %s broke off (%s); attempt %d/%d in %.2fs", self.uri(key), err,
+                            attempt + 1, self.attempts, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -255,13 +305,21 @@ def open_store(uri: str | Path) -> Store:
     return LocalStore(uri)
 
 
+@functools.lru_cache(maxsize=16)
+def _bucket_store(bucket: str, _env: tuple[str, ...]) -> S3Store:
+    """One client per bucket and S3 environment: creating a boto3 client per image is slow."""
+    return S3Store(f"s3://{bucket}")
+
+
 def read_uri(uri: str) -> bytes:
     """Bytes of a single file named by a local path or an s3:// URI (dataset sources, images)."""
     if uri.startswith("s3://"):
-        bucket_and_key = uri[len("s3://"):]
-        bucket, _, key = bucket_and_key.partition("/")
-        parent, _, name = key.rpartition("/")
-        return S3Store(f"s3://{bucket}/{parent}").read_bytes(name)
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        if not bucket or not key:
+            raise StoreError(f"{uri!r} names no bucket and key")
+        env = tuple(os.environ.get(k, "") for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
+                                                      "ADAPTINF_S3_MAX_ATTEMPTS"))
+        return _bucket_store(bucket, env).read_bytes(key)
     try:
         return Path(uri).read_bytes()
     except OSError as err:

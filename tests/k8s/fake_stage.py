@@ -5,18 +5,29 @@ It checks the contract it is given (argv, `ADAPTINF_*` env, the specs parse with
 pydantic models) and writes each stage's commit marker with a plausible `summary`, the ingest
 marker, `<run>/mlflow.json` and `<run>/summary.json`. Test hooks, all in the store:
 
-- `_calls.jsonl`: one line per invocation (stage, step, shard, pid) — to count executions;
+- `_calls.jsonl`: one line per invocation (stage, step, shard, pid, and the SHA-256 of the S3
+  secret it received: proof of delivery that writes no credential anywhere) — to count executions;
 - `_fail/<stage>-<step>`: if present, exit with the code written in it (default 1) — remove it
   and retry to recover;
 - `_hold/<stage>-<step>`: while present, the stage waits (a test catches it mid-run for sure);
+- `_crash/<stage>-<step>`: holds a count N; while N > 0 an attempt decrements it, writes half of
+  its output and SIGKILLs itself (an OOM kill mid-write; the Job sees exit code 137);
 - env `FAKE_STAGE_SECONDS`: sleep this long first (to catch a stage mid-run).
+
+Like the real stages it clears a stage's uncommitted leftovers before writing, reads its
+predecessors only through their commit markers, keeps a pool manifest per step (`members`:
+dataset/id of every kept record, the first D in arrival order), and with `MLFLOW_TRACKING_URI`
+set opens the step's MLflow child run (cluster-select) and finishes it (prune) through the real
+`adaptinf.tracking.Tracker`.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -52,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     calls = store.local_path("_calls.jsonl")
     with open(calls, "a", encoding="utf-8") as fh:  # O_APPEND: whole lines, even from parallel shards
         fh.write(json.dumps({"stage": stage, "step": step, "shard": shard, "dataset": dataset, "pid": os.getpid(),
-                             "secret": env.get("AWS_SECRET_ACCESS_KEY"), "t": time.time()}) + "\n")
+                             "secret_sha256": _digest(env.get("AWS_SECRET_ACCESS_KEY")), "t": time.time()}) + "\n")
     time.sleep(float(env.get("FAKE_STAGE_SECONDS", "0")))
     hold = store.local_path(f"_hold/{stage}-{step}")
     while hold.exists():
@@ -66,38 +77,51 @@ def main(argv: list[str] | None = None) -> int:
     prefix = layout.shard_prefix(run, step, shard, shards) if stage == "extract" else layout.stage_prefix(run, step, stage)
     if store.is_committed(prefix):
         return 0  # idempotent, like the real stages
+    store.clear(prefix)  # what a killed attempt left behind
+    _maybe_crash(store, prefix, stage, step)
     previous = _previous_pool(store, run, step)
     if stage == "extract":
         lines = _records(ds_spec.source)
-        accepted = sum("bad" not in line for line in lines)
+        uids = [f"{dataset}/{json.loads(line).get('id', i)}" for i, line in enumerate(lines) if "bad" not in line]
+        accepted = len(uids)
         ingest = layout.stage_prefix(run, step, "ingest")
         store.write_json(f"{ingest}/report.json", {"accepted": accepted, "rejected": len(lines) - accepted})
+        store.write_json(f"{ingest}/uids.json", uids)
         store.commit(ingest, {"summary": {"accepted": accepted, "rejected": len(lines) - accepted}})
         if not accepted:
             log.error("dataset %s has no usable record", dataset)
             return 2
-        summary = {"pool_size": previous + accepted, "samples": accepted // shards, "shard": [shard, shards]}
+        summary = {"pool_size": len(previous) + accepted, "samples": accepted // shards, "shard": [shard, shards]}
     elif stage == "cluster-select":
         accepted = store.read_marker(layout.stage_prefix(run, step, "ingest"))["summary"]["accepted"]
+        child = _mlflow(store, spec, run, step, dataset, finish=False)
         if not store.exists(layout.tracking_key(run)):
             store.write_json(layout.tracking_key(run), {"parent_run_id": f"fake-{run}", "experiment_id": "0"})
-        pool = previous + accepted
-        summary = {"pool_size": pool, "selected": min(spec.train_budget, pool), "k": 3, "mlflow_run_id": f"fake-{run}-{step}"}
+        pool = len(previous) + accepted
+        summary = {"pool_size": pool, "selected": min(spec.train_budget, pool), "k": 3,
+                   "mlflow_run_id": child or f"fake-{run}-{step}"}
     elif stage == "train":
         summary = {"samples": spec.train_budget, "loss": round(1.0 / (step + 2), 4), "seconds": 0.1}
     elif stage == "eval":
         summary = {"skills": {"color": 0.9, "count": round(0.5 + 0.1 * step, 3)}, "avg_acc": round(0.7 + 0.05 * step, 4),
                    "forgetting_rate": round(1.5 * step, 2)}
     else:  # prune
-        pool = store.read_marker(layout.stage_prefix(run, step, "cluster-select"))["summary"]["pool_size"]
-        kept = min(pool, spec.pool_budget or pool)
-        store.write_json(layout.pool_key(run, step), {"step": step, "size": kept})
-        summary = {"pool_size": kept, "pruned": pool - kept}
-        _write_summary(store, run, step, dataset, kept)
+        store.read_marker(layout.stage_prefix(run, step, "cluster-select"))  # refuses an unfinished one
+        new = store.read_json(f"{layout.stage_prefix(run, step, 'ingest')}/uids.json")
+        pool = previous + new
+        members = pool[:spec.pool_budget or len(pool)]
+        store.write_json(layout.pool_key(run, step), {"step": step, "size": len(members), "members": members})
+        summary = {"pool_size": len(members), "pruned": len(pool) - len(members)}
+        _write_summary(store, run, step, dataset, len(members))
+        _mlflow(store, spec, run, step, dataset, finish=True)
     store.write_json(f"{prefix}/out.json", summary)
     store.commit(prefix, {"stage": stage, "step": step, "summary": summary})
     log.info("%s of %s step %d done: %s", stage, run, step, summary)
     return 0
+
+
+def _digest(value: str | None) -> str | None:
+    return hashlib.sha256(value.encode()).hexdigest() if value else None
 
 
 def _records(source: str) -> list[str]:
@@ -105,11 +129,39 @@ def _records(source: str) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else ["{}"] * 20
 
 
-def _previous_pool(store, run: str, step: int) -> int:
+def _previous_pool(store, run: str, step: int) -> list[str]:
     for s in range(step - 1, -1, -1):
         if store.exists(layout.pool_key(run, s)):
-            return store.read_json(layout.pool_key(run, s))["size"]
-    return 0
+            return store.read_json(layout.pool_key(run, s))["members"]
+    return []
+
+
+def _maybe_crash(store, prefix: str, stage: str, step: int) -> None:
+    counter = store.local_path(f"_crash/{stage}-{step}")
+    if not counter.exists() or int(counter.read_text() or 0) <= 0:
+        return
+    counter.write_text(str(int(counter.read_text()) - 1))
+    out = store.local_path(f"{prefix}/out.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as fh:  # half an output, never committed
+        fh.write('{"half": ')
+        fh.flush()
+        log.error("injected SIGKILL of %s step %d mid-write", stage, step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _mlflow(store, spec, run: str, step: int, dataset: str, finish: bool) -> str | None:
+    """The step's child run through the real Tracker (only when a tracking URI is set)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return None
+    from adaptinf.tracking import Tracker
+    tracker = Tracker(uri, spec.mlflow.experiment, run, store)
+    tracker.parent_id(params=spec.to_dict())  # what the real cluster-select logs
+    child = tracker.step_id(step, dataset)
+    if finish:
+        tracker.finish(child)
+    return child
 
 
 def _write_summary(store, run: str, step: int, dataset: str, pool: int) -> None:

@@ -160,3 +160,48 @@ def dataset_manifest(name: str, run: str, source: Path | str, order: int | None 
         spec["order"] = order
     return {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "InstructionDataset", "metadata": {"name": name},
             "spec": spec}
+
+
+# -- reading the emulated cluster and the fake stage's hooks (shared by the e2e tests) --------
+
+def job_names(cluster: Cluster, ns: str) -> list[str]:
+    return sorted(j["metadata"]["name"] for j in cluster.api.list("jobs", ns))
+
+
+def has_job(cluster: Cluster, ns: str, name: str) -> bool:
+    return cluster.api.find("jobs", ns, name) is not None
+
+
+def job_done(cluster: Cluster, ns: str, name: str) -> bool:
+    job = cluster.api.find("jobs", ns, name) or {}
+    return any(c["type"] == "Complete" for c in (job.get("status") or {}).get("conditions", []))
+
+
+def calls(store: Path) -> list[dict[str, Any]]:
+    path = store / "_calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def status(cluster: Cluster, ns: str, plural: str, name: str) -> dict[str, Any]:
+    return (cluster.api.get(plural, ns, name).get("status")) or {}
+
+
+def condition(cluster: Cluster, ns: str, plural: str, name: str, type_: str) -> dict[str, Any]:
+    return next((c for c in status(cluster, ns, plural, name).get("conditions", []) if c["type"] == type_), {})
+
+
+def events(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
+    return json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+
+
+def hold(store: Path, stage: str, step: int) -> Path:
+    """Make the fake stage wait until the returned file is removed."""
+    path = store / "_hold" / f"{stage}-{step}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def write_records(path: Path, good: int, bad: int = 0) -> Path:
+    path.write_text("".join('{"id": "%s"}\n' % i for i in range(good)) + '{"bad": true}\n' * bad)
+    return path

@@ -11,6 +11,10 @@ injects (PATH, PYTHONPATH, ...), honour `completions`/`parallelism`/`completionM
 `failed`, `completedIndexes`, `startTime`, `completionTime`, conditions `Complete`/`Failed`) and
 each Pod's status (phase, container state, exit code).
 
+A process killed by a signal exits like a container does (128 + signal: 137 for SIGKILL), and
+with `terminationMessagePolicy: FallbackToLogsOnError` a failed container's last log lines
+become its `terminated.message`, as on a real node.
+
 A pod whose `nodeSelector` does not match this node's labels stays `Pending` with
 `PodScheduled=False, reason=Unschedulable`, as on a cluster without such nodes. When a Job is
 deleted its processes are killed and its Pods deleted (the emulator has no garbage collector).
@@ -49,6 +53,7 @@ class PodRun:
     container: str = "main"
     proc: subprocess.Popen | None = None  # None: not started (unschedulable or waiting for config)
     started: float = 0.0
+    logs_on_error: bool = False  # terminationMessagePolicy: FallbackToLogsOnError
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Kubelet:
         self.node_labels = dict(node_labels or {})
         self.jobs: dict[str, JobState] = {}
         self.started_pods: list[tuple[str, str, int | None]] = []  # (job, pod, index) in start order
+        self.completed_at: dict[tuple[str, str], float] = {}  # (namespace, job) → wall time it was marked Complete
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -128,6 +134,7 @@ class Kubelet:
         for pod in list(state.pods.values()):
             if pod.proc is None or (rc := pod.proc.poll()) is None:
                 continue
+            rc = 128 - rc if rc < 0 else rc  # killed by signal N: the container runtime reports 128 + N
             del state.pods[pod.name]
             self._pod_finished(state, pod, rc)
             if rc == 0:
@@ -171,17 +178,21 @@ class Kubelet:
         if index is not None:
             labels[INDEX_ANNOTATION] = annotations[INDEX_ANNOTATION] = str(index)
         pod_spec = dict(template["spec"])
+        wanted = pod_spec.get("nodeSelector") or {}
+        schedulable = all(self.node_labels.get(k) == v for k, v in wanted.items())
+        if schedulable:  # bound to this node at creation (one request less per pod)
+            pod_spec["nodeName"] = "emulated-node"
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
                  "controller": True, "blockOwnerDeletion": True}
         self.api.create("pods", state.namespace, {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": labels, "annotations": annotations, "ownerReferences": [owner]},
             "spec": pod_spec})
-        pod = PodRun(name, index, pod_spec["containers"][0]["name"])
+        pod = PodRun(name, index, pod_spec["containers"][0]["name"],
+                     logs_on_error=pod_spec["containers"][0].get("terminationMessagePolicy") == "FallbackToLogsOnError")
         state.pods[name] = pod
         state.all_pods.append(name)
-        wanted = pod_spec.get("nodeSelector") or {}
-        if any(self.node_labels.get(k) != v for k, v in wanted.items()):
+        if not schedulable:
             self.api.patch("pods", state.namespace, name, {"status": {
                 "phase": "Pending", "conditions": [{
                     "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": now_iso(),
@@ -203,7 +214,6 @@ class Kubelet:
         pod.started = time.monotonic()
         self.started_pods.append((state.name, name, index))
         log.info("started pod %s/%s: %s", state.namespace, name, argv)
-        self.api.patch("pods", state.namespace, name, {"spec": {"nodeName": "emulated-node"}})
         self.api.patch("pods", state.namespace, name, {"status": {
             "phase": "Running", "startTime": now_iso(),
             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
@@ -232,11 +242,15 @@ class Kubelet:
     def _pod_finished(self, state: JobState, pod: PodRun, rc: int) -> None:
         phase = "Succeeded" if rc == 0 else "Failed"
         log.info("pod %s/%s exited with %s", state.namespace, pod.name, rc)
+        terminated = {"exitCode": rc, "reason": "Completed" if rc == 0 else "Error", "finishedAt": now_iso()}
+        if rc and pod.logs_on_error:  # the kubelet's rule: the last 80 lines, at most 2048 bytes
+            tail = self.log_of(pod.name).splitlines()[-80:]
+            terminated["message"] = "\n".join(tail)[-2048:]
         try:
             self.api.patch("pods", state.namespace, pod.name, {"status": {
                 "phase": phase, "conditions": [{"type": "Ready", "status": "False"}],
-                "containerStatuses": [{"name": pod.container, "ready": False, "restartCount": 0, "state": {"terminated": {
-                    "exitCode": rc, "reason": "Completed" if rc == 0 else "Error", "finishedAt": now_iso()}}}]}},
+                "containerStatuses": [{"name": pod.container, "ready": False, "restartCount": 0,
+                                       "state": {"terminated": terminated}}]}},
                 sub="status")
         except ApiError as err:
             if err.code != 404:
@@ -271,6 +285,7 @@ class Kubelet:
                                      "lastProbeTime": now_iso(), "lastTransitionTime": now_iso()}]
             if not failure:
                 status["completionTime"] = now_iso()
+                self.completed_at[(state.namespace, state.name)] = time.time()
             status["active"] = status["ready"] = 0
         current = job.get("status") or {}
         if any(current.get(k) != v for k, v in status.items()):

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 import schema as crdschema
 from adaptinf.data.demo import dataset_manifest, run_manifest
-from adaptinf.spec import FULL_API_VERSION, InstructionDatasetSpec, LifelongRunSpec
+from adaptinf.spec import FULL_API_VERSION, SCORERS, STRATEGIES, InstructionDatasetSpec, LifelongRunSpec
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 KINDS = {"LifelongRun": ("lifelongruns.yaml", LifelongRunSpec),
@@ -356,8 +356,13 @@ def _gen(node: dict, rng: random.Random, depth: int = 0) -> Any:
 
 
 def _fix_cross_field(kind: str, spec: dict) -> dict:
-    """Satisfy the two CEL rules, which jsonschema cannot evaluate here."""
+    """Satisfy the two CEL rules, which jsonschema cannot evaluate here, and the name checks the
+    CRD leaves to the operator (the strategy and scorer registries grow without a CRD change)."""
     if kind == "LifelongRun":
+        if "strategy" in spec:
+            spec["strategy"] = STRATEGIES[len(spec["strategy"]) % len(STRATEGIES)]
+        if "scorers" in spec:
+            spec["scorers"] = list(SCORERS[:len(spec["scorers"])])
         if "poolBudget" in spec:
             spec["poolBudget"] = max(spec["poolBudget"], spec["trainBudget"])
         c = spec.get("clustering")

@@ -95,6 +95,7 @@ def test_train_job_manifest() -> None:
                                                                           "optional": False}}}
     assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert "ADAPTINF_SHARDS" not in env
+    assert env["ADAPTINF_TRAIN_PROCESSES"]["value"] == "4"  # one training process per GPU
     # No credential is ever a literal value.
     assert not [e for e in c["env"] if "value" in e and any(w in e["name"] for w in ("SECRET", "PASSWORD", "TOKEN"))]
 
@@ -115,6 +116,12 @@ def test_extract_is_indexed_and_gpu_defaults() -> None:
     assert build_job(bare, 0, "cluster-select", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0][
         "resources"] == {}
     assert build_job(bare, 0, "prune", DATASET, cfg)["spec"]["backoffLimit"] == 2
+    # Only a train stage with several GPUs gets several processes (here 2 from the env default).
+    def env_of(run: dict, stage: str) -> dict:
+        return {e["name"]: e.get("value") for e in build_job(run, 0, stage, DATASET, cfg)["spec"]["template"]["spec"][
+            "containers"][0]["env"]}
+    assert env_of(bare, "train")["ADAPTINF_TRAIN_PROCESSES"] == "2"
+    assert all("ADAPTINF_TRAIN_PROCESSES" not in env_of(bare, stage) for stage in ("extract", "eval"))
 
 
 # -- the step machine ------------------------------------------------------------------------

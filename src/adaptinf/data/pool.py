@@ -37,23 +37,27 @@ class PoolManifest:
     members: list[str] = field(default_factory=list)            # uids, pool order
     sources: list[DatasetSource] = field(default_factory=list)   # every dataset ever added
     pruned: list[PrunedSample] = field(default_factory=list)     # cumulative, in pruning order
+    restored: list[dict[str, Any]] = field(default_factory=list)  # pruned samples put back (`adaptinf pool restore`)
 
     def to_json(self) -> dict[str, Any]:
-        return {"run": self.run, "step": self.step, "size": len(self.members), "members": self.members,
-                "sources": [asdict(s) for s in self.sources], "pruned": [asdict(p) for p in self.pruned]}
+        out = {"run": self.run, "step": self.step, "size": len(self.members), "members": self.members,
+               "sources": [asdict(s) for s in self.sources], "pruned": [asdict(p) for p in self.pruned]}
+        if self.restored:
+            out["restored"] = self.restored
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "PoolManifest":
         return cls(run=obj["run"], step=obj["step"], members=list(obj["members"]),
                    sources=[DatasetSource(**s) for s in obj["sources"]],
-                   pruned=[PrunedSample(**p) for p in obj["pruned"]])
+                   pruned=[PrunedSample(**p) for p in obj["pruned"]], restored=list(obj.get("restored") or []))
 
     def extended(self, step: int, source: DatasetSource, new_uids: list[str]) -> "PoolManifest":
         """The candidate pool of `step`: this pool plus a new dataset's samples, appended."""
         if any(s.name == source.name for s in self.sources):
             raise ValueError(f"dataset {source.name!r} is already in the pool of run {self.run!r}")
         return PoolManifest(run=self.run, step=step, members=self.members + new_uids,
-                            sources=self.sources + [source], pruned=list(self.pruned))
+                            sources=self.sources + [source], pruned=list(self.pruned), restored=list(self.restored))
 
 
 def empty_pool(run: str) -> PoolManifest:
@@ -92,4 +96,4 @@ def restore(manifest: PoolManifest, uids: list[str]) -> PoolManifest:
         raise KeyError(f"not pruned from run {manifest.run!r}: {unknown[:5]}")
     keep = [p for p in manifest.pruned if p.uid not in set(uids)]
     return PoolManifest(run=manifest.run, step=manifest.step, members=manifest.members + list(uids),
-                        sources=list(manifest.sources), pruned=keep)
+                        sources=list(manifest.sources), pruned=keep, restored=list(manifest.restored))

@@ -3,6 +3,9 @@
 A record is `{"id", "image" (optional), "conversations": [{"from": "human"|"gpt", "value"}...],
 "skill" (optional, evaluation only)}`. Reading never stops at a bad record: each one is
 rejected with a reason naming the line and field, and the good ones go on.
+
+A store that is down (StoreUnavailable: S3 outage, network cut) is not bad data: it propagates,
+so the stage fails and is retried instead of dropping every record it could not read.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-from ..store import StoreError, read_uri
+from ..store import StoreError, StoreUnavailable, read_uri
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ def _check_image(uri: str) -> None:
     from PIL import Image, UnidentifiedImageError
     try:
         data = read_uri(uri)
+    except StoreUnavailable:
+        raise
     except StoreError as err:
         raise RecordError("image", f"unreadable: {err}") from None
     try:
@@ -191,6 +196,8 @@ def read_records(source: str, dataset: str, image_root: str | None = None, fmt: 
         image_root = source.rsplit("/", 1)[0] if "/" in source else None
     try:
         data = read_uri(source)
+    except StoreUnavailable:
+        raise
     except StoreError as err:
         report.rejected.append(Rejection(None, None, "source", str(err)))
         return [], report

@@ -3,7 +3,9 @@
 Stages run as separate processes (pods), so run ids are found, not remembered: the parent id
 is kept in the artifact store (`layout.tracking_key`) and children are found by tag. Only
 client calls are used (no `mlflow.start_run` global state), so a stage never ends a run by
-accident; the prune stage, last of a step, marks the child FINISHED.
+accident; the prune stage, last of a step, marks the child FINISHED. A failed or killed stage
+marks it FAILED/KILLED (stages/tracking_guard.py); its retry sets it RUNNING again, so a step
+keeps exactly one child run however often it is retried.
 """
 from __future__ import annotations
 
@@ -75,17 +77,37 @@ class Tracker:
         self.store.write_json(key, {"parent_run_id": rid, "experiment_id": self._experiment(), "tracking_uri": self.uri})
         return rid
 
+    def find_step(self, step: int) -> Any | None:
+        """The child run of `step` if one exists (never creates it)."""
+        if not self.enabled:
+            return None
+        found = self.client.search_runs([self._experiment()], filter_string=f"tags.`{RUN_TAG}` = '{self.run}' "
+                                        f"and tags.`{STEP_TAG}` = '{step}'", max_results=1)
+        return found[0] if found else None
+
     def step_id(self, step: int, dataset: str) -> str | None:
+        """The step's one child run: found by tag, created on first use, and set RUNNING again
+        when an earlier attempt of the step failed or was killed (a retry resumes the same run)."""
         if not self.enabled:
             return None
         parent = self.parent_id()
-        found = self.client.search_runs([self._experiment()], filter_string=f"tags.`{RUN_TAG}` = '{self.run}' "
-                                        f"and tags.`{STEP_TAG}` = '{step}'", max_results=1)
-        if found:
-            return found[0].info.run_id
+        found = self.find_step(step)
+        if found is not None:
+            if found.info.status in ("FAILED", "KILLED"):
+                log.info("MLflow run %s of step %d was %s: resumed", found.info.run_id, step, found.info.status)
+                self.client.update_run(found.info.run_id, status="RUNNING")
+            return found.info.run_id
         return self.client.create_run(self._experiment(), run_name=f"{self.run}-step-{step}-{dataset}",
                                       tags={RUN_TAG: self.run, STEP_TAG: str(step), "adaptinf.dataset": dataset,
                                             "mlflow.parentRunId": parent}).info.run_id
+
+    def mark_step(self, step: int, status: str) -> bool:
+        """End the step's child run with `status` if it is RUNNING (a stage failed or was killed)."""
+        found = self.find_step(step)
+        if found is None or found.info.status != "RUNNING":
+            return False
+        self.client.set_terminated(found.info.run_id, status)
+        return True
 
     def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int) -> None:
         if run_id is None:
@@ -125,15 +147,19 @@ class Tracker:
         if run_id is not None:
             self.client.set_terminated(run_id, status)
 
-    def fail_open_runs(self) -> int:
-        """Mark this run's children left RUNNING (a crashed stage) as FAILED; returns how many."""
+    def fail_open_runs(self, except_step: int | None = None, status: str = "FAILED") -> int:
+        """Mark this run's children left RUNNING by a crashed stage (a SIGKILL or an OOM kill
+        cannot mark its own) as FAILED, except `except_step`'s; returns how many."""
         if not self.enabled:
             return 0
         runs = self.client.search_runs([self._experiment()], filter_string=f"tags.`{RUN_TAG}` = '{self.run}' "
                                        f"and attributes.status = 'RUNNING' and tags.`{STEP_TAG}` != 'parent'")
-        for r in runs:
-            self.client.set_terminated(r.info.run_id, "FAILED")
-        return len(runs)
+        stale = [r for r in runs if r.data.tags.get(STEP_TAG) != str(except_step)]
+        for r in stale:
+            log.warning("MLflow run %s (step %s) was left RUNNING by a crashed stage: marked %s",
+                        r.info.run_id, r.data.tags.get(STEP_TAG), status)
+            self.client.set_terminated(r.info.run_id, status)
+        return len(stale)
 
 
 def tracking_uri(spec_uri: str | None) -> str | None:
