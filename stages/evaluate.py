@@ -16,7 +16,7 @@ from adaptinf.model.encoding import Encoder
 
 from .context import StageContext
 from .history import skill_history
-from .models import load_for_step
+from .continual import model_for_eval
 from .runtime import run_idempotent
 
 log = logging.getLogger(__name__)
@@ -26,9 +26,9 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     if not ctx.spec.eval.suite:
         ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "note": "no eval suite in the run spec"})
         return {"skills": {}, "avg_acc": None, "forgetting_rate": None}
-    bundle = load_for_step(ctx, adapter_before=ctx.step + 1, trainable=False)
+    bundle, answer, routing = model_for_eval(ctx)   # expansion: every adapter, routed per sample
     result = evaluate_suite(bundle, Encoder(bundle, ctx.spec.training.max_length), ctx.spec.eval,
-                            progress=ctx.progress)
+                            progress=ctx.progress, answer=answer)
     if not result.skills:
         ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "skipped": result.skipped})
         return {"skills": {}, "avg_acc": None, "forgetting_rate": None, "skipped": result.skipped}
@@ -36,7 +36,8 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     avg, forgetting = average_accuracy(result.skills), forgetting_rate(history)
     ctx.store.write_json(f"{prefix}/metrics.json", {"skills": result.skills, "tasks": result.tasks,
                                                     "skipped": result.skipped, "avg_acc": avg,
-                                                    "forgetting_rate": forgetting})
+                                                    "forgetting_rate": forgetting,
+                                                    **({"routing": routing} if routing else {})})
     _log(ctx, result.skills, avg, forgetting, result.tasks)
     return {"skills": result.skills, "avg_acc": avg, "forgetting_rate": forgetting}
 

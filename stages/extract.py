@@ -3,7 +3,8 @@
 The pool (old + new data) is cut into `shard_count` contiguous shards; each shard (one pod of
 an Indexed Job) writes `grads.npy`, `hidden.npy`, `scores/<scorer>.npy` and `uids.json`.
 What is computed follows the strategy's needs, plus hidden states and gradients when the pool
-will be pruned (Lite).
+will be pruned (Lite). `extract.gradientSource: zero-order` replaces the backward by forward-only
+estimates; `extract.proxyModel` computes everything with a (smaller) proxy model instead.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from adaptinf.selection import get_strategy
 
 from .context import StageContext
 from .ingest import candidate_pool, ingest
-from .models import load_for_step
+from .models import load_for_step, load_proxy
 from .runtime import run_idempotent
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,23 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
                                "samples": len(uids), "features": sorted(needs)}
     if not needs or not uids:
         return summary
-    bundle = load_for_step(ctx, adapter_before=ctx.step, trainable=False)
     x = ctx.spec.extract
+    # A proxy model, when given, does the whole fused pass (gradients, hidden states, scores):
+    # the trained model is not loaded at all, which is where the saving is.
+    bundle = load_proxy(ctx) if x.proxy_model else load_for_step(ctx, adapter_before=ctx.step, trainable=False)
     cfg = ExtractConfig(layers=resolve_layers(x.layers, len(decoder_layers(bundle.model))),
                         projection_dim=x.projection_dim, batch_size=x.batch_size, seed=x.seed,
                         grads="grads" in needs, hidden="hidden" in needs,
-                        scorers=tuple(ctx.spec.scorers) if "scores" in needs else ())
+                        scorers=tuple(ctx.spec.scorers) if "scores" in needs else (),
+                        gradient_source=x.gradient_source)
+    if cfg.grads:
+        summary["gradient_source"] = x.gradient_source
+    if x.proxy_model:
+        summary["proxy_model"] = x.proxy_model
     if not bundle.multimodal and "image-grounding" in cfg.scorers:
         cfg.scorers = tuple(s for s in cfg.scorers if s != "image-grounding")
         summary["note"] = "image-grounding skipped: the model has no vision tower"
+        summary["skipped_scorers"] = {"image-grounding": "the model has no vision tower"}
     encoder = Encoder(bundle, x.max_length)
     feats = extract_features(bundle, encoder, load_records(ctx.store, pool, uids), cfg, progress=ctx.progress)
     if feats.grads is not None:

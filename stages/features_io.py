@@ -41,3 +41,12 @@ def load_features(ctx: StageContext, pool: PoolManifest) -> PoolFeatures:
         grads=np.concatenate(parts["grads"]) if parts["grads"] else None,
         hidden=np.concatenate(parts["hidden"]) if parts["hidden"] else None,
         scores={k: np.concatenate(v) for k, v in scores.items()})
+
+
+def skipped_scorers(ctx: StageContext) -> dict[str, str]:
+    """Scorers the extract shards left out, with the reason (e.g. no vision tower)."""
+    prefix = ctx.prefix("extract")
+    out: dict[str, str] = {}
+    for key in sorted(k for k in ctx.store.list(prefix) if k.endswith("/_COMMITTED.json")):
+        out.update(ctx.store.read_json(key).get("summary", {}).get("skipped_scorers", {}))
+    return out

@@ -2,11 +2,12 @@
 made it) and the adapter left by the latest finished step before a given one."""
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 from adaptinf import layout
-from adaptinf.model.loading import ModelBundle, attach_adapter, load_base
+from adaptinf.model.loading import ModelBundle, attach_adapter, load_base, materialise
 from adaptinf.store import Store
 
 from .context import StageContext
@@ -46,6 +47,26 @@ def latest_adapter(ctx: StageContext, before: int) -> Path | None:
             if (local / "adapter" / "adapter_config.json").exists():
                 return local / "adapter"
     return None
+
+
+def load_proxy(ctx: StageContext) -> ModelBundle:
+    """`extract.proxyModel` with a LoRA adapter for its gradients (extract only; never trained).
+
+    The proxy is loaded by the same code as the base. A folder holding a PEFT adapter (its
+    `adapter_config.json` names the base) is loaded as that base plus that adapter. Any other
+    model gets a fresh adapter seeded by `spec.seed`, the same at every step: peft starts B at
+    zero, so the gradient w.r.t. A is zero and the one w.r.t. B is Σ_t g_t (A x_t)ᵀ = (Σ_t g_t
+    x_tᵀ) Aᵀ — the full weight gradient of each adapted linear, sketched by the random A. The
+    proxy stays fixed across steps, as a smaller instruction-tuned model would be used.
+    """
+    source = materialise(ctx.spec.extract.proxy_model)
+    adapter = Path(source) / "adapter_config.json"
+    if adapter.exists():
+        base = json.loads(adapter.read_text())["base_model_name_or_path"]
+        bundle = load_base(base, ctx.spec.model.dtype)
+        return attach_adapter(bundle, ctx.spec.model.lora, source, trainable=False)
+    bundle = load_base(source, ctx.spec.model.dtype)
+    return attach_adapter(bundle, ctx.spec.model.lora, None, trainable=False, seed=ctx.spec.seed)
 
 
 def load_for_step(ctx: StageContext, adapter_before: int, trainable: bool) -> ModelBundle:

@@ -20,6 +20,13 @@ API_VERSION = "v1alpha1"
 FULL_API_VERSION = f"{API_GROUP}/{API_VERSION}"
 
 DEFAULT_SCORERS = ("perplexity", "image-grounding", "el2n", "entropy")
+# The names the registries in adaptinf.selection / adaptinf.scorers provide, listed here because
+# the operator must reject an unknown one without importing them (they need torch and faiss).
+# tests/test_spec_names.py keeps both lists equal to the registries.
+STRATEGIES = ("adapt-inf", "coincide", "density", "el2n", "entropy", "ewc", "expansion", "image-grounding",
+              "lite-adapt-inf", "multitask", "perplexity", "random", "replay", "semdedup", "sequential")
+SCORERS = ("el2n", "entropy", "image-grounding", "perplexity")
+DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -38,8 +45,9 @@ class LoraSpec(_Spec):
     rank: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    # Regex over module names; the default hits every linear of the language model only.
-    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    # Regex over module names; the default hits every linear of the language model only (for a
+    # language-only model, whose module names have no `language_model`, see `lora_target_modules`).
+    target_modules: str = DEFAULT_LORA_TARGETS
     # Extra modules trained in full next to the adapter (LLaVA trains its projector too).
     modules_to_save: list[str] = Field(default_factory=lambda: ["multi_modal_projector"])
 
@@ -63,7 +71,9 @@ class ExtractSpec(_Spec):
     max_length: int = Field(512, ge=16)
     seed: int = 0
     shards: int = Field(1, ge=1, le=1024)
+    # backprop: exact per-sample gradients; zero-order: forward-only estimates (docs/options.md).
     gradient_source: Literal["backprop", "zero-order"] = "backprop"
+    # A (smaller) model that computes every extract feature instead of the trained one.
     proxy_model: str | None = None
 
 
@@ -180,6 +190,16 @@ class LifelongRunSpec(_Spec):
     def _unique_scorers(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("scorers must not repeat")
+        unknown = [name for name in v if name not in SCORERS]
+        if unknown:
+            raise ValueError(f"unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORERS)}")
+        return v
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; known: {', '.join(STRATEGIES)}")
         return v
 
 

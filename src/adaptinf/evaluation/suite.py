@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
-from ..data.records import read_records
+from ..data.records import Record, read_records
 from ..metrics import score
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle
@@ -21,7 +22,10 @@ class SuiteResult:
     skipped: list[str]            # notes on tasks not scored (e.g. image tasks for a text-only model)
 
 
-def evaluate_suite(bundle: ModelBundle, encoder: Encoder, spec: EvalSpec, progress: bool = False) -> SuiteResult:
+def evaluate_suite(bundle: ModelBundle, encoder: Encoder, spec: EvalSpec, progress: bool = False,
+                   answer: Callable[[list[Record]], list[str]] | None = None) -> SuiteResult:
+    """Score every task; `answer(records)` replaces plain generation (e.g. routed to an adapter
+    per sample in the model-expansion regime)."""
     tasks: dict[str, dict] = {}
     by_skill: dict[str, list[float]] = {}
     skipped: list[str] = []
@@ -39,7 +43,8 @@ def evaluate_suite(bundle: ModelBundle, encoder: Encoder, spec: EvalSpec, progre
                 continue
         if spec.max_samples:
             records = records[:spec.max_samples]
-        preds = generate_answers(bundle, encoder, records, spec.max_new_tokens, spec.batch_size, progress)
+        preds = answer(records) if answer is not None else \
+            generate_answers(bundle, encoder, records, spec.max_new_tokens, spec.batch_size, progress)
         refs = [r.conversations[-1][1] for r in records]
         values = [score(task.metric, p, r) for p, r in zip(preds, refs)]
         value = sum(values) / len(values)

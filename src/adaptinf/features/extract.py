@@ -3,7 +3,9 @@
 One forward per batch gives the logits (→ perplexity, EL2N, entropy), the chosen layer's hidden
 states (→ mean-pooled features) and, through one batched backward, per-sample LoRA gradients of
 the chosen layer(s) (→ random projection → L2 normalisation). Image grounding adds one
-image-free forward, without grad, for the samples that have an image.
+image-free forward, without grad, for the samples that have an image. With
+`gradient_source="zero-order"` the backward is replaced by seeded forward-only estimates of the
+same gradients (`zero_order.py`), projected the same way.
 
 Throughput details (bench/extract.py measures them): records are batched by length (less
 padding) and written back in record order; the next batch is collated in a background thread;
@@ -28,6 +30,8 @@ from ..model.loading import ModelBundle, decoder_layers
 from ..scorers import TokenStats, get_scorer, token_stats
 from .grads import LoraGradCapture
 from .projection import RademacherProjector, l2_normalise
+from .upper import UpperStack
+from .zero_order import DEFAULT_DIRECTIONS, ZeroOrderGrads, answer_nll
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,11 @@ class ExtractConfig:
     # shape costs kernel selection (cuDNN attention builds a plan per shape, ~0.1-0.3 s), and
     # 1 on CPU, where padding is only wasted work.
     pad_to_multiple: int | None = None
+    # "backprop": exact per-sample gradients (one batched backward); "zero-order": forward-only
+    # SPSA estimates of the same gradients (features/zero_order.py).
+    gradient_source: str = "backprop"
+    zo_directions: int = DEFAULT_DIRECTIONS
+    zo_epsilon: float | None = None        # None: by dtype (zero_order.EPSILON)
 
 
 @dataclass
@@ -92,6 +101,7 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
     dtype = next(model.parameters()).dtype
     model.eval()  # no dropout: gradients and scores are deterministic per sample
     capture = prepare_model(bundle, cfg)
+    zo = _zero_order(bundle, cfg, capture)
     scorers = [get_scorer(s) for s in cfg.scorers]
     need_text_pass = bundle.multimodal and any(s.needs_text_only_pass for s in scorers)
     projector = None
@@ -115,8 +125,11 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
                   desc="extract", unit="batch", disable=not progress):
         labels = b.batch["labels"].to(device)
         inputs = _model_inputs(b.batch, device, dtype)
-        with torch.set_grad_enabled(capture is not None):
-            if capture is not None:
+        with torch.set_grad_enabled(capture is not None and zo is None):
+            if zo is not None:
+                out, stats, g = _zero_order_batch(model, zo, inputs, labels, cfg)
+                pending.add(b.idx, g)
+            elif capture is not None:
                 with capture:
                     out = model(**inputs, output_hidden_states=cfg.hidden)
                     stats = token_stats(out.logits, labels)
@@ -140,6 +153,37 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
     if pending is not None:
         pending.flush()
     return Features(grads=grads, hidden=hiddens, scores=scores, grad_dim=capture.dim if capture is not None else 0)
+
+
+def _zero_order(bundle: ModelBundle, cfg: ExtractConfig,
+                capture: LoraGradCapture | None) -> tuple[ZeroOrderGrads, UpperStack] | None:
+    """The SPSA estimator over the capture's parameters (now frozen: no backward is needed)."""
+    if capture is None or cfg.gradient_source == "backprop":
+        return None
+    if cfg.gradient_source != "zero-order":
+        raise ValueError(f"unknown gradient source {cfg.gradient_source!r}: backprop or zero-order")
+    params = capture.parameters()
+    for p in params:
+        p.requires_grad_(False)
+    upper = UpperStack(bundle.model, min(cfg.layers))
+    if not upper.supported:
+        log.warning("zero-order: cannot re-run the decoder from layer %d of %s; every perturbed forward "
+                    "runs the whole model", min(cfg.layers), type(bundle.model).__name__)
+    return ZeroOrderGrads(params, cfg.zo_directions, cfg.seed, cfg.zo_epsilon), upper
+
+
+def _zero_order_batch(model: torch.nn.Module, zo: tuple[ZeroOrderGrads, UpperStack], inputs: dict,
+                      labels: torch.Tensor, cfg: ExtractConfig):
+    """The ordinary forward (scores, hidden states) plus 2K perturbed ones → raw estimates."""
+    estimator, upper = zo
+    if upper.supported:
+        with upper:
+            out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False)
+        coeffs = estimator.coefficients(lambda: answer_nll(upper.logits(), labels))
+    else:
+        out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False)
+        coeffs = estimator.coefficients(lambda: answer_nll(model(**inputs, use_cache=False).logits, labels))
+    return out, token_stats(out.logits, labels), estimator.estimate(coeffs)
 
 
 class _PendingProjection:

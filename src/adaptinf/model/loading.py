@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..spec import LoraSpec
+from ..spec import DEFAULT_LORA_TARGETS, LoraSpec
 from ..store import open_store
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,23 @@ def _count_image_tokens(config: Any) -> int:
     return n if getattr(config, "vision_feature_select_strategy", "default") == "default" else n + 1
 
 
+# A causal LM's decoder linears are `model.layers.N.self_attn.q_proj`: no `language_model` in
+# the name, so the LLaVA default would match nothing there.
+TEXT_LORA_TARGETS = r".*layers\.\d+\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def lora_target_modules(spec: LoraSpec, multimodal: bool) -> str:
+    """The spec's regex; the default (every language-model linear) means the same linears on a
+    language-only model. A regex the user set is used as written."""
+    if not multimodal and spec.target_modules == DEFAULT_LORA_TARGETS:
+        return TEXT_LORA_TARGETS
+    return spec.target_modules
+
+
 def lora_config(spec: LoraSpec, multimodal: bool):
     from peft import LoraConfig
     return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=spec.target_modules,
+                      target_modules=lora_target_modules(spec, multimodal),
                       modules_to_save=list(spec.modules_to_save) if multimodal else None,
                       bias="none")
 

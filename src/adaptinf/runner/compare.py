@@ -2,7 +2,8 @@
 
 Layout of `--out DIR`:
 
-    DIR/stream/                     the demo stream and tiny model (written once, reused)
+    DIR/stream/                     the demo stream and tiny model (written once, reused);
+                                    stream/proxy-model/ when a `STRATEGY@proxy` run needs it
     DIR/base/seed-N/                step 0 of seed N: initial instruction tuning on the first
                                     dataset, which is the same for every strategy, so it runs
                                     once per seed and is copied into each run's workdir
@@ -13,6 +14,10 @@ Layout of `--out DIR`:
 
 Runs execute in parallel worker processes, one torch thread each (on a small machine two
 threads per process would only fight over the cores).
+
+A strategy may carry a variant, `STRATEGY@VARIANT` (`variants.py`): `lite-adapt-inf@zero-order`
+and `lite-adapt-inf@proxy` run Lite-Adapt-∞ with forward-only gradient estimates or with a
+smaller proxy model's gradients, next to the plain (backprop) run.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from adaptinf import layout
 from adaptinf.analysis import cluster_purity, nmi
-from adaptinf.runner import report
+from adaptinf.runner import report, variants
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ class CompareConfig:
     modality: str = "multimodal"
     jobs: int = field(default_factory=lambda: CompareConfig.jobs_default())
     tracking: str | None | bool = True   # False: no MLflow; str: a tracking URI
+    notes: list[str] = field(default_factory=list)   # strategies left out, and why
+    steps: int | None = None   # only the first N datasets (smoke runs, tests); None: all
 
     @staticmethod
     def jobs_default() -> int:
@@ -58,9 +65,15 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         from adaptinf.selection import available
-        unknown = sorted(set(self.strategies) - set(available()))
+        unknown = sorted({n for n in self.strategies if variants.split(n)[0] not in available()})
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; available: {', '.join(available())}")
+        if self.modality == "text":
+            # Single-score selection on image grounding has nothing to rank without images.
+            dropped = [n for n in self.strategies if variants.split(n)[0] == "image-grounding"]
+            if dropped:
+                self.strategies = tuple(n for n in self.strategies if n not in dropped)
+                self.notes.append(f"left out on the text stream (no images to ground): {', '.join(dropped)}")
         if report.REFERENCE not in self.strategies:
             # The relative gain is defined against sequential training of the same seed.
             self.strategies = (report.REFERENCE, *self.strategies)
@@ -85,6 +98,15 @@ def prepare_stream(cfg: CompareConfig) -> Path:
     return stream
 
 
+def _prepare_proxy(stream: str, multimodal: bool) -> str:
+    """The stream's proxy model (in a worker process: one thread); a finished one is reused."""
+    from adaptinf.runner.proxy import build_proxy
+    out = Path(stream) / variants.PROXY_DIR
+    if not (out / "config.json").exists():
+        build_proxy(stream, out, multimodal=multimodal)
+    return str(out)
+
+
 def _seeded(run: Any, seed: int) -> Any:
     """The run with every seed of the spec set from one number."""
     run = run.model_copy(deep=True)
@@ -103,8 +125,8 @@ def _run_steps(stream: str, workdir: str, strategy: str, seed: int, steps: int |
     """One local run (in a worker process); `steps` limits it to the first datasets."""
     from adaptinf.runner import collect, run_local
     run, datasets = collect([stream])
-    return run_local(_seeded(run, seed), datasets[:steps], workdir, strategy=strategy, tracking=False,
-                     progress=False)
+    run, strategy = variants.apply(_seeded(run, seed), strategy, stream)
+    return run_local(run, datasets[:steps], workdir, strategy=strategy, tracking=False, progress=False)
 
 
 def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, stream: Path) -> dict[int, Path]:
@@ -121,7 +143,7 @@ def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, stream: Path) 
 def _ordered(cfg: CompareConfig) -> list[tuple[str, int]]:
     rank = {s: i for i, s in enumerate(_COST_ORDER)}
     return sorted(((s, seed) for s in cfg.strategies for seed in cfg.seeds),
-                  key=lambda p: (rank.get(p[0], len(rank)), p[1]))
+                  key=lambda p: (rank.get(variants.split(p[0])[0], len(rank)), p[1]))
 
 
 def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, dict[str, Any]]]:
@@ -131,14 +153,18 @@ def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, di
     ctx = multiprocessing.get_context("spawn")   # torch and fork do not mix
     summaries: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in cfg.strategies}
     with ProcessPoolExecutor(max_workers=max(1, cfg.jobs), mp_context=ctx, initializer=_worker_init) as pool:
+        proxy = pool.submit(_prepare_proxy, str(stream), cfg.modality == "multimodal") \
+            if variants.needs_proxy(cfg.strategies) else None
         bases = _initial_state(pool, cfg, stream)
+        if proxy is not None:
+            proxy.result()
         futures = {}
         for strategy, seed in _ordered(cfg):
             workdir = cfg.out / "runs" / strategy / f"seed-{seed}"
             if not workdir.exists():
                 shutil.copytree(bases[seed], workdir.with_name(workdir.name + ".tmp"), dirs_exist_ok=True)
                 workdir.with_name(workdir.name + ".tmp").rename(workdir)
-            futures[(strategy, seed)] = pool.submit(_run_steps, str(stream), str(workdir), strategy, seed, None)
+            futures[(strategy, seed)] = pool.submit(_run_steps, str(stream), str(workdir), strategy, seed, cfg.steps)
         bar = tqdm(total=len(futures), desc="compare runs", disable=not progress)
         for (strategy, seed), fut in futures.items():
             summaries[strategy][seed] = fut.result()
@@ -214,7 +240,8 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
     client.log_param(parent, "stream", meta["stream"])
     for r in rows:
         for key in report.FIGURES:
-            client.log_metric(parent, f"{r['strategy']}.{key}", r[key])
+            # MLflow metric names allow no '@': a variant becomes a path segment.
+            client.log_metric(parent, f"{r['strategy'].replace(variants.SEPARATOR, '/')}.{key}", r[key])
     for fname in ("table.md", "table.json", "skills_over_time.png"):
         client.log_artifact(parent, str(cfg.out / fname))
     for strategy, by_seed in summaries.items():
@@ -242,12 +269,14 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     quality = mean_quality(cfg, run_name)
     meta = {"stream": f"{'quick' if cfg.quick else 'default'} {cfg.modality} demo stream",
             "strategies": list(cfg.strategies), "seeds": list(cfg.seeds), "jobs": cfg.jobs,
-            "seconds": round(time.monotonic() - started, 1), "cluster_quality": quality}
+            "seconds": round(time.monotonic() - started, 1), "cluster_quality": quality,
+            **({"notes": cfg.notes} if cfg.notes else {})}
     (cfg.out / "table.json").write_text(json.dumps(rows, indent=1))
     (cfg.out / "meta.json").write_text(json.dumps(meta, indent=1))
     preamble = (f"Comparison on the {meta['stream']}, seeds {meta['seeds']}, mean ± std over seeds; "
                 f"relative gain against the best per-skill score of sequential training (same seed); "
-                f"{meta['seconds']:.0f} s with {cfg.jobs} worker process(es).")
+                f"{meta['seconds']:.0f} s with {cfg.jobs} worker process(es)."
+                + "".join(f" Note: {n}." for n in cfg.notes))
     (cfg.out / "table.md").write_text(report.table_markdown(rows, quality, preamble))
     fig = report.plot_strategies(summaries)
     fig.savefig(cfg.out / "skills_over_time.png", dpi=110)

@@ -91,6 +91,10 @@ class Strategy:
     budgeted: bool = True
     prunes_pool: bool = False
     defaults: ClassVar[dict[str, Any]] = {}   # the knobs ctx.options may set, with their defaults
+    # How the train stage uses the selection (stages/continual.py): "continue" the previous
+    # step's adapter, "ewc" (continue under an EWC penalty) or "expansion" (a new adapter per
+    # dataset, routed per sample at eval).
+    training_regime: ClassVar[str] = "continue"
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
         raise NotImplementedError

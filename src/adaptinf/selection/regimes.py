@@ -4,6 +4,15 @@
   baseline and the reference for relative gain).
 - `multitask`: train on everything seen so far (the usual upper-bound-ish baseline).
 - `replay`: the new dataset in full plus a random 10% of the old samples ("Random replay 10%").
+
+Two more from He et al., "Continual Instruction Tuning for Large Multimodal Models" (2023),
+which select like `sequential` and differ in how they train (`Strategy.training_regime`):
+
+- `ewc`: regularisation — the previous adapter is continued under an EWC penalty whose Fisher
+  comes from the earlier steps' training data (`adaptinf.training.ewc`).
+- `expansion`: model expansion — a new adapter per dataset; at eval each sample is routed to
+  the adapter owning the nearest of the k-means centroids of each adapter's training prompts'
+  hidden states (`adaptinf.evaluation.routing`).
 """
 from __future__ import annotations
 
@@ -58,3 +67,15 @@ class Replay(Strategy):
         replayed = np.random.default_rng(ctx.seed).choice(old, size=count, replace=False)
         return _result(self.name, feats, np.concatenate([np.flatnonzero(feats.is_new), replayed]),
                        replayed=count)
+
+
+@register
+class Ewc(Sequential):
+    name = "ewc"
+    training_regime = "ewc"
+
+
+@register
+class Expansion(Sequential):
+    name = "expansion"
+    training_regime = "expansion"
