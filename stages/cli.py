@@ -2,7 +2,9 @@
 
 Specs come from `-f` YAML files (the files users `kubectl apply`), else from the environment
 the operator sets (docs/contracts.md §1), else from the step's `inputs.json` snapshot.
-Exit codes: 0 done (or already done), 2 bad input a retry cannot fix, 1 anything else.
+Exit codes: 0 done (or already done), 2 bad input a retry cannot fix (an invalid spec, no usable
+record, a permanent store error such as access denied or a missing bucket), 1 anything else (a
+crash, or a store that stayed unreachable through every retry: the Job tries again later).
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import os
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 from adaptinf.layout import STAGES
 from adaptinf.spec import LifelongRunSpec, SpecError, load_resources
-from adaptinf.store import StoreError, open_store
+from adaptinf.store import StoreError, StoreUnavailable, open_store
 
 EXIT_BAD_INPUT = 2
 log = logging.getLogger("adaptinf.stage")
@@ -31,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-index", type=int, help="extract shard (env JOB_COMPLETION_INDEX)")
     p.add_argument("--shards", type=int, help="extract shard count (env ADAPTINF_SHARDS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--processes", type=int,
+                   help="train only: local training processes, one per GPU (env ADAPTINF_TRAIN_PROCESSES)")
     p.set_defaults(func=main)
 
 
@@ -58,8 +64,23 @@ def _json_env(name: str) -> dict[str, Any]:
         raise SpecError(f"environment variable {name} is not valid JSON: {err}") from None
 
 
+def _relaunch(args: argparse.Namespace) -> int | None:
+    """Train with N > 1 processes: run this very command as a process group; None = run here."""
+    from adaptinf.training import distributed
+    processes = args.processes or int(os.environ.get(distributed.PROCESSES_ENV) or 1)
+    if args.stage != "train" or processes < 2 or distributed.in_launched_group():
+        return None
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    log.info("train: a group of %d processes running %s", processes, argv)
+    return distributed.run_group(processes, argv)
+
+
 def main(args: argparse.Namespace) -> int:
     from adaptinf.stages import StageError, build_context, stage_function
+    from adaptinf.stages.tracking_guard import tracked_attempt
+    relaunched = _relaunch(args)
+    if relaunched is not None:
+        return relaunched
     try:
         run, run_spec, dataset, ds_spec = _specs(args)
         if not run:
@@ -79,12 +100,16 @@ def main(args: argparse.Namespace) -> int:
                             progress=not args.no_progress and sys.stderr.isatty())
         if not 0 <= ctx.shard_index < ctx.shard_count:
             raise SpecError(f"shard index {ctx.shard_index} is outside 0..{ctx.shard_count - 1}")
-        summary = stage_function(args.stage)(ctx)
-    except (SpecError, StageError) as err:
+        with tracked_attempt(ctx, args.stage):  # a crash or SIGTERM is recorded in MLflow
+            summary = stage_function(args.stage)(ctx)
+    except (SpecError, StageError, ValidationError) as err:  # an invalid spec: retrying cannot help
         log.error("%s failed: %s", args.stage, err)
         return EXIT_BAD_INPUT
-    except StoreError as err:
-        log.error("%s failed on the artifact store: %s", args.stage, err)
+    except StoreUnavailable as err:
+        log.error("%s failed: the artifact store is unavailable (the Job retries): %s", args.stage, err)
         return 1
+    except StoreError as err:
+        log.error("%s failed on the artifact store (a retry cannot fix this): %s", args.stage, err)
+        return EXIT_BAD_INPUT
     print(json.dumps({"stage": args.stage, "step": args.step, "summary": summary}, default=str))
     return 0

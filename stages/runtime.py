@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable
 
 from adaptinf import layout
+from adaptinf.training import distributed
 
 from .context import StageContext
 
@@ -25,10 +26,16 @@ def run_idempotent(stage: str, ctx: StageContext, body: Callable[[StageContext, 
     if ctx.store.is_committed(prefix):
         log.info("%s of %s step %d is already done: nothing to do", stage, ctx.run, ctx.step)
         return ctx.store.read_marker(prefix).get("summary", {})
-    ctx.store.clear(prefix)
+    # Several training processes (one per GPU) run the same body; only the main one writes.
+    main = distributed.is_main()
+    if main:
+        ctx.store.clear(prefix)
+    distributed.barrier()
     start = time.perf_counter()
     summary = body(ctx, prefix)
     seconds = time.perf_counter() - start
-    ctx.store.commit(prefix, {"stage": stage, "step": ctx.step, "seconds": seconds, "summary": summary})
+    if main:
+        ctx.store.commit(prefix, {"stage": stage, "step": ctx.step, "seconds": seconds, "summary": summary})
+    distributed.barrier()
     log.info("%s of %s step %d done in %.1fs: %s", stage, ctx.run, ctx.step, seconds, summary)
     return summary

@@ -15,12 +15,13 @@ from typing import Any
 from adaptinf.data.pool import load_records
 from adaptinf.model.encoding import Encoder
 from adaptinf.model.loading import attach_adapter, load_base
-from adaptinf.training import TrainConfig, train_model
+from adaptinf.training import TrainConfig, distributed, train_model
 
+from . import continual
 from .cluster_select import initial_tuning_step
 from .context import StageContext
 from .ingest import candidate_pool
-from .models import base_prefix, load_for_step
+from .models import base_prefix
 from .runtime import run_idempotent
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,14 @@ def _initial_tuning(ctx: StageContext, records) -> dict[str, Any]:
         p.requires_grad_(True)
     result = train_model(bundle, Encoder(bundle, ctx.spec.training.max_length), records,
                          _train_config(ctx, m.initial_epochs, m.initial_learning_rate), progress=ctx.progress)
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle.model.save_pretrained(tmp)
-        bundle.tokenizer.save_pretrained(tmp)
-        if bundle.image_processor is not None:
-            bundle.image_processor.save_pretrained(tmp)
-        ctx.store.upload_dir(tmp, base_prefix(ctx.run), {"from": m.base, "epochs": m.initial_epochs})
+    if distributed.is_main():
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle.model.save_pretrained(tmp)
+            bundle.tokenizer.save_pretrained(tmp)
+            if bundle.image_processor is not None:
+                bundle.image_processor.save_pretrained(tmp)
+            ctx.store.upload_dir(tmp, base_prefix(ctx.run), {"from": m.base, "epochs": m.initial_epochs})
+    distributed.barrier()  # the other processes load this base next
     return {"initial_loss": result.losses, "initial_seconds": result.seconds}
 
 
@@ -60,12 +63,18 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"samples": len(records)}
     if initial_tuning_step(ctx) and ctx.spec.model.initial_tuning == "full":
         summary.update(_initial_tuning(ctx, records))
-    bundle = load_for_step(ctx, adapter_before=ctx.step, trainable=True)
+    bundle = continual.model_for_training(ctx)    # the previous adapter, or a new one (expansion)
+    penalty, notes = continual.penalty(ctx, bundle)  # EWC's, else None
+    summary.update(notes)
     epochs = ctx.spec.model.initial_epochs if initial_tuning_step(ctx) and ctx.spec.model.initial_tuning == "lora" else None
     result = train_model(bundle, Encoder(bundle, ctx.spec.training.max_length), records,
-                         _train_config(ctx, epochs), progress=ctx.progress)
+                         _train_config(ctx, epochs), progress=ctx.progress, penalty=penalty)
+    summary.update(loss=result.losses, seconds=result.seconds)
+    if not distributed.is_main():
+        return summary
     with tempfile.TemporaryDirectory() as tmp:
         bundle.model.save_pretrained(tmp)
+        summary.update(continual.after_training(ctx, bundle, records, Path(tmp), penalty))  # Fisher / routing keys
         for path in sorted(Path(tmp).rglob("*")):
             if path.is_file():
                 ctx.store.write_bytes(f"{prefix}/adapter/{path.relative_to(tmp).as_posix()}", path.read_bytes())
@@ -74,7 +83,6 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     for epoch, loss in enumerate(result.losses):
         ctx.tracker.log_metrics(child, {"train_loss": loss}, epoch)
     ctx.tracker.log_metrics(child, {"train_seconds": result.seconds, "train_samples": len(records)}, ctx.step)
-    summary.update(loss=result.losses, seconds=result.seconds)
     return summary
 
 

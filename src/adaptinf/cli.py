@@ -1,4 +1,4 @@
-"""The `adaptinf` command: demo-data, run-local, stage, compare."""
+"""The `adaptinf` command: demo-data, run-local, stage, compare, pool."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from adaptinf.stages.cli import add_parser as add_stage
+    from adaptinf.pool_admin import add_parser as add_pool
     parser = argparse.ArgumentParser(prog="adaptinf", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_compare)
 
     add_stage(sub)
+    add_pool(sub)
     return parser
 
 
@@ -110,7 +112,8 @@ def _quiet_libraries() -> None:
     import warnings
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", module="mlflow")
-    for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore"):
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore", "faiss"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # "Loading weights" bars on every model load drown the step table (read when transformers is
     # imported, which happens later); our own loops keep their bars.
@@ -118,7 +121,9 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the stage command re-launches itself with it (several training processes)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -48,15 +49,21 @@ def _mixed_precision(name: str) -> str:
 
 
 def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cfg: TrainConfig,
-                progress: bool = True) -> TrainResult:
-    """Train the parameters of `bundle.model` that require grad; returns loss per epoch."""
-    from accelerate import Accelerator
+                progress: bool = True, penalty: Callable[[], torch.Tensor] | None = None) -> TrainResult:
+    """Train the parameters of `bundle.model` that require grad; returns loss per epoch.
+
+    `penalty()`, if given, is added to every batch's loss (e.g. EWC, `training/ewc.py`); the
+    losses reported are the task loss alone."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     if not records:
         return TrainResult(0, 0, 0.0)
     start = time.perf_counter()
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
                               gradient_accumulation_steps=cfg.gradient_accumulation,
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available(),
+                              # LLaVA reads the vision tower's penultimate layer: the last one
+                              # gets no gradient, which plain DDP treats as an error.
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     encoded = [encoder.encode(r) for r in records]
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(encoded, batch_size=cfg.batch_size, shuffle=True, generator=gen,
@@ -82,17 +89,18 @@ def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cf
                 if "pixel_values" in batch:
                     batch["pixel_values"] = batch["pixel_values"].to(next(model.parameters()).dtype)
                 loss = model(**batch).loss
-                accelerator.backward(loss)
+                accelerator.backward(loss + penalty() if penalty is not None else loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)
                     steps += 1
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-            epoch_loss += loss.item()
+            value = accelerator.reduce(loss.detach(), "mean").item()  # all processes' mean
+            epoch_loss += value
             n += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{value:.3f}")
         losses.append(epoch_loss / max(1, n))
     bar.close()
     model.eval()

@@ -1,0 +1,82 @@
+"""Several training processes in one pod (one per GPU), as the train stage uses them.
+
+The Job's command stays `adaptinf stage train …` (docs/contracts.md §1); with more than one
+process requested (`--processes N` / ADAPTINF_TRAIN_PROCESSES, set by the operator from the
+stage's GPU count) the stage re-runs its own command as a local process group with torchrun's
+environment, which accelerate picks up (NCCL on GPUs, gloo on CPU). Every
+process trains on its shard of the batches; only the main process writes to the store and
+MLflow, and the others wait for it at a barrier so nobody reads an artifact before it exists.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from functools import lru_cache
+
+PROCESSES_ENV = "ADAPTINF_TRAIN_PROCESSES"
+
+
+def in_launched_group() -> bool:
+    """True inside a torchrun-launched process group of more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch_argv(stage_args: list[str]) -> list[str]:
+    """The command each process of the group runs: this very `adaptinf` command."""
+    return [sys.executable, "-m", "adaptinf.cli", *stage_args]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_group(processes: int, stage_args: list[str]) -> int:
+    """Run `adaptinf <stage_args>` as a local process group of `processes` (what torchrun
+    --standalone sets up: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT). torchrun itself is
+    not used because its argument parser swallows stage flags such as `--run`.
+
+    Returns 0 if every process succeeded, else the first failure's exit code (so exit code 2,
+    bad input, still reaches the Job); the others are stopped then.
+    """
+    if processes < 2:
+        raise ValueError(f"a process group needs at least 2 processes, got {processes}")
+    base = {**os.environ, "WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    procs = [subprocess.Popen(launch_argv(stage_args), env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in range(processes)]
+    failed = 0
+    while procs:
+        for p in list(procs):
+            code = p.poll()
+            if code is None:
+                continue
+            procs.remove(p)
+            if code and not failed:
+                failed = code
+                for other in procs:   # a dead peer would leave the others hanging in a collective
+                    other.terminate()
+        time.sleep(0.2)
+    return failed
+
+
+@lru_cache(maxsize=1)
+def _state():
+    import torch
+    from accelerate import PartialState
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main() -> bool:
+    """The process that writes artifacts; always True outside a process group."""
+    return not in_launched_group() or _state().is_main_process
+
+
+def barrier() -> None:
+    """Wait for every process of the group (a no-op for a single process)."""
+    if in_launched_group():
+        _state().wait_for_everyone()
