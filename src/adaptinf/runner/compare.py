@@ -32,11 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from adaptinf import layout
-from adaptinf.analysis import cluster_purity, nmi
-from adaptinf.runner import report, variants
+from adaptinf.runner import report, skill_report, variants
 
 log = logging.getLogger(__name__)
 
@@ -173,50 +170,6 @@ def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, di
     return summaries
 
 
-def cluster_quality(workdir: Path, run: str) -> list[dict[str, Any]]:
-    """Purity and NMI of each step's clusters against the records' hidden `skill` labels."""
-    from adaptinf.store import LocalStore
-    store = LocalStore(workdir)
-    skills: dict[str, str] = {}
-    out = []
-    step = 0
-    while store.exists(layout.inputs_key(run, step)):
-        ingest = f"{layout.stage_prefix(run, step, 'ingest')}/records.jsonl"
-        if store.exists(ingest):
-            for line in store.read_bytes(ingest).decode("utf-8").splitlines():
-                rec = json.loads(line)
-                skills[f"{rec['dataset']}/{rec['id']}"] = rec.get("skill", "?")
-        labels_key = f"{layout.stage_prefix(run, step, 'cluster-select')}/labels.npy"
-        if step > 0 and store.exists(labels_key):
-            labels = store.read_npy(labels_key)
-            uids = _pool_uids(store, run, step)
-            truth = [skills.get(u, "?") for u in uids]
-            out.append({"step": step, "k": int(len(np.unique(labels))),
-                        "purity": cluster_purity(labels, truth), "nmi": nmi(labels, truth)})
-        step += 1
-    return out
-
-
-def _pool_uids(store: Any, run: str, step: int) -> list[str]:
-    prefix = layout.stage_prefix(run, step, "extract")
-    shards = sorted({k.rsplit("/", 2)[-2] for k in store.list(prefix) if k.endswith("/uids.json")})
-    return [u for shard in shards for u in store.read_json(f"{prefix}/{shard}/uids.json")]
-
-
-def mean_quality(cfg: CompareConfig, run: str) -> dict[str, list[dict[str, Any]]]:
-    """Per strategy with clusters: per step, k / purity / NMI averaged over seeds."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for strategy in cfg.strategies:
-        per_seed = [cluster_quality(cfg.out / "runs" / strategy / f"seed-{seed}", run) for seed in cfg.seeds]
-        if not all(per_seed):
-            continue
-        steps = min(len(q) for q in per_seed)
-        out[strategy] = [{"step": per_seed[0][i]["step"],
-                          **{key: float(np.mean([q[i][key] for q in per_seed])) for key in ("k", "purity", "nmi")}}
-                         for i in range(steps)]
-    return out
-
-
 def _tracking_uri(cfg: CompareConfig) -> str | None:
     if cfg.tracking is False:
         return None
@@ -266,10 +219,12 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     summaries = run_all(cfg, progress=progress)
     rows = report.build_table(summaries)
     run_name = next(iter(next(iter(summaries.values())).values()))["run"]
-    quality = mean_quality(cfg, run_name)
+    workdirs = {s: [cfg.out / "runs" / s / f"seed-{seed}" for seed in cfg.seeds] for s in cfg.strategies}
+    quality = skill_report.mean_quality(workdirs, run_name)
+    mix = skill_report.selection_mix(workdirs, run_name)
     meta = {"stream": f"{'quick' if cfg.quick else 'default'} {cfg.modality} demo stream",
             "strategies": list(cfg.strategies), "seeds": list(cfg.seeds), "jobs": cfg.jobs,
-            "seconds": round(time.monotonic() - started, 1), "cluster_quality": quality,
+            "seconds": round(time.monotonic() - started, 1), "cluster_quality": quality, "skill_mix": mix,
             **({"notes": cfg.notes} if cfg.notes else {})}
     (cfg.out / "table.json").write_text(json.dumps(rows, indent=1))
     (cfg.out / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -277,7 +232,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
                 f"relative gain against the best per-skill score of sequential training (same seed); "
                 f"{meta['seconds']:.0f} s with {cfg.jobs} worker process(es)."
                 + "".join(f" Note: {n}." for n in cfg.notes))
-    (cfg.out / "table.md").write_text(report.table_markdown(rows, quality, preamble))
+    (cfg.out / "table.md").write_text(report.table_markdown(rows, quality, preamble, mix))
     fig = report.plot_strategies(summaries)
     fig.savefig(cfg.out / "skills_over_time.png", dpi=110)
     close(fig)

@@ -84,8 +84,9 @@ def _pm(mean: float, std: float, digits: int = 1) -> str:
 
 
 def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str, Any]]] | None = None,
-                   preamble: str = "") -> str:
-    """`table.md`: Table 2's columns, then cost, then cluster quality against the skill labels."""
+                   preamble: str = "", mix: dict[str, dict[str, dict[str, float]]] | None = None) -> str:
+    """`table.md`: Table 2's columns, then cost, then — against the hidden skill labels — the
+    clusters' quality and the skill mix of what was selected."""
     lines = [preamble.rstrip(), ""] if preamble else []
     lines += ["| strategy | relative gain % | forgetting % | final avg acc % | samples trained (steps ≥ 1) "
               "| extract s | cluster-select s | train s |",
@@ -108,6 +109,18 @@ def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str,
         for strategy, steps in quality.items():
             for q in steps:
                 lines.append(f"| {strategy} | {q['step']} | {q['k']:.1f} | {q['purity']:.3f} | {q['nmi']:.3f} |")
+    if mix:
+        skills = sorted({k for m in mix.values() for part in m.values() for k in part})
+        lines += ["", "Share of each skill in the selected samples (steps t ≥ 1, all seeds), and in the pools they "
+                  "were selected from (pruning strategies have pools of their own):", "",
+                  "| strategy | " + " | ".join(skills) + " |", "|---|" + "---|" * len(skills)]
+        pools: dict[tuple, list[str]] = {}
+        for strategy, m in mix.items():
+            lines.append(f"| {strategy} | " + " | ".join(f"{100 * m['selected'].get(k, 0):.1f}%" for k in skills) + " |")
+            pools.setdefault(tuple(round(m["pool"].get(k, 0), 4) for k in skills), []).append(strategy)
+        for shares, owners in pools.items():
+            name = "pool" if len(pools) == 1 else f"pool of {', '.join(owners) if len(owners) < 4 else 'the others'}"
+            lines.append(f"| *{name}* | " + " | ".join(f"{100 * v:.1f}%" for v in shares) + " |")
     return "\n".join(lines) + "\n"
 
 
