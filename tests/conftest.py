@@ -13,6 +13,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny-model tests: two OpenMP threads on a 2-core machine shared with other
+    jobs spin-wait and run tiny matmuls ~10× slower. Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def port_finder():
     """`free_port` as a fixture: test modules cannot import from conftest (tests/k8s has one too)."""

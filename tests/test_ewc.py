@@ -16,12 +16,7 @@ from adaptinf.training import TrainConfig, train_model
 from adaptinf.training.ewc import EwcPenalty, accumulate, diagonal_fisher, load_fisher, save_fisher
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

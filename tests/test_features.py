@@ -31,14 +31,7 @@ HIDDEN = 64
 PROJ_DIM = 256      # below the gradient dimension (see `test_fixture_is_what_the_tests_claim`)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a 2-core machine shared with other jobs spin-wait and run tiny
-    # matmuls ~10× slower; one thread keeps this module at a few seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ from adaptinf.spec import LoraSpec
 LAYER = 1   # the middle of three decoder layers: one below (skipped by the reruns), one above
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bundle(model_dir: Path) -> ModelBundle:
