@@ -2,8 +2,9 @@
 
 Level-based: `plan(observation)` looks only at what is there now — the run's datasets, its stage
 Jobs, the store's commit markers — never at what happened before. After a restart it therefore
-continues from where things are: a stage whose Job succeeded or whose outputs are committed is
-never run again, and a Job that exists is never created twice (names are deterministic too).
+continues from where things are: a stage whose Job succeeded, or whose outputs are committed
+and whose Job (if any) has ended, is never run again, and a Job that exists is never created
+twice (names are deterministic too).
 
 Steps: a dataset's step is fixed once its first Job exists (the Job's labels and the dataset's
 status record it). Datasets still waiting are ordered by `spec.order` (unset last), then
@@ -146,7 +147,11 @@ def plan(obs: Observation) -> Plan:
         if ds.outcome == "Succeeded":
             done = set(STAGES)
         else:
-            done = {s for s in STAGES if (step, s) in obs.committed or (s in jobs and jobs[s].state == SUCCEEDED)}
+            # A committed stage whose Job still runs is not done yet: its pod finishes after the
+            # marker (prune rewrites summary.json and closes the MLflow child run), and the next
+            # stage must not start, nor the run count as up to date, before it exits.
+            done = {s for s in STAGES if (s in jobs and jobs[s].state == SUCCEEDED)
+                    or ((step, s) in obs.committed and (s not in jobs or jobs[s].state != ACTIVE))}
         out.step, out.dataset = step, ds.name
         if len(done) == len(STAGES):
             out.datasets[ds.name] = DatasetState("Succeeded", step, STAGES[-1], "StepSucceeded",

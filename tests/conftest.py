@@ -1,7 +1,14 @@
-"""Shared fixtures: a local S3 (moto server on 127.0.0.1), the quick demo stream, a tiny model."""
+"""Shared fixtures: a local S3 (moto server on 127.0.0.1), a real `mlflow server` on 127.0.0.1,
+the quick demo stream, a tiny model."""
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,6 +42,8 @@ def port_finder():
 def s3_endpoint():
     """A real S3 HTTP endpoint (moto's server), shared by the session."""
     from moto.server import ThreadedMotoServer
+    # One INFO line per request would bury a failing test's report (the CLI sets the root to INFO).
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -55,6 +64,36 @@ def s3_bucket(s3_endpoint, monkeypatch, request):
     name = "".join(c for c in name if c.isalnum() or c == "-")
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """URL of a real `mlflow server` (sqlite backend, artifacts proxied to a local folder), shared by
+    the session: it takes seconds to start. Tests keep apart by experiment or run name."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(root / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CRDS = ROOT / "crds"
+OPERATOR_AGENTS = ("kopf", "adaptinf-operator")  # user agents of the operator's API clients
 T = TypeVar("T")
 
 
@@ -71,7 +72,15 @@ class Cluster:
     def audit_entries(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
 
-    def permissions_used(self, agents: tuple[str, ...] = ("kopf", "adaptinf-operator"),
+    def secret(self, namespace: str, name: str, **data: str) -> None:
+        """A Secret from literals, made and applied with kubectl as a user would. Rendered client
+        side and applied: `kubectl create secret` would post protobuf, which the emulator does not
+        speak."""
+        manifest = self.kubectl("create", "secret", "generic", name, "--dry-run=client", "-o", "yaml",
+                                *(f"--from-literal={k}={v}" for k, v in data.items())).stdout
+        self.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+
+    def permissions_used(self, agents: tuple[str, ...] = OPERATOR_AGENTS,
                          namespace: str | None = None) -> set[tuple[str, str, str]]:
         """(group, resource[/subresource], verb) of every request the given clients made: what
         an RBAC Role must allow (namespace None: every namespace and cluster-wide requests)."""
@@ -154,6 +163,22 @@ def run_manifest(name: str, store: Path, **spec: Any) -> dict[str, Any]:
                      **spec}}
 
 
+def demo_manifests(demo: Path, datasets: int) -> list[dict[str, Any]]:
+    """The LifelongRun and the first `datasets` InstructionDatasets of an `adaptinf demo-data`
+    stream as manifests for kubectl. In a cluster, paths are URIs or absolute: the demo's relative
+    ones are resolved as the local runner does."""
+    from adaptinf.spec import load_resources, to_manifest
+
+    def manifest(path: Path) -> dict[str, Any]:
+        (res,) = load_resources(path)
+        obj = to_manifest(res)
+        del obj["metadata"]["namespace"]
+        obj["spec"] = res.resolved_spec().to_dict()
+        return obj
+
+    return [manifest(demo / "lifelongrun.yaml"), *map(manifest, sorted((demo / "datasets").glob("*.yaml"))[:datasets])]
+
+
 def dataset_manifest(name: str, run: str, source: Path | str, order: int | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"run": run, "source": str(source)}
     if order is not None:
@@ -175,6 +200,20 @@ def has_job(cluster: Cluster, ns: str, name: str) -> bool:
 def job_done(cluster: Cluster, ns: str, name: str) -> bool:
     job = cluster.api.find("jobs", ns, name) or {}
     return any(c["type"] == "Complete" for c in (job.get("status") or {}).get("conditions", []))
+
+
+def jobs_created(cluster: Cluster, ns: str) -> list[tuple[str, float]]:
+    """(Job name, time) of the operator's create requests in `ns`, in order (the emulator's audit
+    log: creationTimestamps have one-second resolution)."""
+    return [(e["name"], e["ts"]) for e in cluster.audit_entries()
+            if (e["verb"], e["group"], e["resource"], e["namespace"]) == ("create", "batch", "jobs", ns)
+            and e["userAgent"].split("/")[0] in OPERATOR_AGENTS]
+
+
+def printed(cluster: Cluster, ns: str, kind: str, name: str) -> dict[str, str]:
+    """`kubectl get KIND NAME -o wide` as {column: cell}: the printer columns a user sees."""
+    header, row = cluster.kubectl("get", kind, name, "-n", ns, "-o", "wide").stdout.splitlines()
+    return dict(zip(header.split(), row.split(), strict=True))
 
 
 def calls(store: Path) -> list[dict[str, Any]]:

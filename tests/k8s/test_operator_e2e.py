@@ -1,13 +1,15 @@
 """End to end: emulated API server + `kopf run` of the operator + the kubelet + real kubectl.
 
 The fast tests run `tests/k8s/fake_stage.py` in place of `adaptinf stage` (same argv, env, store
-markers and exit codes); `test_real_stages_on_the_quick_demo_stream` runs the real stages.
+markers and exit codes); `test_real_stages_on_the_quick_demo_stream` runs the real stages against
+S3 (a local moto server) and a real `mlflow server`.
 """
 from __future__ import annotations
 
-import base64
+import datetime as dt
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from adaptinf import layout
 from adaptinf.layout import STAGES
 from adaptinf.operator.jobs import job_name
-from adaptinf.spec import load_resources, to_manifest
-from harness import (FAKE_STAGE, Cluster, calls, condition, dataset_manifest, events, has_job, hold, job_done,
-                     job_names, run_manifest, status, wait_for, write_records)
+from harness import (FAKE_STAGE, Cluster, calls, condition, dataset_manifest, demo_manifests, events, has_job, hold,
+                     job_done, job_names, jobs_created, printed, run_manifest, status, wait_for, write_records)
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +34,7 @@ def test_two_steps_with_operator_restarts(cluster: Cluster, namespace: str, star
                                           tmp_path: Path) -> None:
     ns, store = namespace, tmp_path / "store"
     store.mkdir()
-    cluster.api.create("secrets", ns, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"}, "data": {
-        "AWS_ACCESS_KEY_ID": base64.b64encode(b"AKIATEST").decode(),
-        "AWS_SECRET_ACCESS_KEY": base64.b64encode(b"s3cr3t").decode()}})
+    cluster.secret(ns, "s3-creds", AWS_ACCESS_KEY_ID="AKIATEST", AWS_SECRET_ACCESS_KEY="s3cr3t")
     kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE}, extra_env={"FAKE_STAGE_SECONDS": "0.2"})
     op = start_operator(ADAPTINF_S3_SECRET="s3-creds", ADAPTINF_S3_ENDPOINT="http://s3.example:9000")
     holds = [hold(store, "extract", 0), hold(store, "train", 0)]  # these stages wait until released
@@ -210,45 +210,112 @@ def _has_stage_command() -> bool:
     return subprocess.run(["adaptinf", "stage", "--help"], capture_output=True).returncode == 0
 
 
+def _iso(ts: str) -> float:
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
 @pytest.mark.real_stages
 @pytest.mark.skipif(not _has_stage_command(), reason="the `adaptinf stage` command is not installed yet")
 def test_real_stages_on_the_quick_demo_stream(cluster: Cluster, namespace: str, start_operator, start_kubelet,
-                                              tmp_path: Path) -> None:
-    ns, demo = namespace, tmp_path / "demo"
-    subprocess.run(["adaptinf", "demo-data", "--out", str(demo), "--size", "quick"], check=True, capture_output=True)
-    # In a cluster, paths are URIs or absolute: resolve the demo's relative ones as the local runner does.
-    (run_res,) = load_resources(demo / "lifelongrun.yaml")
-    run = to_manifest(run_res)
-    del run["metadata"]["namespace"]
-    run["spec"] = run_res.resolved_spec().to_dict()
-    run["spec"]["storage"] = {"uri": str(tmp_path / "store")}
-    for task in run["spec"]["eval"]["suite"]:
-        task.setdefault("imageRoot", str(Path(task["path"]).parent))
-    datasets = []
-    # One step (all five real stages, ~1-2 min on 2 cores) keeps the k8s suite near 3 minutes;
-    # the fake-stage tests cover several steps, restarts and failures.
-    for path in sorted((demo / "datasets").glob("*.yaml"))[:1]:
-        (res,) = load_resources(path)
-        ds = to_manifest(res)
-        del ds["metadata"]["namespace"]
-        ds["spec"] = res.resolved_spec().to_dict()
-        ds["spec"].setdefault("imageRoot", str(Path(ds["spec"]["source"]).parent))
-        datasets.append(ds)
-    kubelet = start_kubelet(extra_env={"ADAPTINF_LOG_LEVEL": "INFO"})
-    start_operator()
-    cluster.apply(run, *datasets, namespace=ns)
+                                              demo_quick: Path, s3_endpoint: str, s3_bucket: str,
+                                              mlflow_server: str) -> None:
+    """What a user does: kubectl apply a LifelongRun and two InstructionDatasets (the CRDs are
+    applied with kubectl by the `cluster` fixture); the real stages learn both steps with the tiny
+    model, storing in S3 (moto) and tracking in a real MLflow server."""
+    import boto3
+    from mlflow.tracking import MlflowClient
+
+    ns, prefix = namespace, "runs"
+    run, *datasets = demo_manifests(demo_quick, 2)
     name = run["metadata"]["name"]
+    # The MLflow server is shared by the session: an experiment of its own keeps this test apart.
+    run["spec"].update(storage={"uri": f"s3://{s3_bucket}/{prefix}"}, mlflow={"experiment": f"e2e-{ns}"})
+    # Credentials reach the stages only through the Secret (of this process's environment the
+    # kubelet passes the pods only PATH, HOME, PYTHONPATH, LANG); the operator gets them as the
+    # chart's Deployment does.
+    creds = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}  # set by s3_bucket
+    cluster.secret(ns, "s3-creds", **creds)
+    kubelet = start_kubelet(extra_env={"ADAPTINF_LOG_LEVEL": "INFO"})
+    start_operator(ADAPTINF_S3_ENDPOINT=s3_endpoint, ADAPTINF_S3_SECRET="s3-creds", ADAPTINF_MLFLOW_URI=mlflow_server,
+                   AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_DEFAULT_REGION="us-east-1", **creds)
+    cluster.apply(run, *datasets, namespace=ns)
     try:
         cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{name}", "-n", ns, "--timeout=400s", timeout=420)
     except AssertionError:
         logs = "\n".join(f"--- {pod}\n{kubelet.log_of(pod)[-2000:]}" for _, pod, _ in kubelet.started_pods[-2:])
         raise AssertionError(f"run did not finish: {status(cluster, ns, 'lifelongruns', name)}\n{logs}") from None
+    ds_names = [d["metadata"]["name"] for d in datasets]
+    cluster.kubectl("wait", "--for=condition=StepSucceeded", *(f"ids/{d}" for d in ds_names), "-n", ns, "--timeout=10s")
+
+    # Five Jobs per step, each created once, in stage order, each after the previous one finished,
+    # all owned by the run.
+    expected = [job_name(name, t, st) for t in (0, 1) for st in STAGES]
+    created = jobs_created(cluster, ns)
+    assert [job for job, _ in created] == expected
+    listed = json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"]
+    jobs = {j["metadata"]["name"]: j for j in listed}
+    assert sorted(jobs) == sorted(expected)
+    for (prev, _), (_, created_at) in zip(created, created[1:]):
+        assert _iso(jobs[prev]["status"]["completionTime"]) <= created_at, f"{prev} had not finished"
+    uid = cluster.api.get("lifelongruns", ns, name)["metadata"]["uid"]
+    for job in jobs.values():
+        assert job["status"]["succeeded"] >= 1
+        assert [(o["kind"], o["name"], o["uid"], o.get("controller")) for o in job["metadata"]["ownerReferences"]] == [
+            ("LifelongRun", name, uid, True)]
+    env = {e["name"]: e for e in jobs[job_name(name, 1, "train")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == s3_endpoint and env["MLFLOW_TRACKING_URI"]["value"] == mlflow_server
+    for key in creds:
+        ref = env[key]["valueFrom"]["secretKeyRef"]
+        assert "value" not in env[key] and (ref["name"], ref["key"]) == ("s3-creds", key)
+
+    # S3: the run summary, both steps' stage markers, the pool manifests.
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+
+    def s3_json(key: str) -> Any:
+        return json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/{key}")["Body"].read())
+
+    summary = s3_json(layout.summary_key(name))
+    steps = summary["steps"]
+    assert [(st["step"], st["dataset"]) for st in steps] == [(0, ds_names[0]), (1, ds_names[1])]
+    suite = {task["skill"] for task in run["spec"]["eval"]["suite"]}
+    assert all(set(st["skills"]) == suite for st in steps)
+    for t in (0, 1):
+        markers = [layout.stage_prefix(name, t, st) for st in STAGES if st != "extract"]
+        markers.append(layout.shard_prefix(name, t, 0, 1))
+        assert all(s3_json(f"{m}/_COMMITTED.json") for m in markers)
+        assert len(s3_json(layout.pool_key(name, t))["members"]) == steps[t]["pool_size"]
+
+    # The status, as the API and kubectl's printer columns show it.
     s = status(cluster, ns, "lifelongruns", name)
-    assert s["phase"] == "Succeeded" and s["stepsCompleted"] == 1
-    assert 0.0 <= s["avgAcc"] <= 1.0 and s["poolSize"] > 0 and s["selected"] > 0
-    assert job_names(cluster, ns) == sorted(job_name(name, 0, st) for st in STAGES)
-    summary = json.loads((tmp_path / "store" / name / "summary.json").read_text())
-    assert [step["step"] for step in summary["steps"]] == [0]
-    assert s["poolSize"] == summary["steps"][-1]["pool_size"]
-    ds = status(cluster, ns, "instructiondatasets", datasets[0]["metadata"]["name"])
-    assert ds["phase"] == "Succeeded" and ds["accepted"] > 0
+    assert (s["phase"], s["step"], s["stage"], s["dataset"], s["stepsCompleted"]) == (
+        "Succeeded", 1, "prune", ds_names[1], 2)
+    assert (s["poolSize"], s["selected"]) == (steps[1]["pool_size"], steps[1]["selected"]) and s["selected"] > 0
+    assert s["avgAcc"] == pytest.approx(summary["final"]["avg_acc"], abs=1e-4)
+    assert s["forgettingRate"] == pytest.approx(summary["final"]["forgetting_rate"], abs=1e-4)
+    row = printed(cluster, ns, "llr", name)
+    assert [row[c] for c in ("STEP", "STAGE", "PHASE", "POOL", "STRATEGY")] == [
+        "1", "prune", "Succeeded", str(s["poolSize"]), run["spec"]["strategy"]]
+    assert (float(row["AVGACC"]), float(row["FORGETTING"])) == (s["avgAcc"], s["forgettingRate"])
+    for t, d in enumerate(ds_names):
+        ds = status(cluster, ns, "instructiondatasets", d)
+        assert (ds["phase"], ds["step"]) == ("Succeeded", t) and ds["accepted"] > 0
+        assert [printed(cluster, ns, "ids", d)[c] for c in ("RUN", "STEP", "PHASE")] == [name, str(t), "Succeeded"]
+
+    # MLflow: the parent run (the one the status names) with exactly one child run per step, each
+    # with the per-skill scores that step's eval logged (acc.<skill>, as the local runner logs them).
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(run["spec"]["mlflow"]["experiment"]).experiment_id
+    parent = client.get_run(s["mlflowRunId"])
+    assert parent.data.tags["adaptinf.run"] == name and parent.data.tags["adaptinf.step"] == "parent"
+    children = sorted(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"),
+                      key=lambda r: int(r.data.tags["adaptinf.step"]))
+    assert [(c.data.tags["adaptinf.step"], c.data.tags["adaptinf.dataset"], c.info.status) for c in children] == [
+        ("0", ds_names[0], "FINISHED"), ("1", ds_names[1], "FINISHED")]
+    for child, st in zip(children, steps):
+        assert {k: v for k, v in child.data.metrics.items() if k.startswith("acc.")} == pytest.approx(
+            {f"acc.{k}": v for k, v in st["skills"].items()})
+        assert child.data.metrics["avg_acc"] == pytest.approx(st["avg_acc"])
+        assert child.data.metrics["selected"] == st["selected"]
+    history = client.get_metric_history(parent.info.run_id, "acc.colour")
+    assert [(m.step, m.value) for m in history] == [(t, pytest.approx(st["skills"]["colour"]))
+                                                    for t, st in enumerate(steps)]

@@ -180,6 +180,17 @@ def test_store_markers_count_as_done() -> None:
     assert plan(obs([ds("a")], committed=committed)).actions == [CreateJob(0, "train", "a")]
 
 
+def test_committed_stage_waits_for_its_job_to_end() -> None:
+    """A stage commits before its pod exits (prune still writes summary.json and closes the MLflow
+    run): the next stage starts only once the Job has ended."""
+    committed = frozenset({(0, "extract")})
+    p = plan(obs([ds("a")], [job(0, "extract", ACTIVE)], committed=committed))
+    assert p.actions == [] and p.active_job == "demo-s0-extract"
+    failed_after_commit = job(0, "extract", FAILED, reported=True)
+    assert plan(obs([ds("a")], [failed_after_commit], committed=committed)).actions == [
+        CreateJob(0, "cluster-select", "a")]
+
+
 def test_running_stage_waits_and_nothing_is_duplicated() -> None:
     p = plan(obs([ds("a")], [job(0, "extract", SUCCEEDED, reported=True), job(0, "cluster-select", ACTIVE)]))
     assert p.actions == [] and p.phase == "Running" and p.active_job == "demo-s0-cluster-select"
