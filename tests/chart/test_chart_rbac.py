@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from chart_helpers import REPO, by_kind, helm_template, one
 from rbac_check import (Request, as_cluster_wide, check, confine_to_namespace, denied, grants_for,
@@ -71,21 +70,11 @@ def record_session(helm: str, mode: str, work: Path) -> tuple[list[dict[str, Any
     wait_for = harness.wait_for
     docs = helm_template(helm, (), MODES[mode], crds=True)
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    port_file, audit = work / "port", work / "session-audit.jsonl"
+    audit = work / "session-audit.jsonl"
     emulator = operator = kubelet = None
     logs = []
     try:
-        logs.append((work / "emulator.log").open("wb"))
-        emulator = subprocess.Popen([sys.executable, str(K8S / "emulator.py"), "--port-file", str(port_file),
-                                     "--audit", str(audit)], stdout=logs[-1], stderr=subprocess.STDOUT, cwd=K8S)
-        port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), 30, "the emulator to listen"))
-        server = f"http://127.0.0.1:{port}"
-        kubeconfig = work / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulated",
-            "clusters": [{"name": "emulated", "cluster": {"server": server}}],
-            "users": [{"name": "tester", "user": {"token": "emulated-token"}}],
-            "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}]}))
+        emulator, server, kubeconfig = harness.start_emulator(work, audit)
         api = kubeapi.KubeApi(server, "adaptinf-chart-tests")
         for crd in by_kind(docs, "CustomResourceDefinition"):  # the chart's own CRDs
             api.create("customresourcedefinitions", None, crd)
@@ -105,11 +94,7 @@ def record_session(helm: str, mode: str, work: Path) -> tuple[list[dict[str, Any
         def healthy() -> bool:
             if operator.poll() is not None:
                 raise AssertionError(f"the operator exited:\n{(work / 'operator.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{live}/healthz", timeout=2) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
+            return harness.liveness_ok(live)
 
         wait_for(healthy, 60, "the operator's liveness endpoint")
         base_env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "LANG") if k in os.environ}

@@ -12,14 +12,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-import yaml
 
-from harness import CRDS, HERE, Cluster, Operator, operator_env, wait_for
+from harness import CRDS, Cluster, Operator, operator_env, start_emulator
 from kubeapi import KubeApi
 from kubelet import Kubelet
 
@@ -34,20 +32,9 @@ if shutil.which("kubectl") is None:  # pragma: no cover - the test extra install
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("cluster")
-    port_file, audit = work / "port", work / "audit.jsonl"
-    log_file = (work / "emulator.log").open("wb")
-    proc = subprocess.Popen([sys.executable, str(HERE / "emulator.py"), "--port-file", str(port_file),
-                             "--audit", str(audit)], stdout=log_file, stderr=subprocess.STDOUT, cwd=HERE)
+    audit = work / "audit.jsonl"
+    proc, server, kubeconfig = start_emulator(work, audit)
     try:
-        port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), 30, "the emulator to listen"))
-        server = f"http://127.0.0.1:{port}"
-        kubeconfig = work / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "emulated",
-            "clusters": [{"name": "emulated", "cluster": {"server": server}}],
-            "users": [{"name": "tester", "user": {"token": "emulated-token"}}],
-            "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester",
-                                                          "namespace": "default"}}]}))
         c = Cluster(server, kubeconfig, audit, KubeApi(server), work)
         c.kubectl("apply", "-f", str(CRDS))
         c.kubectl("wait", "--for=condition=Established", "crd/lifelongruns.adaptinf.dev",
@@ -59,7 +46,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log_file.close()
 
 
 _namespaces = itertools.count()

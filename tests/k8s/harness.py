@@ -46,6 +46,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_emulator(work: Path, audit: Path) -> tuple[subprocess.Popen, str, Path]:
+    """The API emulator as a process on 127.0.0.1 (its log in work/emulator.log, every request in
+    `audit`) and a kubeconfig for it: (process, server URL, kubeconfig path). Stop it with SIGINT."""
+    port_file = work / "port"
+    with (work / "emulator.log").open("wb") as log_file:   # the child keeps its own handle
+        proc = subprocess.Popen([sys.executable, str(HERE / "emulator.py"), "--port-file", str(port_file),
+                                 "--audit", str(audit)], stdout=log_file, stderr=subprocess.STDOUT, cwd=HERE)
+    try:
+        port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), 30, "the emulator to listen"))
+    except BaseException:
+        proc.kill()
+        raise
+    server = f"http://127.0.0.1:{port}"
+    kubeconfig = work / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emulated",
+        "clusters": [{"name": "emulated", "cluster": {"server": server}}],
+        "users": [{"name": "tester", "user": {"token": "emulated-token"}}],
+        "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester",
+                                                      "namespace": "default"}}]}))
+    return proc, server, kubeconfig
+
+
+def liveness_ok(port: int) -> bool:
+    """Kopf's liveness endpoint on 127.0.0.1:`port` answers 200 (False while it is not up)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 @dataclass
 class Cluster:
     """The emulated cluster: URL, kubeconfig, audit log, and helpers to drive it."""
@@ -118,11 +150,7 @@ class Operator:
     def healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"the operator exited ({self.proc and self.proc.returncode}):\n{self.logs()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        return liveness_ok(self.liveness_port)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies under the operator's pod."""
