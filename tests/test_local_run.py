@@ -120,3 +120,24 @@ def test_rerun_is_a_no_op(finished_run):
     again = run_local(run, datasets, workdir, progress=False)
     assert again["steps"] == summary["steps"]
     assert len(client.search_runs([exp.experiment_id])) == before
+
+
+def test_run_local_command_prints_the_step_table(demo_quick, tmp_path, capsys):
+    """The quick start's command itself: one table row per step, the final line, where things are."""
+    import logging
+
+    from adaptinf.cli import main
+    files = [str(demo_quick / "lifelongrun.yaml"), *map(str, sorted((demo_quick / "datasets").glob("*.yaml"))[:2])]
+    level = logging.getLogger("adaptinf").level
+    try:
+        assert main(["run-local", *files, "--workdir", str(tmp_path), "--no-mlflow", "--no-progress"]) == 0
+    finally:
+        logging.getLogger("adaptinf").setLevel(level)   # the command quiets the library's logs
+    out = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(out) if line.startswith("step | dataset"))
+    rows = [line.split(" | ") for line in out[header + 1:header + 3]]
+    assert [(r[0], r[1]) for r in rows] == [("0", "demo-00-basics"), ("1", "demo-01-spatial")]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert float(rows[1][6]) == pytest.approx(summary["steps"][1]["avg_acc"], abs=5e-4)
+    assert any(line.startswith("final: avg_acc") for line in out)
+    assert f"summary: {tmp_path / 'demo' / 'summary.json'}" in out

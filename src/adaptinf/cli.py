@@ -23,6 +23,8 @@ def _run_local(args: argparse.Namespace) -> int:
     from adaptinf.runner.table import header, row
     from adaptinf.runner.local import default_tracking
     run, datasets = collect(args.paths + args.file)
+    if not args.verbose:  # the step table and progress bars say enough; -v brings stage logs back
+        logging.getLogger("adaptinf").setLevel(logging.WARNING)
     workdir = Path(args.workdir or "adaptinf-work").resolve()
     skills = [t.skill for t in run.spec.eval.suite]
     skills = list(dict.fromkeys(skills))
@@ -111,6 +113,7 @@ def _quiet_libraries() -> None:
     import os
     import warnings
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its own level on import
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore", "faiss"):
