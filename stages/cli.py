@@ -85,14 +85,11 @@ def main(args: argparse.Namespace) -> int:
         run, run_spec, dataset, ds_spec = _specs(args)
         if not run:
             raise SpecError("no run name: give --run or a LifelongRun file with -f")
-        store_uri = args.store or os.environ.get("ADAPTINF_STORE")
-        if not store_uri and run_spec is not None:
-            store_uri = LifelongRunSpec.model_validate(run_spec).storage.uri
+        spec = LifelongRunSpec.model_validate(run_spec) if run_spec is not None else None
+        store_uri = args.store or os.environ.get("ADAPTINF_STORE") or (spec.storage.uri if spec else None)
         if not store_uri:
             raise SpecError("no artifact store: give --store, ADAPTINF_STORE or spec.storage.uri")
-        shards = args.shards or int(os.environ.get("ADAPTINF_SHARDS") or 0) or None
-        if shards is None and run_spec is not None:
-            shards = LifelongRunSpec.model_validate(run_spec).extract.shards
+        shards = args.shards or int(os.environ.get("ADAPTINF_SHARDS") or 0) or (spec.extract.shards if spec else None)
         index = args.shard_index if args.shard_index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", 0))
         ctx = build_context(run, args.step, open_store(store_uri), run_spec, dataset, ds_spec,
                             shard_index=index if args.stage == "extract" else 0,

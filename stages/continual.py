@@ -30,7 +30,7 @@ from adaptinf.selection import get_strategy
 from adaptinf.training import ewc
 
 from .context import StageContext
-from .models import _local_copy, base_source, load_for_step
+from .models import adapter_at, base_source, latest_trained, load_for_step
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,8 @@ def regime(ctx: StageContext) -> str:
 
 def _trained_steps(ctx: StageContext, upto: int) -> list[tuple[int, Path]]:
     """(step, local adapter folder) of every step <= upto whose train stage left an adapter."""
-    out = []
-    for step in range(upto + 1):
-        prefix = layout.stage_prefix(ctx.run, step, "train")
-        if ctx.store.is_committed(prefix):
-            adapter = _local_copy(ctx.store, prefix) / "adapter"
-            if (adapter / "adapter_config.json").exists():
-                out.append((step, adapter))
-    return out
+    found = ((step, adapter_at(ctx, step)) for step in range(upto + 1))
+    return [(step, adapter) for step, adapter in found if adapter is not None]
 
 
 def _training_records(ctx: StageContext, step: int) -> list[Record]:
@@ -89,10 +83,10 @@ def penalty(ctx: StageContext, bundle: ModelBundle) -> tuple[ewc.EwcPenalty | No
     what to note in the train summary."""
     if regime(ctx) != "ewc":
         return None, {}
-    previous = _trained_steps(ctx, ctx.step - 1)
-    if not previous:
+    previous = latest_trained(ctx, ctx.step)   # only the latest adapter is needed (and fetched)
+    if previous is None:
         return None, {"ewc": "no previous adapter: no penalty"}
-    step, adapter = previous[-1]
+    step, adapter = previous
     fisher = _fisher_upto(ctx, bundle, step, adapter)
     return ewc.EwcPenalty(bundle.model, fisher, ewc.DEFAULT_LAMBDA), \
         {"ewc": {"lambda": ewc.DEFAULT_LAMBDA, "fisher_upto_step": step}}

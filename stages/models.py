@@ -39,14 +39,28 @@ def adapter_prefix(ctx: StageContext, step: int) -> str:
     return f"{layout.stage_prefix(ctx.run, step, 'train')}/adapter"
 
 
+def adapter_at(ctx: StageContext, step: int) -> Path | None:
+    """The local folder of the adapter step `step` trained, if its train stage finished with one."""
+    prefix = layout.stage_prefix(ctx.run, step, "train")
+    if not ctx.store.is_committed(prefix):
+        return None
+    adapter = _local_copy(ctx.store, prefix) / "adapter"
+    return adapter if (adapter / "adapter_config.json").exists() else None
+
+
+def latest_trained(ctx: StageContext, before: int) -> tuple[int, Path] | None:
+    """(step, adapter) of the latest step < `before` that trained one; only that one is fetched."""
+    for step in range(before - 1, -1, -1):
+        adapter = adapter_at(ctx, step)
+        if adapter is not None:
+            return step, adapter
+    return None
+
+
 def latest_adapter(ctx: StageContext, before: int) -> Path | None:
     """The adapter of the latest step < `before` whose train stage finished."""
-    for step in range(before - 1, -1, -1):
-        if ctx.store.is_committed(layout.stage_prefix(ctx.run, step, "train")):
-            local = _local_copy(ctx.store, layout.stage_prefix(ctx.run, step, "train"))
-            if (local / "adapter" / "adapter_config.json").exists():
-                return local / "adapter"
-    return None
+    found = latest_trained(ctx, before)
+    return found[1] if found else None
 
 
 def load_proxy(ctx: StageContext) -> ModelBundle:

@@ -34,6 +34,7 @@ from typing import Any
 
 
 from adaptinf.runner import report, skill_report, variants
+from adaptinf.runner.local import default_tracking, ensure_experiment
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def _tracking_uri(cfg: CompareConfig) -> str | None:
         return None
     if isinstance(cfg.tracking, str):
         return cfg.tracking
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.out / 'mlflow.db'}"
+    return default_tracking(cfg.out, None)
 
 
 def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list[dict[str, Any]],
@@ -183,10 +184,7 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
     """A parent run for the comparison; a child per (strategy, seed) with its per-step metrics."""
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=uri)
-    name = "adapt-inf-compare"
-    exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        name, artifact_location=(cfg.out / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None)
+    exp_id = ensure_experiment(uri, "adapt-inf-compare", cfg.out)
     parent = client.create_run(exp_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}").info.run_id
     client.log_param(parent, "strategies", ",".join(cfg.strategies))
     client.log_param(parent, "seeds", ",".join(map(str, cfg.seeds)))

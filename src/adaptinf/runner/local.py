@@ -23,14 +23,16 @@ def default_tracking(workdir: Path, spec_uri: str | None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or f"sqlite:///{workdir / 'mlflow.db'}"
 
 
-def _ensure_experiment(uri: str, name: str, workdir: Path) -> None:
-    """Create the experiment with its artifacts in the workdir (MLflow would use ./mlruns)."""
-    if not uri.startswith("sqlite:"):
-        return
+def ensure_experiment(uri: str, name: str, workdir: Path) -> str:
+    """The experiment's id; a new one on a sqlite store keeps its artifacts in the workdir
+    (MLflow would use ./mlruns)."""
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name, artifact_location=(workdir / "mlartifacts").as_uri())
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    local = uri.startswith("sqlite:")
+    return client.create_experiment(name, artifact_location=(workdir / "mlartifacts").as_uri() if local else None)
 
 
 def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, strategy: str | None = None,
@@ -54,8 +56,8 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
     run_name = name or run.name
     uri = None if tracking is False else tracking if isinstance(tracking, str) else \
         default_tracking(workdir, spec.mlflow.tracking_uri)
-    if uri:
-        _ensure_experiment(uri, spec.mlflow.experiment, workdir)
+    if uri and uri.startswith("sqlite:"):
+        ensure_experiment(uri, spec.mlflow.experiment, workdir)
 
     for step, ds in enumerate(datasets):
         ctx = build_context(run_name, step, store, spec.to_dict(), ds.name, ds.resolved_spec().to_dict(),
