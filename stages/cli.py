@@ -76,7 +76,7 @@ def _relaunch(args: argparse.Namespace) -> int | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from adaptinf.stages import StageError, build_context, stage_function
+    from adaptinf.stages.registry import StageError, build_context, stage_function
     from adaptinf.stages.tracking_guard import tracked_attempt
     relaunched = _relaunch(args)
     if relaunched is not None:

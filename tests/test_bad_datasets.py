@@ -17,7 +17,7 @@ from PIL import Image
 from adaptinf import layout
 from adaptinf.cli import main as cli
 from adaptinf.data.pool import load_pool, save_pool
-from adaptinf.stages import build_context
+from adaptinf.stages.registry import build_context
 from adaptinf.stages.ingest import candidate_pool
 from adaptinf.store import LocalStore, open_store
 

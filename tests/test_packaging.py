@@ -14,10 +14,28 @@ def _packages_on_disk() -> set[str]:
     found = set()
     for base, name in ((ROOT / "src" / "adaptinf", "adaptinf"), (ROOT / "operator", "adaptinf.operator"),
                        (ROOT / "stages", "adaptinf.stages")):
-        for init in base.rglob("__init__.py"):
-            rel = init.parent.relative_to(base).parts
+        for module in base.rglob("*.py"):
+            rel = module.parent.relative_to(base).parts
             found.add(".".join((name, *rel)))
     return found
+
+
+def test_top_level_folders_are_not_regular_packages():
+    # A regular package (with __init__.py) at the repository root would shadow the stdlib.
+    assert not (ROOT / "operator" / "__init__.py").exists()
+    assert not (ROOT / "stages" / "__init__.py").exists()
+
+
+def test_fresh_venv_from_repo_root_sees_the_stdlib(tmp_path):
+    """The README's first commands run `python -m pip` from the repository root in a new venv:
+    with the root first on sys.path and nothing imported yet, nothing there may shadow the stdlib."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    for argv in (["-m", "pip", "--version"], ["-c", "import collections, operator; print(operator.__file__)"]):
+        done = subprocess.run([str(python), *argv], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert not done.stdout.strip().startswith(str(ROOT / "operator")), done.stdout
 
 
 def test_every_package_is_listed_in_pyproject():
@@ -31,8 +49,8 @@ def test_no_top_level_operator_or_stages_import():
     import adaptinf.operator
     import adaptinf.stages
     assert operator.__file__.startswith(sys.base_prefix)  # still the standard library
-    assert Path(adaptinf.operator.__file__).parent == ROOT / "operator"
-    assert Path(adaptinf.stages.__file__).parent == ROOT / "stages"
+    assert [Path(p) for p in adaptinf.operator.__path__] == [ROOT / "operator"]
+    assert [Path(p) for p in adaptinf.stages.__path__] == [ROOT / "stages"]
     # From the repository root, `import operator` must still be the standard library's.
     out = subprocess.run([sys.executable, "-c", "import operator, sys; print(operator.__file__)"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout

@@ -10,7 +10,7 @@ from adaptinf import layout
 from adaptinf.cli import main as cli
 from adaptinf.data.pool import DatasetSource, PoolManifest, PrunedSample, load_pool, save_pool
 from adaptinf.data.records import Record, dump_jsonl
-from adaptinf.stages import build_context
+from adaptinf.stages.registry import build_context
 from adaptinf.stages.ingest import RECORDS, candidate_pool
 from adaptinf.store import LocalStore
 

@@ -20,7 +20,7 @@ RUN, STEP = "crashy", 0
 # holds data, before the atomic rename).
 ATTEMPT = textwrap.dedent("""
     import os, signal, sys
-    from adaptinf.stages import build_context
+    from adaptinf.stages.registry import build_context
     from adaptinf.stages.runtime import run_idempotent
     from adaptinf.store import LocalStore
 

@@ -43,7 +43,7 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
     `strategy`/`seed`/`name` override the spec (the compare command runs variants this way);
     `tracking=False` turns MLflow off, a string is a tracking URI.
     """
-    from adaptinf.stages import STAGES, StageError, build_context, stage_function
+    from adaptinf.stages.registry import STAGES, StageError, build_context, stage_function
 
     workdir = Path(workdir).resolve()
     store = LocalStore(workdir)

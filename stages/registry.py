@@ -1,6 +1,10 @@
 """The five stages of a lifelong step, each `run(ctx)` against the artifact store.
 
-Import name `adaptinf.stages` (the folder is `stages/`, mapped in pyproject.toml).
+Import name `adaptinf.stages` (the folder is `stages/`, mapped in pyproject.toml). `stages/` and
+`operator/` deliberately have no `__init__.py`: from the repository root, a folder with one would
+be imported as the top-level `operator` and shadow the standard library's (`collections` imports
+it). Without one they are namespace packages, which Python only uses when no regular module of
+that name exists anywhere on sys.path, so `adaptinf.stages` and `adaptinf.operator` still import.
 """
 from __future__ import annotations
 
