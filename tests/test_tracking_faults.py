@@ -19,7 +19,7 @@ RUN = "tracked"
 
 ATTEMPT = textwrap.dedent("""
     import os, signal, sys
-    import adaptinf.stages
+    import adaptinf.stages.registry
     from adaptinf.cli import main
 
     stage, step, mode = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -35,7 +35,7 @@ ATTEMPT = textwrap.dedent("""
             ctx.tracker.finish(child)
         return {}
 
-    adaptinf.stages.stage_function = lambda name: body
+    adaptinf.stages.registry.stage_function = lambda name: body
     sys.exit(main(["stage", stage, "--run", "tracked", "--step", step, "--no-progress"]))
 """)
 
