@@ -28,17 +28,22 @@ def _run_local(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or "adaptinf-work").resolve()
     skills = [t.skill for t in run.spec.eval.suite]
     skills = list(dict.fromkeys(skills))
-    print(f"run {run.name!r}: {len(datasets)} datasets, strategy {args.strategy or run.spec.strategy}, "
-          f"workdir {workdir}", flush=True)
-    print(header(skills), flush=True)
+
+    def start() -> None:  # only once the workdir is locked and its specs match the request
+        kept = " (steps already started keep the workdir's specs)" if args.continue_anyway else ""
+        print(f"run {run.name!r}: {len(datasets)} datasets, strategy {args.strategy or run.spec.strategy}{kept}, "
+              f"workdir {workdir}", flush=True)
+        print(header(skills), flush=True)
+
     summary = run_local(run, datasets, workdir, strategy=args.strategy, seed=args.seed,
                         tracking=False if args.no_mlflow else True, progress=not args.no_progress,
-                        on_step=lambda step: print(row(step, skills), flush=True))
+                        on_start=start, on_step=lambda step: print(row(step, skills), flush=True),
+                        continue_anyway=args.continue_anyway, restart_from=args.restart_from)
     final = summary["final"]
     print(f"final: avg_acc {final['avg_acc']:.3f}  forgetting_rate {final['forgetting_rate']:.1f}%"
           if final["avg_acc"] is not None else "final: no evaluated step")
     for failed in summary.get("failed_steps", []):
-        print(f"step {failed['step']} ({failed['dataset']}) failed: {failed['reason']}")
+        print(f"step {failed['step']} ({failed['dataset']}) skipped: {failed['reason']}")
     print(f"summary: {workdir / run.name / 'summary.json'}")
     if not args.no_mlflow:
         uri = default_tracking(workdir, run.spec.mlflow.tracking_uri)
@@ -69,6 +74,16 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"steps are numbered from 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adaptinf.stages.cli import add_parser as add_stage
     from adaptinf.pool_admin import add_parser as add_pool
@@ -91,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override spec.seed")
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--continue-anyway", action="store_true",
+                        help="resume a workdir whose recorded specs differ: started steps keep theirs")
+    resume.add_argument("--restart-from", type=_step_number, metavar="STEP",
+                        help="delete this step and later ones from the workdir and run them again")
     p.set_defaults(func=_run_local)
 
     p = sub.add_parser("compare", help="run selection strategies × seeds over the synthetic stream")

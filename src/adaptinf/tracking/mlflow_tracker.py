@@ -109,6 +109,16 @@ class Tracker:
         self.client.set_terminated(found.info.run_id, status)
         return True
 
+    def retire_step(self, step: int) -> None:
+        """The step is being run again from scratch: its old child run stops answering to the
+        step's tag (so the rerun gets a fresh one) and is kept, marked KILLED, for the record."""
+        found = self.find_step(step)
+        if found is None:
+            return
+        self.client.set_tag(found.info.run_id, STEP_TAG, f"{step}-replaced")
+        if found.info.status == "RUNNING":
+            self.client.set_terminated(found.info.run_id, "KILLED")
+
     def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int) -> None:
         if run_id is None:
             return
