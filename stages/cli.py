@@ -35,9 +35,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-index", type=int, help="extract shard (env JOB_COMPLETION_INDEX)")
     p.add_argument("--shards", type=int, help="extract shard count (env ADAPTINF_SHARDS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=_threads, help="CPU threads (default: the CPU quota and affinity this "
+                                                    "process has; env ADAPTINF_THREADS, spec resources.<stage>.threads)")
     p.add_argument("--processes", type=int,
                    help="train only: local training processes, one per GPU (env ADAPTINF_TRAIN_PROCESSES)")
     p.set_defaults(func=main)
+
+
+def _threads(text: str) -> int:
+    from adaptinf.threads import positive
+    return positive(text)
 
 
 def _specs(args: argparse.Namespace) -> tuple[str | None, dict | None, str | None, dict | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,11 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive(text: str) -> int:
+    from adaptinf.threads import positive as threads
+    return threads(text)
+
+
 def _step_number(text: str) -> int:
     try:
         value = int(text)
@@ -106,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override spec.seed")
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=positive, help="CPU threads per stage (default: the CPU quota and "
+                                                    "affinity this process has; see README)")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--continue-anyway", action="store_true",
                         help="resume a workdir whose recorded specs differ: started steps keep theirs")
@@ -147,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the stage command re-launches itself with it (several training processes)
+    from adaptinf import threads
+    threads.quiet_waiting()  # before anything loads torch's OpenMP runtime
+    if getattr(args, "threads", None):
+        os.environ[threads.ENV] = str(args.threads)  # stages (and their subprocesses) read it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()

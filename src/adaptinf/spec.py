@@ -135,7 +135,8 @@ class Toleration(_Spec):
 
 
 class StageResources(_Spec):
-    """Scheduling of one stage's Job (operator only; the local runner ignores it)."""
+    """Scheduling of one stage's Job (operator only; the local runner ignores it), and `threads`:
+    the stage's CPU threads on either backend (default: CPU quota and affinity, adaptinf.threads)."""
     gpus: int | None = Field(None, ge=0, le=64)
     cpu: str | None = None
     memory: str | None = None
@@ -143,6 +144,7 @@ class StageResources(_Spec):
     tolerations: list[Toleration] | None = None
     active_deadline_seconds: int | None = Field(None, ge=60)
     backoff_limit: int | None = Field(None, ge=0, le=20)
+    threads: int | None = Field(None, ge=1, le=1024)
 
 
 class ResourcesSpec(_Spec):

@@ -59,7 +59,8 @@ class CompareConfig:
 
     @staticmethod
     def jobs_default() -> int:
-        return os.cpu_count() or 1
+        from adaptinf.threads import default_threads
+        return default_threads()  # the CPUs this process may really use (quota, affinity)
 
     def __post_init__(self) -> None:
         from adaptinf.selection import available
@@ -115,6 +116,9 @@ def _seeded(run: Any, seed: int) -> Any:
 
 def _worker_init() -> None:
     import torch
+
+    from adaptinf.threads import ENV
+    os.environ[ENV] = "1"  # one thread per worker: the stages would otherwise size up to the quota
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
 

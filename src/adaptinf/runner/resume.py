@@ -17,7 +17,7 @@ from adaptinf.store import Store
 log = logging.getLogger(__name__)
 
 # Where and how a run executes, not what it computes: never a reason to refuse a resume.
-IGNORED = ("storage", "threads")
+IGNORED = ("storage", "resources", "suspend")
 MAX_LISTED = 12
 
 
