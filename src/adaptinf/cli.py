@@ -47,7 +47,8 @@ def _run_local(args: argparse.Namespace) -> int:
         print(f"step {failed['step']} ({failed['dataset']}) skipped: {failed['reason']}")
     print(f"summary: {workdir / run.name / 'summary.json'}")
     if not args.no_mlflow:
-        uri = default_tracking(workdir, run.spec.mlflow.tracking_uri)
+        from adaptinf.tracking import redact_uri
+        uri = redact_uri(default_tracking(workdir, run.spec.mlflow.tracking_uri))
         hint = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
         print(f"MLflow: experiment {run.spec.mlflow.experiment!r} at {uri}\n  view: {hint}")
     return 0
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_stage(sub)
     add_pool(sub)
+    for command in sub.choices.values():  # `adaptinf run-local … -v` works as well as `adaptinf -v run-local …`
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="debug logging")
     return parser
 
 
@@ -142,6 +146,9 @@ def _quiet_libraries() -> None:
     import warnings
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its own level on import
+    # "View run … at <tracking URI>" lines interleave with the step table (and would print any
+    # credentials in the URI); the command prints where MLflow is once, redacted.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore", "faiss"):
@@ -163,10 +170,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()
     from adaptinf.spec import SpecError
+    from adaptinf.tracking.mlflow_tracker import RedactingFilter, redact_uri
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         return args.func(args)
     except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact_uri(str(err))}", file=sys.stderr)
         return 2
 
 

@@ -241,6 +241,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     uri = _tracking_uri(cfg)
     if uri:
         meta["mlflow_run_id"] = log_to_mlflow(cfg, uri, meta, rows, summaries)
-        meta["mlflow_uri"] = uri
+        from adaptinf.tracking import redact_uri
+        meta["mlflow_uri"] = redact_uri(uri)
         (cfg.out / "meta.json").write_text(json.dumps(meta, indent=1))
     return rows

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adaptinf import layout
-from adaptinf.spec import Resource
+from pydantic import ValidationError
+
+from adaptinf.spec import LifelongRunSpec, Resource, SpecError
 from adaptinf.store import LocalStore
 
 from .lock import workdir_lock
+from .preflight import check_inputs
 from .resume import ResumeRefused, refusal, step_differences
 from .resume import restart_from as restart_from_step
 
@@ -54,12 +57,7 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
     """
     workdir = Path(workdir).resolve()
     store = LocalStore(workdir)
-    spec = run.resolved_spec()
-    spec.storage.uri = str(workdir)
-    if strategy is not None:
-        spec.strategy = strategy
-    if seed is not None:
-        spec.seed = seed
+    spec = _overridden(run, workdir, strategy, seed)
     run_name = name or run.name
     uri = None if tracking is False else tracking if isinstance(tracking, str) else \
         default_tracking(workdir, spec.mlflow.tracking_uri)
@@ -70,6 +68,7 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
             diffs = {s: d for s, d in diffs.items() if s < restart_from}
         if diffs and not continue_anyway:
             raise ResumeRefused(refusal(str(workdir), run_name, diffs))
+        check_inputs(run, spec)  # a typo in the model path or an eval file: before any compute
         if uri and uri.startswith("sqlite:"):
             ensure_experiment(uri, spec.mlflow.experiment, workdir)
         if restart_from is not None:
@@ -77,6 +76,23 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
         if on_start is not None:
             on_start()
         return _steps(store, run_name, spec, datasets, uri, progress, on_step)
+
+
+def _overridden(run: Resource, workdir: Path, strategy: str | None, seed: int | None) -> LifelongRunSpec:
+    """The run's spec with the command line's overrides, validated like the YAML (an unknown
+    `--strategy` is a one-line error naming the known ones, not a traceback mid-run)."""
+    spec = run.resolved_spec().to_dict()
+    spec["storage"]["uri"] = str(workdir)
+    if strategy is not None:
+        spec["strategy"] = strategy
+    if seed is not None:
+        spec["seed"] = seed
+    try:
+        return LifelongRunSpec.model_validate(spec)
+    except ValidationError as err:
+        raise SpecError("; ".join(f"--{e['loc'][0]}: {e['msg'].removeprefix('Value error, ')}"
+                                  if e["loc"] and e["loc"][0] in ("strategy", "seed") else
+                                  f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
 
 
 def _restart(store: LocalStore, run: str, step: int, uri: str | None, spec: Any) -> None:
