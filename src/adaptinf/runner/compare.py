@@ -128,7 +128,10 @@ def _run_steps(stream: str, workdir: str, strategy: str, seed: int, steps: int |
     from adaptinf.runner import collect, run_local
     run, datasets = collect([stream])
     run, strategy = variants.apply(_seeded(run, seed), strategy, stream)
-    return run_local(run, datasets[:steps], workdir, strategy=strategy, tracking=False, progress=False)
+    # Step 0 of every run is the shared initial tuning (strategy `sequential`), copied in: the
+    # workdir's recorded step 0 differs from this strategy's spec on purpose.
+    return run_local(run, datasets[:steps], workdir, strategy=strategy, tracking=False, progress=False,
+                     continue_anyway=True)
 
 
 def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, stream: Path) -> dict[int, Path]:
