@@ -71,6 +71,16 @@ def _json_env(name: str) -> dict[str, Any]:
         raise SpecError(f"environment variable {name} is not valid JSON: {err}") from None
 
 
+def _store_must_exist(uri: str, stage: str, step: int) -> None:
+    """Only the first stage of a run creates a local store: elsewhere a missing directory is a
+    typo, and creating it would hide that behind "no inputs.json"."""
+    from pathlib import Path
+    local = uri[len("file://"):] if uri.startswith("file://") else uri
+    if "://" in local or (stage == "extract" and step == 0) or Path(local).expanduser().is_dir():
+        return
+    raise SpecError(f"store {uri} does not exist (only step 0's extract starts a new store)")
+
+
 def _relaunch(args: argparse.Namespace) -> int | None:
     """Train with N > 1 processes: run this very command as a process group; None = run here."""
     from adaptinf.training import distributed
@@ -98,6 +108,7 @@ def main(args: argparse.Namespace) -> int:
             raise SpecError("no artifact store: give --store, ADAPTINF_STORE or spec.storage.uri")
         shards = args.shards or int(os.environ.get("ADAPTINF_SHARDS") or 0) or (spec.extract.shards if spec else None)
         index = args.shard_index if args.shard_index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", 0))
+        _store_must_exist(store_uri, args.stage, args.step)
         ctx = build_context(run, args.step, open_store(store_uri), run_spec, dataset, ds_spec,
                             shard_index=index if args.stage == "extract" else 0,
                             shard_count=(shards or 1) if args.stage == "extract" else 1,

@@ -108,3 +108,10 @@ def test_tracking_credentials_are_redacted_everywhere(demo_quick, tmp_path, mlfl
     tracked = json.loads((work / "demo" / "mlflow.json").read_text())
     assert tracked["tracking_uri"].startswith("http://***@")  # before: the password, in the store
     assert not [p for p in work.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_stage_with_a_store_typo_does_not_create_it(tmp_path, caplog):
+    typo = tmp_path / "typo"
+    assert cli(["stage", "train", "--run", "r", "--step", "1", "--store", str(typo)]) == 2  # bad input
+    assert not typo.exists()  # before: created, then "no inputs.json"
+    assert f"store {typo} does not exist" in caplog.text
