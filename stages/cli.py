@@ -72,13 +72,13 @@ def _json_env(name: str) -> dict[str, Any]:
 
 
 def _store_must_exist(uri: str, stage: str, step: int) -> None:
-    """Only the first stage of a run creates a local store: elsewhere a missing directory is a
+    """Only step 0 of a run creates a local store: for a later step a missing directory is a
     typo, and creating it would hide that behind "no inputs.json"."""
     from pathlib import Path
     local = uri[len("file://"):] if uri.startswith("file://") else uri
-    if "://" in local or (stage == "extract" and step == 0) or Path(local).expanduser().is_dir():
+    if "://" in local or step == 0 or Path(local).expanduser().is_dir():
         return
-    raise SpecError(f"store {uri} does not exist (only step 0's extract starts a new store)")
+    raise SpecError(f"store {uri} does not exist (only step 0 starts a new store); check --store / ADAPTINF_STORE")
 
 
 def _relaunch(args: argparse.Namespace) -> int | None:
