@@ -75,11 +75,13 @@ def refusal(workdir: str, run: str, diffs: dict[int, list[str]]) -> str:
                 break
             lines.append(f"  step {step}: {d}")
             listed += 1
-    lines.append(f"Resuming would silently use the workdir's specs. Choose one:\n"
-                 f"  --continue-anyway    keep the workdir's specs for the steps already started "
-                 f"(new steps use the requested ones)\n"
-                 f"  --restart-from {first}    delete step {first} onwards and run them with the requested specs\n"
-                 f"  --workdir OTHER      start a separate run")
+    ways = [("--continue-anyway", "keep the workdir's specs for the steps already started "
+                                  "(new steps use the requested ones)"),
+            (f"--restart-from {first}", f"delete step {first} onwards and run them with the requested specs"),
+            ("--workdir OTHER", "start a separate run")]
+    width = max(len(flag) for flag, _ in ways) + 3
+    lines.append("Resuming would silently use the workdir's specs. Choose one:")
+    lines += [f"  {flag.ljust(width)}{what}" for flag, what in ways]
     return "\n".join(lines)
 
 
