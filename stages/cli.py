@@ -103,6 +103,10 @@ def main(args: argparse.Namespace) -> int:
         if not run:
             raise SpecError("no run name: give --run or a LifelongRun file with -f")
         spec = LifelongRunSpec.model_validate(run_spec) if run_spec is not None else None
+        if spec is not None and args.stage in ("extract", "eval"):  # before any compute or snapshot
+            from adaptinf.runner.preflight import eval_problems
+            if problems := eval_problems(spec):
+                raise SpecError("; ".join(problems))
         store_uri = args.store or os.environ.get("ADAPTINF_STORE") or (spec.storage.uri if spec else None)
         if not store_uri:
             raise SpecError("no artifact store: give --store, ADAPTINF_STORE or spec.storage.uri")

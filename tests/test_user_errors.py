@@ -115,3 +115,17 @@ def test_stage_with_a_store_typo_does_not_create_it(tmp_path, caplog):
     assert cli(["stage", "train", "--run", "r", "--step", "1", "--store", str(typo)]) == 2  # bad input
     assert not typo.exists()  # before: created, then "no inputs.json"
     assert f"store {typo} does not exist" in caplog.text
+
+
+def test_stage_extract_checks_the_eval_files_first(demo_quick, tmp_path, caplog):
+    """The operator's path: a missing eval file stops step 0's extract (exit 2, bad input) instead
+    of surfacing in eval after extract and training."""
+    run = yaml.safe_load((demo_quick / "lifelongrun.yaml").read_text())
+    run["spec"]["model"]["base"] = str(demo_quick / "model")
+    run["spec"]["eval"]["suite"] = [{"skill": "colour", "path": str(tmp_path / "colur.jsonl")}]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    args = ["stage", "extract", "--step", "0", "--no-progress", "--store", str(tmp_path / "store"),
+            "-f", str(tmp_path / "run.yaml"), "-f", str(demo_quick / "datasets" / "00-basics.yaml")]
+    assert cli(args) == 2
+    assert f"eval.suite[0].path (colour): {tmp_path / 'colur.jsonl'} does not exist" in caplog.text
+    assert not list((tmp_path / "store").rglob("*.json"))  # no snapshot of the bad spec either

@@ -82,13 +82,15 @@ def model_checks(spec: LifelongRunSpec, config: Any) -> list[str]:
 def eval_problems(spec: LifelongRunSpec) -> list[str]:
     from pathlib import Path
 
-    from adaptinf.store import StoreError, open_store
+    from adaptinf.store import StoreError, StoreUnavailable, open_store
     problems = []
     for i, task in enumerate(spec.eval.suite):
         if task.path.startswith("s3://"):
             bucket, _, key = task.path.rpartition("/")
             try:
                 missing = not open_store(bucket).exists(key)
+            except StoreUnavailable:
+                raise  # S3 is down: the stage is retried, the spec is not wrong
             except StoreError as err:
                 problems.append(f"eval.suite[{i}].path ({task.skill}): {err}")
                 continue
