@@ -35,9 +35,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-index", type=int, help="extract shard (env JOB_COMPLETION_INDEX)")
     p.add_argument("--shards", type=int, help="extract shard count (env ADAPTINF_SHARDS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=_threads, help="CPU threads (default: the CPU quota and affinity this "
+                                                    "process has; env ADAPTINF_THREADS, spec resources.<stage>.threads)")
     p.add_argument("--processes", type=int,
                    help="train only: local training processes, one per GPU (env ADAPTINF_TRAIN_PROCESSES)")
     p.set_defaults(func=main)
+
+
+def _threads(text: str) -> int:
+    from adaptinf.threads import positive
+    return positive(text)
 
 
 def _specs(args: argparse.Namespace) -> tuple[str | None, dict | None, str | None, dict | None]:
@@ -64,6 +71,16 @@ def _json_env(name: str) -> dict[str, Any]:
         raise SpecError(f"environment variable {name} is not valid JSON: {err}") from None
 
 
+def _store_must_exist(uri: str, stage: str, step: int) -> None:
+    """Only step 0 of a run creates a local store: for a later step a missing directory is a
+    typo, and creating it would hide that behind "no inputs.json"."""
+    from pathlib import Path
+    local = uri[len("file://"):] if uri.startswith("file://") else uri
+    if "://" in local or step == 0 or Path(local).expanduser().is_dir():
+        return
+    raise SpecError(f"store {uri} does not exist (only step 0 starts a new store); check --store / ADAPTINF_STORE")
+
+
 def _relaunch(args: argparse.Namespace) -> int | None:
     """Train with N > 1 processes: run this very command as a process group; None = run here."""
     from adaptinf.training import distributed
@@ -86,11 +103,16 @@ def main(args: argparse.Namespace) -> int:
         if not run:
             raise SpecError("no run name: give --run or a LifelongRun file with -f")
         spec = LifelongRunSpec.model_validate(run_spec) if run_spec is not None else None
+        if spec is not None and args.stage in ("extract", "eval"):  # before any compute or snapshot
+            from adaptinf.runner.preflight import eval_problems
+            if problems := eval_problems(spec):
+                raise SpecError("; ".join(problems))
         store_uri = args.store or os.environ.get("ADAPTINF_STORE") or (spec.storage.uri if spec else None)
         if not store_uri:
             raise SpecError("no artifact store: give --store, ADAPTINF_STORE or spec.storage.uri")
         shards = args.shards or int(os.environ.get("ADAPTINF_SHARDS") or 0) or (spec.extract.shards if spec else None)
         index = args.shard_index if args.shard_index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", 0))
+        _store_must_exist(store_uri, args.stage, args.step)
         ctx = build_context(run, args.step, open_store(store_uri), run_spec, dataset, ds_spec,
                             shard_index=index if args.stage == "extract" else 0,
                             shard_count=(shards or 1) if args.stage == "extract" else 1,

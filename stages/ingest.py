@@ -40,7 +40,12 @@ def _check_lengths(ctx: StageContext, records: list[Record]) -> tuple[list[Recor
 def ingest(ctx: StageContext) -> list[Record]:
     prefix = ctx.prefix("ingest")
     if ctx.store.is_committed(prefix):
-        return load_jsonl(ctx.store.read_bytes(f"{prefix}/{RECORDS}"))
+        records = load_jsonl(ctx.store.read_bytes(f"{prefix}/{RECORDS}"))
+        if records:
+            return records
+        # An all-rejected dataset stays a skipped step: never an empty ingest that later stages
+        # take as a step over the old pool. Read the source again: it may have been fixed since.
+        log.info("step %d: dataset %r had no usable record: reading its source again", ctx.step, ctx.dataset)
     ds = ctx.dataset_spec
     records, report = read_records(ds.source, dataset=ctx.dataset, image_root=ds.image_root, fmt=ds.format)
     records, too_long = _check_lengths(ctx, records)
@@ -64,6 +69,9 @@ def candidate_pool(ctx: StageContext) -> PoolManifest:
         raise StageError(f"step {ctx.step} of {ctx.run!r} has no ingested dataset: run extract first")
     previous = previous_pool(ctx)
     records = load_jsonl(ctx.store.read_bytes(f"{prefix}/{RECORDS}"))
+    if not records:  # a skipped step: no stage may turn it into a step over the old pool
+        raise StageError(f"step {ctx.step} of {ctx.run!r}: dataset {ctx.dataset!r} has no usable record; "
+                         f"see {ctx.store.uri(prefix)}/report.json")
     source = DatasetSource(ctx.dataset, ctx.step, f"{prefix}/{RECORDS}", len(records))
     return previous.extended(ctx.step, source, [r.uid for r in records])
 

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from adaptinf import layout
+from adaptinf import layout, threads
 from adaptinf.training import distributed
 
 from .context import StageContext
@@ -26,6 +26,7 @@ def run_idempotent(stage: str, ctx: StageContext, body: Callable[[StageContext, 
     if ctx.store.is_committed(prefix):
         log.info("%s of %s step %d is already done: nothing to do", stage, ctx.run, ctx.step)
         return ctx.store.read_marker(prefix).get("summary", {})
+    threads.apply(ctx.spec.resources.for_stage(stage).threads)  # the CPUs this process really has
     # Several training processes (one per GPU) run the same body; only the main one writes.
     main = distributed.is_main()
     if main:

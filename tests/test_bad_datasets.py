@@ -57,6 +57,15 @@ BAD_LINES = [
     (json.dumps({"id": "abs", "image": "/etc/passwd", "conversations": conv("<image>\nx", "y")}), ("image", "relative")),
     (json.dumps({"id": "other-bucket", "image": "s3://elsewhere/x.png", "conversations": conv("<image>\nx", "y")}),
      ("image", "relative")),
+    # These three passed ingest and then crashed extract for the whole dataset, with no record id.
+    (json.dumps({"id": "no-token", "image": "ok.png", "conversations": conv("Colour?", "red")}),
+     ("conversations", "exactly one <image>")),
+    (json.dumps({"id": "two-tokens", "image": "ok.png", "conversations": conv("<image>\n<image>\nx", "y")}),
+     ("conversations", "exactly one <image>")),
+    (json.dumps({"id": "token-in-answer", "image": "ok.png", "conversations": conv("<image>\nx", "a <image>")}),
+     ("conversations[1].value", "must not contain <image>")),
+    ('{"id": "deep", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", ("(record)", "nested too deeply")),
+    ('{"id": "bigint", "n": ' + "1" * 5000 + "}", ("(record)", "5000 digits")),
 ]
 NON_UTF8 = b'{"id": "latin1", "conversations": [{"from": "human", "value": "caf\xe9"}]}'
 
@@ -120,7 +129,7 @@ def test_partly_bad_dataset_keeps_the_good_records_and_reports_every_bad_one(env
     by_line = {r["line"]: r for r in report["rejected"] if r["line"] is not None}
     by_id = {r["id"]: r for r in report["rejected"] if r["line"] is None}  # model-length checks come later
     for line, (fld, words) in expected:
-        rec_id = json.loads(BAD_LINES[line - 1][0]).get("id") if line <= len(BAD_LINES) and words != "malformed JSON" \
+        rec_id = json.loads(BAD_LINES[line - 1][0]).get("id") if line <= len(BAD_LINES) and fld != "(record)" \
             else None
         got = by_line.get(line) or by_id.get(rec_id)
         assert got is not None, f"line {line} ({words}) not reported: {report['rejected']}"

@@ -117,8 +117,10 @@ def test_rerun_is_a_no_op(finished_run):
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name(run.spec.mlflow.experiment)
     before = len(client.search_runs([exp.experiment_id]))
-    again = run_local(run, datasets, workdir, progress=False)
+    rows = []
+    again = run_local(run, datasets, workdir, progress=False, on_step=rows.append)
     assert again["steps"] == summary["steps"]
+    assert rows == summary["steps"]  # each step's own row (before: the last row once per step)
     assert len(client.search_runs([exp.experiment_id])) == before
 
 

@@ -39,6 +39,8 @@ def store(tmp_path, monkeypatch):
     p1 = p0 + [PrunedSample("a/2", 1, "redundant (hidden-state cosine)", 1, 0.97, "a/3"),
                PrunedSample("b/0", 1, "redundant (hidden-state cosine)", 0, 0.95, "a/0")]
     save_pool(s, PoolManifest(RUN, 1, ["a/0", "a/3", "a/4", "b/1"], [a, b], p1))
+    for step in (0, 1):  # both steps finished: their prune committed after writing the manifest
+        s.commit(layout.stage_prefix(RUN, step, "prune"), {"summary": {}})
     return s
 
 
@@ -88,3 +90,56 @@ def test_restore_is_refused_while_a_step_is_running_and_for_unknown_samples(stor
     assert "not pruned" in capsys.readouterr().err
     assert pool_cli(store, "restore", "--all") == 0
     assert load_pool(store, RUN, 1).pruned == []
+
+
+def test_the_documented_form_with_options_first(store, capsys):
+    """docs/failure-modes.md: `restore --store S --run R <uid>` (before: "unrecognized arguments")."""
+    assert cli(["pool", "restore", "--store", str(store.root), "--run", RUN, "a/2"]) == 0
+    assert load_pool(store, RUN, 1).members[-1] == "a/2"
+
+
+def test_restore_is_idempotent(store, capsys):
+    """Before, `restore U U` put U into the pool twice (the next prune then listed it as pruned,
+    nearest = itself, while still a member)."""
+    assert pool_cli(store, "restore", "a/2", "a/2") == 0
+    pool = load_pool(store, RUN, 1)
+    assert pool.members.count("a/2") == 1 and [r["uid"] for r in pool.restored] == ["a/2"]
+    manifest = store.read_bytes(layout.pool_key(RUN, 1))
+    capsys.readouterr()
+    assert pool_cli(store, "restore", "a/2") == 0  # again: nothing changes, no new backup
+    assert "already in the pool" in capsys.readouterr().out
+    assert store.read_bytes(layout.pool_key(RUN, 1)) == manifest
+    assert not store.exists(f"{RUN}/pool/step-0001.before-restore-2.json")
+
+
+def test_restore_is_refused_while_a_prune_is_uncommitted(store, capsys):
+    """A step whose prune wrote its manifest but did not commit: its resume rewrites the manifest,
+    so a restore accepted now would silently vanish."""
+    store.clear(layout.stage_prefix(RUN, 1, "prune"))
+    manifest = store.read_bytes(layout.pool_key(RUN, 1))
+    assert pool_cli(store, "restore", "a/2") == 2
+    assert "step 1 of run 'lite' is in progress (its prune has not committed)" in capsys.readouterr().err
+    assert store.read_bytes(layout.pool_key(RUN, 1)) == manifest
+
+
+def test_restore_is_refused_while_run_local_holds_the_workdir(store, capsys):
+    import os
+
+    from adaptinf.runner.lock import workdir_lock
+    with workdir_lock(store.root):
+        assert pool_cli(store, "restore", "a/2") == 2
+    assert f"pid {os.getpid()}" in capsys.readouterr().err
+    assert "a/2" not in load_pool(store, RUN, 1).members
+
+
+def test_user_mistakes_are_one_line_errors(store, tmp_path, capsys):
+    assert pool_cli(store, "show", "--step", "7") == 2
+    assert "no pool after step 7 (pool manifests: steps 0..1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        pool_cli(store, "show", "--step", "-3")
+    assert exit_.value.code == 2 and "numbered 0, 1, 2" in capsys.readouterr().err
+    typo = tmp_path / "typo"
+    assert cli(["pool", "show", "--store", str(typo), "--run", RUN]) == 2
+    assert f"store {typo} does not exist" in capsys.readouterr().err
+    assert not typo.exists()  # before: silently created
+    assert cli(["pool", "show", "--store", str(store.root), "--run", RUN, "-v"]) == 0  # -v after the subcommand

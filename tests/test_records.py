@@ -1,6 +1,7 @@
 """Bad records are rejected with a reason naming the record and field; good ones go on."""
 from __future__ import annotations
 
+import io
 import json
 
 from PIL import Image
@@ -71,3 +72,66 @@ def test_json_list_format_and_s3_source(s3_bucket, tmp_path):
     records, report = read_records(f"s3://{s3_bucket}/d/absent.json", dataset="s3ds")
     assert not records and report.rejected[0].field == "source"
     assert boto3  # the S3 client used above is the real one against the local server
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width×height (what a decompression bomb looks like to the
+    header reader); built by patching a real 1×1 PNG's IHDR and its CRC."""
+    import struct
+    import zlib
+    buf = io.BytesIO()
+    Image.new("1", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_hostile_and_inconsistent_records_are_rejected_one_by_one(tmp_path):
+    """Each of these used to escape read_records (RecursionError, DecompressionBombError, the int
+    conversion limit), be followed (a symlink out of the root) or pass ingest and crash extract for
+    the whole dataset (image/placeholder mismatches)."""
+    root = tmp_path / "root"
+    (root / "img").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(root / "img" / "ok.png")
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), "blue").save(outside)
+    (root / "img" / "link.png").symlink_to(outside)
+    (root / "img" / "inner.png").symlink_to(root / "img" / "ok.png")  # a link inside the root is fine
+    (root / "img" / "bomb.png").write_bytes(_bomb_png(14000, 14000))
+    (root / "img" / "large.png").write_bytes(_bomb_png(9000, 9000))  # under Pillow's error, over ours
+    lines = [
+        json.dumps({"id": "ok", "image": "img/ok.png", "conversations": _conv("<image>\nColour?", "red")}),
+        json.dumps({"id": "no-token", "image": "img/ok.png", "conversations": _conv("Colour?", "red")}),
+        json.dumps({"id": "two-tokens", "image": "img/ok.png", "conversations": _conv("<image><image>\nx", "y")}),
+        json.dumps({"id": "in-answer", "image": "img/ok.png",
+                    "conversations": _conv("<image>\nx", "see <image>")}),
+        '{"id": "deep", "x": ' + "[" * 200_000 + "]" * 200_000 + ', "conversations": []}',
+        json.dumps({"id": "bomb", "image": "img/bomb.png", "conversations": _conv("<image>\nx", "y")}),
+        json.dumps({"id": "large", "image": "img/large.png", "conversations": _conv("<image>\nx", "y")}),
+        '{"id": "bigint", "n": ' + "9" * 5000 + ', "conversations": []}',
+        json.dumps({"id": "symlink", "image": "img/link.png", "conversations": _conv("<image>\nx", "y")}),
+        json.dumps({"id": "inner", "image": "img/inner.png", "conversations": _conv("<image>\nx", "y")}),
+    ]
+    (root / "data.jsonl").write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
+    records, report = read_records(str(root / "data.jsonl"), dataset="ds")
+    assert [r.id for r in records] == ["ok", "inner"]  # the BOM no longer costs the first record
+    got = {r.id: (r.field, r.reason) for r in report.rejected}
+    assert set(got) == {"no-token", "two-tokens", "in-answer", "deep", "bomb", "large", "bigint",
+                        "symlink"}
+    assert got["no-token"][0] == "conversations" and "found 0" in got["no-token"][1]
+    assert "found 2" in got["two-tokens"][1]
+    assert got["in-answer"][0] == "conversations[1].value" and "<image>" in got["in-answer"][1]
+    assert "nested too deeply" in got["deep"][1]
+    assert got["bomb"][0] == "image" and "decompression bomb" in got["bomb"][1]
+    assert got["large"][0] == "image" and "9000×9000" in got["large"][1]
+    assert "5000 digits" in got["bigint"][1]
+    assert got["symlink"][0] == "image" and "outside the image root" in got["symlink"][1]
+    assert all(r.line is not None for r in report.rejected)
+
+
+def test_bom_on_a_json_list_file(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"id": "a", "conversations": _conv("q", "a")}]).encode())
+    records, report = read_records(str(path), dataset="ds")
+    assert [r.id for r in records] == ["a"] and report.rejected == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,20 +29,26 @@ def _run_local(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or "adaptinf-work").resolve()
     skills = [t.skill for t in run.spec.eval.suite]
     skills = list(dict.fromkeys(skills))
-    print(f"run {run.name!r}: {len(datasets)} datasets, strategy {args.strategy or run.spec.strategy}, "
-          f"workdir {workdir}", flush=True)
-    print(header(skills), flush=True)
+
+    def start() -> None:  # only once the workdir is locked and its specs match the request
+        kept = " (steps already started keep the workdir's specs)" if args.continue_anyway else ""
+        print(f"run {run.name!r}: {len(datasets)} datasets, strategy {args.strategy or run.spec.strategy}{kept}, "
+              f"workdir {workdir}", flush=True)
+        print(header(skills), flush=True)
+
     summary = run_local(run, datasets, workdir, strategy=args.strategy, seed=args.seed,
                         tracking=False if args.no_mlflow else True, progress=not args.no_progress,
-                        on_step=lambda step: print(row(step, skills), flush=True))
+                        on_start=start, on_step=lambda step: print(row(step, skills), flush=True),
+                        continue_anyway=args.continue_anyway, restart_from=args.restart_from)
     final = summary["final"]
     print(f"final: avg_acc {final['avg_acc']:.3f}  forgetting_rate {final['forgetting_rate']:.1f}%"
           if final["avg_acc"] is not None else "final: no evaluated step")
     for failed in summary.get("failed_steps", []):
-        print(f"step {failed['step']} ({failed['dataset']}) failed: {failed['reason']}")
+        print(f"step {failed['step']} ({failed['dataset']}) skipped: {failed['reason']}")
     print(f"summary: {workdir / run.name / 'summary.json'}")
     if not args.no_mlflow:
-        uri = default_tracking(workdir, run.spec.mlflow.tracking_uri)
+        from adaptinf.tracking import redact_uri
+        uri = redact_uri(default_tracking(workdir, run.spec.mlflow.tracking_uri))
         hint = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
         print(f"MLflow: experiment {run.spec.mlflow.experiment!r} at {uri}\n  view: {hint}")
     return 0
@@ -69,6 +76,21 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive(text: str) -> int:
+    from adaptinf.threads import positive as threads
+    return threads(text)
+
+
+def _step_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"steps are numbered from 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adaptinf.stages.cli import add_parser as add_stage
     from adaptinf.pool_admin import add_parser as add_pool
@@ -91,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override spec.seed")
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=positive, help="CPU threads per stage (default: the CPU quota and "
+                                                    "affinity this process has; see README)")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--continue-anyway", action="store_true",
+                        help="resume a workdir whose recorded specs differ: started steps keep theirs")
+    resume.add_argument("--restart-from", type=_step_number, metavar="STEP",
+                        help="delete this step and later ones from the workdir and run them again")
     p.set_defaults(func=_run_local)
 
     p = sub.add_parser("compare", help="run selection strategies × seeds over the synthetic stream")
@@ -106,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_stage(sub)
     add_pool(sub)
+    for command in sub.choices.values():  # `adaptinf run-local … -v` works as well as `adaptinf -v run-local …`
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="debug logging")
     return parser
 
 
@@ -114,6 +146,9 @@ def _quiet_libraries() -> None:
     import warnings
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its own level on import
+    # "View run … at <tracking URI>" lines interleave with the step table (and would print any
+    # credentials in the URI); the command prints where MLflow is once, redacted.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore", "faiss"):
@@ -127,14 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the stage command re-launches itself with it (several training processes)
+    from adaptinf import threads
+    threads.quiet_waiting()  # before anything loads torch's OpenMP runtime
+    if getattr(args, "threads", None):
+        os.environ[threads.ENV] = str(args.threads)  # stages (and their subprocesses) read it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()
     from adaptinf.spec import SpecError
+    from adaptinf.tracking.mlflow_tracker import RedactingFilter, redact_uri
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         return args.func(args)
     except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact_uri(str(err))}", file=sys.stderr)
         return 2
 
 

@@ -51,6 +51,15 @@ class LoraSpec(_Spec):
     # Extra modules trained in full next to the adapter (LLaVA trains its projector too).
     modules_to_save: list[str] = Field(default_factory=lambda: ["multi_modal_projector"])
 
+    @field_validator("target_modules")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as err:
+            raise ValueError(f"not a valid regular expression: {err}") from None
+        return v
+
 
 class ModelSpec(_Spec):
     base: str = Field(..., min_length=1, description="local path, s3:// URI or hub id")
@@ -135,7 +144,8 @@ class Toleration(_Spec):
 
 
 class StageResources(_Spec):
-    """Scheduling of one stage's Job (operator only; the local runner ignores it)."""
+    """Scheduling of one stage's Job (operator only; the local runner ignores it), and `threads`:
+    the stage's CPU threads on either backend (default: CPU quota and affinity, adaptinf.threads)."""
     gpus: int | None = Field(None, ge=0, le=64)
     cpu: str | None = None
     memory: str | None = None
@@ -143,6 +153,7 @@ class StageResources(_Spec):
     tolerations: list[Toleration] | None = None
     active_deadline_seconds: int | None = Field(None, ge=60)
     backoff_limit: int | None = Field(None, ge=0, le=20)
+    threads: int | None = Field(None, ge=1, le=1024)
 
 
 class ResourcesSpec(_Spec):
@@ -250,7 +261,12 @@ class Resource(BaseModel):
 
     def _resolve_model(self, name: str) -> str:
         local = self.resolve(name)
-        return local if local and Path(local).exists() else name
+        if local and Path(local).exists():
+            return local
+        # `./model`, `../x/y`, `a/b/c` can only be paths: keep them absolute, so that a typo
+        # reads "local path … does not exist" rather than a hub lookup.
+        path_like = name.startswith((".", "~")) or name.count("/") > 1
+        return local if path_like and local else name
 
 
 _KINDS = {"LifelongRun": LifelongRunSpec, "InstructionDataset": InstructionDatasetSpec}

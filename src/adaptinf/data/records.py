@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
@@ -21,7 +23,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"
 MAX_ANSWER_CHARS = 8192
+MAX_INT_DIGITS = 64           # ids and counts are short; a 5000-digit number is an attack or a bug
+MAX_IMAGE_PIXELS = 64_000_000  # 8000×8000: far above any vision tower's input, far below a bomb
 HUMAN, GPT = "human", "gpt"
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,19 @@ def _join(base: str | None, rel: str) -> str:
     parts = rel.replace("\\", "/").split("/")
     if "://" in rel or rel.startswith("/") or ".." in parts or ":" in parts[0]:
         raise RecordError("image", f"path {rel!r} must be relative to the image root, without '..'")
-    return f"{base.rstrip('/')}/{rel}" if base else rel
+    joined = f"{base.rstrip('/')}/{rel}" if base else rel
+    if "://" not in (base or ""):
+        _inside_root(base or ".", joined, rel)
+    return joined
+
+
+def _inside_root(base: str, joined: str, rel: str) -> None:
+    """A local symlink under the root may point anywhere: follow it and refuse what lands outside
+    (the lexical check above cannot see this)."""
+    root = os.path.realpath(base)
+    real = os.path.realpath(joined)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise RecordError("image", f"path {rel!r} is a symlink that leads outside the image root")
 
 
 def _check_image(uri: str) -> None:
@@ -97,8 +114,16 @@ def _check_image(uri: str) -> None:
     except StoreError as err:
         raise RecordError("image", f"unreadable: {err}") from None
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only: the size is known
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise RecordError("image", f"{width}×{height} pixels is over the {MAX_IMAGE_PIXELS} limit "
+                                           "(a decompression bomb, or an image far too large to train on)")
             img.verify()
+    except RecordError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise RecordError("image", f"decompression bomb {uri}: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise RecordError("image", f"corrupt image {uri}: {err}") from None
 
@@ -129,6 +154,8 @@ def validate_record(obj: Any, dataset: str, image_root: str | None, check_images
         if role != expected:
             raise RecordError(f"conversations[{i}].from", f"turns must alternate human/gpt starting with human")
         if role == GPT:
+            if IMAGE_TOKEN in value:
+                raise RecordError(f"conversations[{i}].value", f"an answer must not contain {IMAGE_TOKEN}")
             if not value.strip():
                 raise RecordError(f"conversations[{i}].value", "empty answer")
             if len(value) > max_answer_chars:
@@ -137,9 +164,15 @@ def validate_record(obj: Any, dataset: str, image_root: str | None, check_images
     if turns[-1][0] != GPT:
         raise RecordError("conversations", "must end with a gpt answer")
     image = obj.get("image")
+    tokens = sum(v.count(IMAGE_TOKEN) for _, v in turns)
     if image is not None:
         if not isinstance(image, str) or not image.strip():
             raise RecordError("image", "must be a path string or absent")
+        # The model merges one image's features into exactly one placeholder: any other count
+        # crashes extract for the whole dataset ("image features and image tokens do not match").
+        if tokens != 1:
+            raise RecordError("conversations", f"a record with an image needs exactly one {IMAGE_TOKEN} "
+                                               f"in its prompt, found {tokens}")
         image = _join(image_root, image)
         if check_images:
             _check_image(image)
@@ -151,26 +184,58 @@ def validate_record(obj: Any, dataset: str, image_root: str | None, check_images
     return Record(id=rid, conversations=tuple(turns), image=image, skill=skill, dataset=dataset)
 
 
-def _raw_items(data: bytes, fmt: str) -> Iterator[tuple[int, Any, str | None]]:
-    """(line or index, parsed value or None, error) for each item of the file."""
+_RAW_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')
+
+
+def _raw_id(data: bytes | None) -> str | None:
+    """The id of a record that does not parse, when its text shows one: the report can name it."""
+    m = _RAW_ID.search(data[:4096]) if data else None
+    return m.group(1).decode("utf-8", "replace") if m else None
+
+
+class _HugeInt(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _HugeInt(f"an integer of {len(text.lstrip('-'))} digits (over {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _loads(text: str) -> Any:
+    """json.loads, with the ways a hostile or broken file escapes it turned into JSONDecodeError-like
+    ValueErrors: nesting deep enough to exhaust the C stack guard, integers too long to convert."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except _HugeInt as err:
+        raise ValueError(str(err)) from None
+
+
+def _raw_items(data: bytes, fmt: str) -> Iterator[tuple[int | None, Any, str | None, bytes | None]]:
+    """(line or index, parsed value or None, error, raw line) for each item of the file."""
+    if data.startswith(BOM):  # editors on Windows add one; it is not part of the first record
+        data = data[len(BOM):]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
     if fmt == "json":
         if text is None:
-            yield None, None, "file is not valid UTF-8"
+            yield None, None, "file is not valid UTF-8", None
             return
         try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield None, None, f"malformed JSON: {err}"
+            items = _loads(text)
+        except ValueError as err:
+            yield None, None, f"malformed JSON: {err}", None
             return
         if not isinstance(items, list):
-            yield None, None, "a .json dataset must hold a list of records"
+            yield None, None, "a .json dataset must hold a list of records", None
             return
         for i, item in enumerate(items):
-            yield i, item, None
+            yield i, item, None, None
         return
     for n, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
@@ -178,12 +243,17 @@ def _raw_items(data: bytes, fmt: str) -> Iterator[tuple[int, Any, str | None]]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            yield n, None, f"not valid UTF-8 ({err.reason} at byte {err.start})"
+            yield n, None, f"not valid UTF-8 ({err.reason} at byte {err.start})", raw
             continue
         try:
-            yield n, json.loads(line), None
+            item = _loads(line)
         except json.JSONDecodeError as err:
-            yield n, None, f"malformed JSON: {err.msg} at column {err.colno}"
+            yield n, None, f"malformed JSON: {err.msg} at column {err.colno}", raw
+            continue
+        except ValueError as err:
+            yield n, None, f"malformed JSON: {err}", raw
+            continue
+        yield n, item, None, raw
 
 
 def read_records(source: str, dataset: str, image_root: str | None = None, fmt: str = "auto",
@@ -203,9 +273,10 @@ def read_records(source: str, dataset: str, image_root: str | None = None, fmt: 
         return [], report
     records: list[Record] = []
     seen: set[str] = set()
-    for where, item, error in _raw_items(data, fmt):
+    for where, item, error, raw in _raw_items(data, fmt):
         rid = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
         if error is not None:
+            rid = _raw_id(raw)
             report.rejected.append(Rejection(where, rid, "(record)" if where is not None else "source", error))
             continue
         try:

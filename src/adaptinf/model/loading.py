@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..spec import DEFAULT_LORA_TARGETS, LoraSpec
+from ..spec import DEFAULT_LORA_TARGETS, LoraSpec, SpecError
 from ..store import open_store
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ def load_base(source: str, dtype: str = "auto", device: torch.device | None = No
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
     device = device or pick_device()
     path = materialise(source)
+    if not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
+        # Not a hub id: without this, transformers reports a hub "Repo id must be …" error.
+        raise SpecError(f"model {source!r}: local path {path} does not exist")
     config = AutoConfig.from_pretrained(path)
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -154,6 +157,7 @@ def resolve_layers(spec_layers: list, n_layers: int) -> list[int]:
         else:
             idx = item if item >= 0 else n_layers + item
             if not 0 <= idx < n_layers:
-                raise ValueError(f"extract.layers: layer {item} out of range for a {n_layers}-layer model")
+                raise SpecError(f"extract.layers: layer {item} out of range for a {n_layers}-layer model "
+                                f"(layers 0..{n_layers - 1}, or -{n_layers}..-1 from the end)")
             out.add(idx)
     return sorted(out)

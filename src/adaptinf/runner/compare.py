@@ -59,7 +59,8 @@ class CompareConfig:
 
     @staticmethod
     def jobs_default() -> int:
-        return os.cpu_count() or 1
+        from adaptinf.threads import default_threads
+        return default_threads()  # the CPUs this process may really use (quota, affinity)
 
     def __post_init__(self) -> None:
         from adaptinf.selection import available
@@ -115,6 +116,9 @@ def _seeded(run: Any, seed: int) -> Any:
 
 def _worker_init() -> None:
     import torch
+
+    from adaptinf.threads import ENV
+    os.environ[ENV] = "1"  # one thread per worker: the stages would otherwise size up to the quota
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
 
@@ -124,7 +128,10 @@ def _run_steps(stream: str, workdir: str, strategy: str, seed: int, steps: int |
     from adaptinf.runner import collect, run_local
     run, datasets = collect([stream])
     run, strategy = variants.apply(_seeded(run, seed), strategy, stream)
-    return run_local(run, datasets[:steps], workdir, strategy=strategy, tracking=False, progress=False)
+    # Step 0 of every run is the shared initial tuning (strategy `sequential`), copied in: the
+    # workdir's recorded step 0 differs from this strategy's spec on purpose.
+    return run_local(run, datasets[:steps], workdir, strategy=strategy, tracking=False, progress=False,
+                     continue_anyway=True)
 
 
 def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, stream: Path) -> dict[int, Path]:
@@ -237,6 +244,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     uri = _tracking_uri(cfg)
     if uri:
         meta["mlflow_run_id"] = log_to_mlflow(cfg, uri, meta, rows, summaries)
-        meta["mlflow_uri"] = uri
+        from adaptinf.tracking import redact_uri
+        meta["mlflow_uri"] = redact_uri(uri)
         (cfg.out / "meta.json").write_text(json.dumps(meta, indent=1))
     return rows

@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adaptinf import layout
-from adaptinf.spec import Resource
+from pydantic import ValidationError
+
+from adaptinf.spec import LifelongRunSpec, Resource, SpecError
 from adaptinf.store import LocalStore
+
+from .lock import workdir_lock
+from .preflight import check_inputs
+from .resume import ResumeRefused, refusal, step_differences
+from .resume import restart_from as restart_from_step
 
 log = logging.getLogger(__name__)
 
@@ -37,48 +44,116 @@ def ensure_experiment(uri: str, name: str, workdir: Path) -> str:
 
 def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, strategy: str | None = None,
               seed: int | None = None, name: str | None = None, tracking: str | None | bool = True,
-              progress: bool = True, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              progress: bool = True, on_step: Callable[[dict[str, Any]], None] | None = None,
+              continue_anyway: bool = False, restart_from: int | None = None,
+              on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run every dataset as a step; return the run's summary (also at W/<run>/summary.json).
 
     `strategy`/`seed`/`name` override the spec (the compare command runs variants this way);
-    `tracking=False` turns MLflow off, a string is a tracking URI.
+    `tracking=False` turns MLflow off, a string is a tracking URI. A workdir that already holds
+    the run is resumed only if its recorded specs match the request (else ResumeRefused), unless
+    `continue_anyway` (keep the recorded specs of started steps) or `restart_from` (delete that
+    step onwards and run it again). `on_step` gets each step's summary row, skipped steps too.
     """
-    from adaptinf.stages.registry import STAGES, StageError, build_context, stage_function
-
     workdir = Path(workdir).resolve()
     store = LocalStore(workdir)
-    spec = run.resolved_spec()
-    spec.storage.uri = str(workdir)
-    if strategy is not None:
-        spec.strategy = strategy
-    if seed is not None:
-        spec.seed = seed
+    spec = _overridden(run, workdir, strategy, seed)
     run_name = name or run.name
     uri = None if tracking is False else tracking if isinstance(tracking, str) else \
         default_tracking(workdir, spec.mlflow.tracking_uri)
-    if uri and uri.startswith("sqlite:"):
-        ensure_experiment(uri, spec.mlflow.experiment, workdir)
+    requested = [(ds.name, ds.resolved_spec().to_dict()) for ds in datasets]
+    with workdir_lock(workdir):
+        diffs = step_differences(store, run_name, spec.to_dict(), requested)
+        if restart_from is not None:
+            diffs = {s: d for s, d in diffs.items() if s < restart_from}
+        if diffs and not continue_anyway:
+            raise ResumeRefused(refusal(str(workdir), run_name, diffs))
+        check_inputs(run, spec)  # a typo in the model path or an eval file: before any compute
+        if uri and uri.startswith("sqlite:"):
+            ensure_experiment(uri, spec.mlflow.experiment, workdir)
+        if restart_from is not None:
+            _restart(store, run_name, restart_from, uri, spec)
+        if on_start is not None:
+            on_start()
+        return _steps(store, run_name, spec, datasets, uri, progress, on_step)
 
-    for step, ds in enumerate(datasets):
-        ctx = build_context(run_name, step, store, spec.to_dict(), ds.name, ds.resolved_spec().to_dict(),
-                            progress=progress, tracking=uri or None)
-        ctx.tracker.fail_open_runs()  # a run interrupted before: its open child is over
-        log.info("step %d: %s (%s)", step, ds.name, ctx.spec.strategy)
-        try:
-            for stage in STAGES:
-                stage_function(stage)(ctx)
-        except StageError as err:
-            # Bad dataset: its report is in the store; the run goes on with the next one.
-            log.error("step %d (%s) skipped: %s", step, ds.name, err)
-            ctx.tracker.finish(ctx.tracker.step_id(step, ds.name), "FAILED")
-            continue
-        except BaseException:
-            if ctx.tracker.enabled:
+
+def _overridden(run: Resource, workdir: Path, strategy: str | None, seed: int | None) -> LifelongRunSpec:
+    """The run's spec with the command line's overrides, validated like the YAML (an unknown
+    `--strategy` is a one-line error naming the known ones, not a traceback mid-run)."""
+    spec = run.resolved_spec().to_dict()
+    spec["storage"]["uri"] = str(workdir)
+    if strategy is not None:
+        spec["strategy"] = strategy
+    if seed is not None:
+        spec["seed"] = seed
+    try:
+        return LifelongRunSpec.model_validate(spec)
+    except ValidationError as err:
+        raise SpecError("; ".join(f"--{e['loc'][0]}: {e['msg'].removeprefix('Value error, ')}"
+                                  if e["loc"] and e["loc"][0] in ("strategy", "seed") else
+                                  f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+
+
+def _restart(store: LocalStore, run: str, step: int, uri: str | None, spec: Any) -> None:
+    from adaptinf.tracking import Tracker
+    gone = restart_from_step(store, run, step)
+    if uri and gone:
+        tracker = Tracker(uri, spec.mlflow.experiment, run, store)
+        for s in gone:
+            tracker.retire_step(s)
+
+
+def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource], uri: str | None,
+           progress: bool, on_step: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    from adaptinf.stages.history import build_summary
+    from adaptinf.stages.registry import STAGES, StageError, build_context, stage_function
+    from adaptinf.tracking import Tracker
+
+    tracker = Tracker(uri, spec.mlflow.experiment, run_name, store) if uri else None
+    summary: dict[str, Any] | None = None
+    try:
+        for step, ds in enumerate(datasets):
+            ctx = build_context(run_name, step, store, spec.to_dict(), ds.name, ds.resolved_spec().to_dict(),
+                                progress=progress, tracking=uri or None)
+            ctx.tracker.fail_open_runs()  # a run interrupted before: its open child is over
+            log.info("step %d: %s (%s)", step, ds.name, ctx.spec.strategy)
+            try:
+                for stage in STAGES:
+                    stage_function(stage)(ctx)
+            except StageError as err:
+                # Bad dataset: its report is in the store; the run goes on with the next one.
+                log.error("step %d (%s) skipped: %s", step, ds.name, err)
                 ctx.tracker.finish(ctx.tracker.step_id(step, ds.name), "FAILED")
-            raise
-        if on_step is not None:
-            on_step(store.read_json(layout.summary_key(run_name))["steps"][-1])
-    summary = store.read_json(layout.summary_key(run_name))
-    if uri:
-        ctx.tracker.finish(ctx.tracker.parent_id())
+            except BaseException:
+                if ctx.tracker.enabled:
+                    ctx.tracker.finish(ctx.tracker.step_id(step, ds.name), "FAILED")
+                raise
+            # Rebuilt after every step, a skipped one too: the table and summary.json always agree
+            # with the store, and a run whose first step was skipped still has a summary.
+            summary = build_summary(store, run_name, ctx.spec.strategy)
+            store.write_json(layout.summary_key(run_name), summary)
+            if on_step is not None:
+                on_step(_row(summary, step))
+    except BaseException as err:
+        if tracker is not None and store.exists(layout.tracking_key(run_name)):
+            # The run stopped on an error (or Ctrl-C): MLflow must not show it RUNNING forever.
+            tracker.finish(tracker.parent_id(), "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    if summary is None:  # no dataset at all
+        summary = build_summary(store, run_name, spec.strategy)
+        store.write_json(layout.summary_key(run_name), summary)
+    if tracker is not None:
+        tracker.finish(tracker.parent_id())
     return summary
+
+
+def _row(summary: dict[str, Any], step: int) -> dict[str, Any]:
+    """This step's row of summary.json; a skipped step gets a row saying why."""
+    for row in summary["steps"]:
+        if row["step"] == step:
+            return row
+    for failed in summary.get("failed_steps", []):
+        if failed["step"] == step:
+            return {**failed, "skipped": True}
+    return {"step": step, "skipped": True, "reason": "not finished"}

@@ -18,6 +18,8 @@ def header(skills: list[str]) -> str:
 
 
 def row(step: dict[str, Any], skills: list[str]) -> str:
+    if step.get("skipped"):  # a dataset with no usable record: a recorded step, not a blank
+        return f"{step['step']} | {step.get('dataset', '-')} | skipped: {step.get('reason', '')}"
     s = step.get("seconds", {})
     secs = "/".join(f"{s.get(k, 0):.0f}" for k in ("extract", "cluster-select", "train", "eval", "prune"))
     cells = [step["step"], step["dataset"], step.get("pool_size"), step.get("selected"), step.get("k"),

@@ -1,4 +1,4 @@
 """Experiment tracking (MLflow)."""
-from .mlflow_tracker import Tracker, tracking_uri
+from .mlflow_tracker import Tracker, redact_uri, tracking_uri
 
-__all__ = ["Tracker", "tracking_uri"]
+__all__ = ["Tracker", "redact_uri", "tracking_uri"]

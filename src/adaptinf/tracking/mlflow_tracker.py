@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ class Tracker:
     def client(self):
         if self._client is None:
             from mlflow.tracking import MlflowClient
+            if redact_uri(self.uri) != self.uri:  # MLflow prints run URLs, credentials included
+                os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
@@ -74,7 +77,7 @@ class Tracker:
                                          tags={RUN_TAG: self.run, STEP_TAG: "parent"}).info.run_id
             for k, v in list(_flatten("", params or {}, {}).items())[:500]:
                 self.client.log_param(rid, k, v[:6000])
-        self.store.write_json(key, {"parent_run_id": rid, "experiment_id": self._experiment(), "tracking_uri": self.uri})
+        self.store.write_json(key, {"parent_run_id": rid, "experiment_id": self._experiment(), "tracking_uri": redact_uri(self.uri)})
         return rid
 
     def find_step(self, step: int) -> Any | None:
@@ -108,6 +111,16 @@ class Tracker:
             return False
         self.client.set_terminated(found.info.run_id, status)
         return True
+
+    def retire_step(self, step: int) -> None:
+        """The step is being run again from scratch: its old child run stops answering to the
+        step's tag (so the rerun gets a fresh one) and is kept, marked KILLED, for the record."""
+        found = self.find_step(step)
+        if found is None:
+            return
+        self.client.set_tag(found.info.run_id, STEP_TAG, f"{step}-replaced")
+        if found.info.status == "RUNNING":
+            self.client.set_terminated(found.info.run_id, "KILLED")
 
     def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int) -> None:
         if run_id is None:
@@ -160,6 +173,26 @@ class Tracker:
                         r.info.run_id, r.data.tags.get(STEP_TAG), status)
             self.client.set_terminated(r.info.run_id, status)
         return len(stale)
+
+
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")
+
+
+def redact_uri(uri: str | None) -> str | None:
+    """The URI (or any text holding URIs) without the `user:password@` MLflow accepts in a
+    tracking URI: safe to print, log and store."""
+    return _USERINFO.sub(r"\1***@", uri) if uri else uri
+
+
+class RedactingFilter:
+    """A logging filter: no log line carries a URI's credentials (MLflow and urllib3 errors quote it)."""
+
+    def filter(self, record: Any) -> bool:
+        message = record.getMessage()
+        clean = redact_uri(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 def tracking_uri(spec_uri: str | None) -> str | None:
