@@ -27,11 +27,49 @@ def test_table_by_hand():
     assert rows["random"]["per_seed"]["1"]["relative_gain"] == pytest.approx(75.0)
     assert rows["random"]["relative_gain"] == pytest.approx(62.5)
     assert rows["random"]["relative_gain_std"] == pytest.approx(17.677669, rel=1e-6)  # sample std of 50, 75
-    # forgetting, seed 0: a drops 0.8→0.8 (0), 0.8→0.4 (50%); b 0.5→0.5 (0); b at step 0 is 0 (skipped)
-    assert rows["random"]["per_seed"]["0"]["forgetting_rate"] == pytest.approx(50.0 / 3)
+    # forgetting, seed 0: a drops 0.8→0.8 (0), 0.8→0.4 (50%); b 0.5→0.5 (0); b at step 0 is 0
+    # (nothing to forget). Paper: S×T = 2 skills × 2 steps; taught pairs only: the 3 with P > 0.
+    assert rows["random"]["per_seed"]["0"]["forgetting_rate"] == pytest.approx(50.0 / 4)
+    assert rows["random"]["per_seed"]["0"]["forgetting_rate_taught"] == pytest.approx(50.0 / 3)
     assert rows["random"]["avg_acc"] == pytest.approx(((0.4 + 0.5) / 2 + (0.6 + 0.4) / 2) / 2)
     assert rows["sequential"]["per_seed"]["0"]["relative_gain"] == pytest.approx((0.2 / 0.8 + 1.0) / 2 * 100)
     assert rows["random"]["trained_samples"] == 20  # steps ≥ 1 only: step 0 is shared by all
+
+
+# Same step 0 per seed as SEQ/RND (compare shares it), better later steps.
+BETTER = {0: _summary("better", [{"a": 0.8, "b": 0.0}, {"a": 0.8, "b": 0.6}, {"a": 0.6, "b": 0.8}]),
+          1: _summary("better", [{"a": 0.6, "b": 0.2}, {"a": 0.6, "b": 0.4}, {"a": 0.6, "b": 0.8}])}
+
+
+def test_paired_difference_to_random_with_bootstrap_interval():
+    rows = {r["strategy"]: r for r in report.build_table({"sequential": SEQ, "random": RND, "better": BETTER})}
+    b = rows["better"]
+    # relative gain: seed 0 (0.6/0.8 + 0.8/1.0)/2 = 77.5 vs random 50 -> +27.5;
+    # seed 1 (0.6/0.6 + 0.8/0.8)/2 = 100 vs 75 -> +25. Exact bootstrap of (27.5, 25): its means are
+    # 25, 26.25, 27.5 with probabilities 1/4, 1/2, 1/4, so the 95% interval is [25, 27.5].
+    assert b["relative_gain_vs_random"] == pytest.approx(26.25)
+    assert b["relative_gain_vs_random_ci"] == pytest.approx([25.0, 27.5])
+    # avg acc: seed 0 0.7 vs 0.45, seed 1 0.7 vs 0.5 -> +0.25, +0.2
+    assert b["avg_acc_vs_random"] == pytest.approx(0.225)
+    assert b["avg_acc_vs_random_ci"] == pytest.approx([0.2, 0.25])
+    # forgetting (S×T = 4): better seed 0 a 0.8→0.6 = 25% -> 6.25 vs random 12.5 -> −6.25;
+    # seed 1: no drop (0) vs random a 0 %, b 0.2→0.2→0.4: 0 -> 0.
+    assert b["forgetting_rate_vs_random"] == pytest.approx(-6.25 / 2)
+    assert b["forgetting_rate_vs_random_ci"] == pytest.approx([-6.25, 0.0])
+    assert b["paired_seeds"] == 2 and "relative_gain_vs_random" not in rows["random"]
+    md = report.table_markdown(list(rows.values()))
+    assert "| better | +26.2 [+25.0, +27.5] | -3.1 [-6.2, +0.0] | +22.5 [+20.0, +25.0] | 2 |" in md
+    assert "forgetting % (taught pairs only)" in md
+
+
+def test_paired_needs_a_shared_step_0():
+    other = {0: _summary("x", [{"a": 0.1, "b": 0.0}, {"a": 0.8, "b": 0.6}]), 1: BETTER[1]}
+    with pytest.raises(ValueError, match="step 0"):
+        report.build_table({"sequential": SEQ, "random": RND, "x": other})
+    # Without a random run there is nothing to pair with, and the table says so.
+    rows = report.build_table({"sequential": SEQ, "better": BETTER})
+    assert "relative_gain_vs_random" not in rows[0]
+    assert "no 'random' run" in report.table_markdown(rows)
 
 
 def test_table_needs_sequential_for_every_seed():

@@ -56,10 +56,13 @@ def test_summary_follows_the_contract(finished_run):
         assert s["forgetting_rate"] >= 0.0
         assert set(s["seconds"]) == set(layout.STAGES) and all(v >= 0 for v in s["seconds"].values())
         assert s["k"] >= run.spec.clustering.k_min
-    # Forgetting as defined in PAPER_NOTES §7, recomputed from the per-step scores.
+    # Forgetting as defined in PAPER_NOTES §7 (S×T denominator), recomputed from the per-step
+    # scores, and the variant over taught pairs (previous score > 0) only.
     drops = [max(a[k] - b[k], 0) / a[k] * 100 for a, b in zip([s["skills"] for s in steps],
              [s["skills"] for s in steps[1:]]) for k in a if a[k] > 0]
-    assert summary["final"]["forgetting_rate"] == pytest.approx(sum(drops) / len(drops) if drops else 0.0)
+    assert summary["final"]["forgetting_rate"] == pytest.approx(sum(drops) / (len(suite) * (STEPS - 1)))
+    assert summary["final"]["forgetting_rate_taught"] == pytest.approx(sum(drops) / len(drops) if drops else 0.0)
+    assert steps[-1]["forgetting_rate"] == pytest.approx(summary["final"]["forgetting_rate"])
     assert summary["final"]["avg_acc"] == pytest.approx(steps[-1]["avg_acc"])
 
 

@@ -190,9 +190,17 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
     client.log_param(parent, "seeds", ",".join(map(str, cfg.seeds)))
     client.log_param(parent, "stream", meta["stream"])
     for r in rows:
+        # MLflow metric names allow no '@': a variant becomes a path segment.
+        name = r["strategy"].replace(variants.SEPARATOR, "/")
         for key in report.FIGURES:
-            # MLflow metric names allow no '@': a variant becomes a path segment.
-            client.log_metric(parent, f"{r['strategy'].replace(variants.SEPARATOR, '/')}.{key}", r[key])
+            if r[key] is not None:   # multitask has no forgetting rate
+                client.log_metric(parent, f"{name}.{key}", r[key])
+        for key in report.PAIRED:
+            diff, ci = r.get(f"{key}_vs_{report.BASELINE}"), r.get(f"{key}_vs_{report.BASELINE}_ci")
+            if diff is not None:
+                client.log_metric(parent, f"{name}.{key}_vs_{report.BASELINE}", diff)
+                client.log_metric(parent, f"{name}.{key}_vs_{report.BASELINE}_ci_low", ci[0])
+                client.log_metric(parent, f"{name}.{key}_vs_{report.BASELINE}_ci_high", ci[1])
     for fname in ("table.md", "table.json", "skills_over_time.png"):
         client.log_artifact(parent, str(cfg.out / fname))
     for strategy, by_seed in summaries.items():
@@ -203,6 +211,8 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
                 metrics = {f"skill.{k}": v for k, v in (step.get("skills") or {}).items()}
                 if step.get("avg_acc") is not None:
                     metrics.update(avg_acc=step["avg_acc"], forgetting_rate=step["forgetting_rate"])
+                    if step.get("forgetting_rate_taught") is not None:
+                        metrics["forgetting_rate_taught"] = step["forgetting_rate_taught"]
                 for k, v in metrics.items():
                     client.log_metric(child, k, v, step=step["step"])
             client.set_terminated(child)
