@@ -10,6 +10,7 @@ from typing import Any
 
 from adaptinf import layout
 from adaptinf.metrics import average_accuracy, forgetting_rate, forgetting_rate_taught
+from adaptinf.selection import get_strategy
 from adaptinf.store import Store
 
 
@@ -75,4 +76,7 @@ def build_summary(store: Store, run: str, strategy: str) -> dict[str, Any]:
     final = {"avg_acc": average_accuracy(history[-1]) if history else None,
              "forgetting_rate": forgetting_rate(history),
              "forgetting_rate_taught": forgetting_rate_taught(history)}
-    return {"run": run, "strategy": strategy, "steps": rows, "failed_steps": failed, "final": final}
+    out = {"run": run, "strategy": strategy, "steps": rows, "failed_steps": failed, "final": final}
+    if get_strategy(strategy).joint:   # multitask: steps before the last were only ingested
+        out["joint"] = True
+    return out

@@ -35,14 +35,29 @@ def ensure_experiment(uri: str, name: str, workdir: Path) -> str:
     return client.create_experiment(name, artifact_location=(workdir / "mlartifacts").as_uri() if local else None)
 
 
+def _joins_only(ctx: Any, step: int, steps: int) -> bool:
+    """A joint run's step that only ingests: not the last one, not the initial tuning (step 0 of a
+    base that is instruction-tuned first, which compare shares between strategies), not a step
+    that already finished (compare's copied step 0)."""
+    if step == steps - 1:
+        return False
+    if step == 0 and ctx.spec.model.initial_tuning != "none":
+        return False
+    return not ctx.store.is_committed(layout.stage_prefix(ctx.run, step, "prune"))
+
+
 def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, strategy: str | None = None,
               seed: int | None = None, name: str | None = None, tracking: str | None | bool = True,
               progress: bool = True, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run every dataset as a step; return the run's summary (also at W/<run>/summary.json).
 
     `strategy`/`seed`/`name` override the spec (the compare command runs variants this way);
-    `tracking=False` turns MLflow off, a string is a tracking URI.
+    `tracking=False` turns MLflow off, a string is a tracking URI. A joint strategy (multitask)
+    trains once, at the last step, on the union of all datasets: the steps before only ingest
+    (`_joins_only`).
     """
+    from adaptinf.selection import get_strategy
+    from adaptinf.stages.ingest import join_pool
     from adaptinf.stages.registry import STAGES, StageError, build_context, stage_function
 
     workdir = Path(workdir).resolve()
@@ -59,12 +74,17 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
     if uri and uri.startswith("sqlite:"):
         ensure_experiment(uri, spec.mlflow.experiment, workdir)
 
+    joint = get_strategy(spec.strategy).joint
     for step, ds in enumerate(datasets):
         ctx = build_context(run_name, step, store, spec.to_dict(), ds.name, ds.resolved_spec().to_dict(),
                             progress=progress, tracking=uri or None)
         ctx.tracker.fail_open_runs()  # a run interrupted before: its open child is over
         log.info("step %d: %s (%s)", step, ds.name, ctx.spec.strategy)
         try:
+            if joint and _joins_only(ctx, step, len(datasets)):
+                log.info("step %d: %s joins the pool (%d samples); %s trains once, at the last step",
+                         step, ds.name, join_pool(ctx), ctx.spec.strategy)
+                continue
             for stage in STAGES:
                 stage_function(stage)(ctx)
         except StageError as err:
