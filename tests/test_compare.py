@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from adaptinf import layout
 from adaptinf.metrics import best_per_skill, forgetting_rate, relative_gain
 from adaptinf.runner import report
 
@@ -129,3 +131,107 @@ def test_quick_compare_end_to_end(tmp_path):
     assert len(children) == 6
     history = client.get_metric_history(children[0].info.run_id, "avg_acc")
     assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
+
+
+# ---- compare on the user's own stream --------------------------------------------------
+
+def _user_stream(demo: Path, out: Path, eval_suite: bool = True, datasets: int = 3) -> list[str]:
+    """A stream laid out as a user would: their own run name, YAMLs in two folders, records
+    without `skill` labels (copied from the quick demo), absolute paths to model and images."""
+    import yaml
+    (out / "data").mkdir(parents=True)
+    files = []
+    for i, src in enumerate(sorted((demo / "datasets").glob("*.jsonl"))[:datasets]):
+        rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+        for r in rows:
+            r.pop("skill", None)
+        (out / "data" / f"part{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        doc = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "InstructionDataset", "metadata": {"name": f"mine-{i}"},
+               "spec": {"run": "mine", "source": f"part{i}.jsonl", "imageRoot": str(demo), "order": i}}
+        (out / "data" / f"part{i}.yaml").write_text(yaml.safe_dump(doc))
+        files.append(str(out / "data" / f"part{i}.yaml"))
+    suite = [{"skill": s, "path": str(demo / "eval" / f"{s}.jsonl"), "imageRoot": str(demo), "metric": "exact_match"}
+             for s in ("colour", "count", "shape")] if eval_suite else []
+    run = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "metadata": {"name": "mine"},
+           "spec": {"model": {"base": str(demo / "model"), "initialTuning": "full", "initialEpochs": 4},
+                    "strategy": "random", "trainBudget": 40, "training": {"epochs": 2, "learningRate": 5e-3},
+                    "eval": {"suite": suite, "maxNewTokens": 8}, "storage": {"uri": "artifacts"}}}
+    (out / "run.yaml").write_text(yaml.safe_dump(run))
+    return [str(out / "run.yaml"), *files]
+
+
+def _error(capsys, argv: list[str]) -> str:
+    from adaptinf.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_compare_rejects_bad_inputs_with_clear_errors(demo_quick, tmp_path, capsys):
+    files = _user_stream(demo_quick, tmp_path / "s")
+    out = ["--out", str(tmp_path / "o"), "--no-mlflow", "--no-progress"]
+    assert "no-such.yaml: no such file" in _error(capsys, ["compare", str(tmp_path / "no-such.yaml"), *out])
+    assert "exactly one LifelongRun" in _error(capsys, ["compare", *files[1:], *out])
+    assert "has only 3 dataset(s)" in _error(capsys, ["compare", *files, "--steps", "7", *out])
+    assert "trainBudget (T=50) must not exceed poolBudget (D=20)" in _error(
+        capsys, ["compare", *files, "--train-budget", "50", "--pool-budget", "20", *out])
+    assert "--eval-samples must be at least 1" in _error(capsys, ["compare", *files, "--eval-samples", "0", *out])
+    assert "@proxy" in _error(capsys, ["compare", *files, "--strategies", "lite-adapt-inf@proxy", *out])
+    assert "at least 2 datasets" in _error(capsys, ["compare", *files, "--steps", "1", *out])
+    nosuite = _user_stream(demo_quick, tmp_path / "n", eval_suite=False)
+    assert "spec.eval.suite is empty" in _error(capsys, ["compare", *nosuite, *out])
+    assert not (tmp_path / "o" / "runs").exists()    # nothing ran
+
+
+@pytest.mark.slow
+def test_compare_on_a_user_stream(demo_quick, tmp_path, capsys):
+    """The same comparison on the user's YAMLs, model and data: 2 strategies × 2 seeds, with
+    the size flags; multitask trains once, at the last step, on everything."""
+    from mlflow.tracking import MlflowClient
+
+    from adaptinf.cli import main
+    files = _user_stream(demo_quick, tmp_path / "s")
+    out = tmp_path / "cmp"
+    assert main(["compare", *files, "--out", str(out), "--seeds", "2", "--strategies", "random,multitask",
+                 "--train-budget", "30", "--eval-samples", "8", "--jobs", "2", "--no-progress"]) == 0
+    rows = {r["strategy"]: r for r in json.loads((out / "table.json").read_text())}
+    assert set(rows) == {"sequential", "random", "multitask"}
+    for r in rows.values():
+        for key in ("relative_gain", "forgetting_rate", "avg_acc"):
+            assert key in r and f"{key}_std" in r
+    sizes = [sum(1 for _ in open(tmp_path / "s" / "data" / f"part{i}.jsonl")) for i in range(3)]
+    for seed in (0, 1):
+        runs = out / "runs"
+        rnd = json.loads((runs / "random" / f"seed-{seed}" / "mine" / "summary.json").read_text())
+        mt = json.loads((runs / "multitask" / f"seed-{seed}" / "mine" / "summary.json").read_text())
+        assert [s["selected"] for s in rnd["steps"][1:]] == [30, 30]          # --train-budget
+        assert mt["joint"] and [s["step"] for s in mt["steps"]] == [0, 2]
+        assert mt["steps"][-1]["selected"] == sum(sizes)                     # one training on all data
+        assert rnd["steps"][0]["skills"] == mt["steps"][0]["skills"]         # shared step 0 (paired)
+        metrics = json.loads((runs / "random" / f"seed-{seed}" / layout.stage_prefix("mine", 2, "eval")
+                              / "metrics.json").read_text())
+        assert sorted(t["n"] for t in metrics["tasks"].values()) == [8, 8, 8]   # --eval-samples caps
+    assert rows["multitask"]["forgetting_rate"] is None                       # the paper's "–"
+    r = rows["random"]
+    m = rows["multitask"]
+    assert m["paired_seeds"] == 2
+    diffs = [m["per_seed"][s]["relative_gain"] - r["per_seed"][s]["relative_gain"] for s in ("0", "1")]
+    assert m["relative_gain_vs_random"] == pytest.approx(sum(diffs) / 2)
+    assert m["relative_gain_vs_random_ci"] == pytest.approx(sorted(diffs))    # 2 seeds: the extremes
+    assert m["forgetting_rate_vs_random"] is None
+    md = (out / "table.md").read_text()
+    assert "Paired difference to random" in md and "| multitask |" in md
+    assert "NMI" not in md and "Share of each skill" not in md               # no skill labels to check against
+    assert (out / "skills_over_time.png").stat().st_size > 10_000
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["sizes"]["train_budget"] == 30 and meta["sizes"]["eval_samples"] == 8
+    assert meta["stream"].startswith("stream of ")
+    client = MlflowClient(tracking_uri=meta["mlflow_uri"])
+    parent = client.get_run(meta["mlflow_run_id"])
+    assert parent.data.metrics["multitask.relative_gain_vs_random"] == pytest.approx(m["relative_gain_vs_random"])
+    assert "multitask.forgetting_rate" not in parent.data.metrics
+    # A rerun with other sizes is refused instead of mixing runs of two streams.
+    capsys.readouterr()
+    err = _error(capsys, ["compare", *files, "--out", str(out), "--train-budget", "20", "--no-mlflow"])
+    assert "train_budget" in err
