@@ -74,6 +74,14 @@ def test_paired_needs_a_shared_step_0():
     assert "no 'random' run" in report.table_markdown(rows)
 
 
+def test_no_relative_gain_without_a_positive_sequential_score():
+    seq = {0: _summary("sequential", [{"a": 0.0, "b": 0.0}, {"a": 0.0, "b": 0.0}])}
+    rnd = {0: _summary("random", [{"a": 0.0, "b": 0.0}, {"a": 0.5, "b": 0.0}])}
+    rows = {r["strategy"]: r for r in report.build_table({"sequential": seq, "random": rnd})}
+    assert rows["random"]["relative_gain"] is None and rows["random"]["avg_acc"] == pytest.approx(0.25)
+    assert "| random | – |" in report.table_markdown(list(rows.values()))
+
+
 def test_table_needs_sequential_for_every_seed():
     with pytest.raises(ValueError, match="sequential"):
         report.build_table({"random": RND})
@@ -153,8 +161,8 @@ def _user_stream(demo: Path, out: Path, eval_suite: bool = True, datasets: int =
     suite = [{"skill": s, "path": str(demo / "eval" / f"{s}.jsonl"), "imageRoot": str(demo), "metric": "exact_match"}
              for s in ("colour", "count", "shape")] if eval_suite else []
     run = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "metadata": {"name": "mine"},
-           "spec": {"model": {"base": str(demo / "model"), "initialTuning": "full", "initialEpochs": 4},
-                    "strategy": "random", "trainBudget": 40, "training": {"epochs": 2, "learningRate": 5e-3},
+           "spec": {"model": {"base": str(demo / "model"), "initialTuning": "full"},
+                    "strategy": "random", "trainBudget": 40, "training": {"epochs": 3, "learningRate": 5e-3},
                     "eval": {"suite": suite, "maxNewTokens": 8}, "storage": {"uri": "artifacts"}}}
     (out / "run.yaml").write_text(yaml.safe_dump(run))
     return [str(out / "run.yaml"), *files]
@@ -182,6 +190,21 @@ def test_compare_rejects_bad_inputs_with_clear_errors(demo_quick, tmp_path, caps
     nosuite = _user_stream(demo_quick, tmp_path / "n", eval_suite=False)
     assert "spec.eval.suite is empty" in _error(capsys, ["compare", *nosuite, *out])
     assert not (tmp_path / "o" / "runs").exists()    # nothing ran
+
+
+def test_eval_samples_flag_sizes_the_demo_eval_sets(tmp_path):
+    """--eval-samples N: the demo stream writes N held-out records per skill (≥ 200 separates
+    strategies a few points apart), and every strategy's spec caps eval.maxSamples at N."""
+    from adaptinf.runner import streams
+    from adaptinf.runner.compare import CompareConfig, resolve_stream
+    cfg = CompareConfig(out=tmp_path, strategies=("random",), quick=True, modality="text", eval_samples=200)
+    src = resolve_stream(cfg)
+    run, _ = streams.configured(src)
+    suite = run.resolved_spec().eval.suite
+    assert len(suite) > 1 and run.spec.eval.max_samples == 200
+    for task in suite:
+        assert sum(1 for line in open(task.path) if line.strip()) == 200
+    assert json.loads((tmp_path / "compare.json").read_text())["eval_samples"] == 200
 
 
 @pytest.mark.slow

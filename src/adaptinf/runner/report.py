@@ -47,8 +47,12 @@ def run_figures(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str,
         for stage, s in (step.get("seconds") or {}).items():
             seconds[stage] = seconds.get(stage, 0.0) + s
     joint = bool(summary.get("joint"))
+    try:
+        gain = relative_gain(scores[-1], best_per_skill(history(reference)))
+    except ValueError:   # sequential training never scored above 0 on any skill: no reference
+        gain = None
     return {
-        "relative_gain": relative_gain(scores[-1], best_per_skill(history(reference))),
+        "relative_gain": gain,
         "forgetting_rate": None if joint else forgetting_rate(scores),
         "forgetting_rate_taught": None if joint else forgetting_rate_taught(scores),
         "avg_acc": average_accuracy(scores[-1]),
@@ -99,7 +103,7 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[st
     _add_paired(rows, summaries)
     for r in rows:
         del r["_figures"]
-    return sorted(rows, key=lambda r: -r["relative_gain"])
+    return sorted(rows, key=lambda r: -(r["relative_gain"] if r["relative_gain"] is not None else -math.inf))
 
 
 def _check_paired(summaries: dict[str, dict[int, dict[str, Any]]], strategy: str) -> None:
