@@ -187,6 +187,10 @@ def test_compare_rejects_bad_inputs_with_clear_errors(demo_quick, tmp_path, caps
     assert "--eval-samples must be at least 1" in _error(capsys, ["compare", *files, "--eval-samples", "0", *out])
     assert "@proxy" in _error(capsys, ["compare", *files, "--strategies", "lite-adapt-inf@proxy", *out])
     assert "at least 2 datasets" in _error(capsys, ["compare", *files, "--steps", "1", *out])
+    # Folders work as for run-local: the run's folder and the datasets' folder.
+    from adaptinf.runner.streams import StreamSource, load_stream
+    run, datasets = load_stream(StreamSource((str(tmp_path / "s"), str(tmp_path / "s" / "data")), steps=2))
+    assert run.name == "mine" and [d.name for d in datasets] == ["mine-0", "mine-1"]
     nosuite = _user_stream(demo_quick, tmp_path / "n", eval_suite=False)
     assert "spec.eval.suite is empty" in _error(capsys, ["compare", *nosuite, *out])
     assert not (tmp_path / "o" / "runs").exists()    # nothing ran

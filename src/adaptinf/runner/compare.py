@@ -81,10 +81,7 @@ class CompareConfig:
             raise ValueError(f"unknown strategies {unknown}; available: {', '.join(available())}")
         if self.modality == "text" and not self.inputs:
             # Single-score selection on image grounding has nothing to rank without images.
-            dropped = [n for n in self.strategies if variants.split(n)[0] == "image-grounding"]
-            if dropped:
-                self.strategies = tuple(n for n in self.strategies if n not in dropped)
-                self.notes.append(f"left out on the text stream (no images to ground): {', '.join(dropped)}")
+            _drop_image_grounding(self, "on the text stream (no images to ground)")
         if report.REFERENCE not in self.strategies:
             # The relative gain is defined against sequential training of the same seed.
             self.strategies = (report.REFERENCE, *self.strategies)
@@ -151,7 +148,7 @@ def resolve_stream(cfg: CompareConfig) -> StreamSource:
         run, _ = streams.load_stream(src)
         _claim_out(cfg)
         if streams.model_is_multimodal(run) is False:
-            _drop_image_grounding(cfg, "the model has no vision tower")
+            _drop_image_grounding(cfg, "(the model has no vision tower)")
         return src
     _claim_out(cfg)
     src = cfg.source(prepare_stream(cfg))
@@ -163,7 +160,7 @@ def _drop_image_grounding(cfg: CompareConfig, why: str) -> None:
     dropped = [n for n in cfg.strategies if variants.split(n)[0] == "image-grounding"]
     if dropped:
         cfg.strategies = tuple(n for n in cfg.strategies if n not in dropped)
-        cfg.notes.append(f"left out ({why}): {', '.join(dropped)}")
+        cfg.notes.append(f"left out {why}: {', '.join(dropped)}")
 
 
 def _prepare_proxy(stream: str, multimodal: bool) -> str:

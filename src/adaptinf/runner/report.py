@@ -82,12 +82,12 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[st
     refs = summaries.get(REFERENCE)
     if not refs:
         raise ValueError(f"the comparison needs the {REFERENCE!r} strategy (reference of the relative gain)")
-    rows = []
+    rows, figures = [], {}
     for strategy, by_seed in summaries.items():
         missing = sorted(set(by_seed) - set(refs))
         if missing:
             raise ValueError(f"no {REFERENCE!r} run for seed(s) {missing} of {strategy!r}")
-        per_seed = {seed: run_figures(s, refs[seed]) for seed, s in sorted(by_seed.items())}
+        per_seed = figures[strategy] = {seed: run_figures(s, refs[seed]) for seed, s in sorted(by_seed.items())}
         row: dict[str, Any] = {"strategy": strategy, "seeds": sorted(per_seed)}
         for key in FIGURES:
             row[key], row[f"{key}_std"] = mean_std([f[key] for f in per_seed.values()])
@@ -98,11 +98,8 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[st
         stages = sorted({k for f in per_seed.values() for k in f["seconds"]})
         row["seconds"] = {k: mean_std([f["seconds"].get(k, 0.0) for f in per_seed.values()])[0] for k in stages}
         row["per_seed"] = {str(seed): {k: f[k] for k in FIGURES} for seed, f in per_seed.items()}
-        row["_figures"] = per_seed
         rows.append(row)
-    _add_paired(rows, summaries)
-    for r in rows:
-        del r["_figures"]
+    _add_paired(rows, figures, summaries)
     return sorted(rows, key=lambda r: -(r["relative_gain"] if r["relative_gain"] is not None else -math.inf))
 
 
@@ -115,16 +112,17 @@ def _check_paired(summaries: dict[str, dict[int, dict[str, Any]]], strategy: str
                              "their difference is not a paired one")
 
 
-def _add_paired(rows: list[dict[str, Any]], summaries: dict[str, dict[int, dict[str, Any]]]) -> None:
-    """Each row's `<figure>_vs_random` (mean paired difference over seeds) and `_vs_random_ci`."""
-    base = next((r for r in rows if r["strategy"] == BASELINE), None)
-    if base is None:
+def _add_paired(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[str, Any]]],
+                summaries: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """Each row's `<figure>_vs_random` (mean paired difference over seeds) and `_vs_random_ci`;
+    `figures[strategy][seed]` are the runs' `run_figures`."""
+    if BASELINE not in figures:
         return
     for r in rows:
         if r["strategy"] == BASELINE:
             continue
         _check_paired(summaries, r["strategy"])
-        paired = stats.paired_differences(r["_figures"], base["_figures"], PAIRED)
+        paired = stats.paired_differences(figures[r["strategy"]], figures[BASELINE], PAIRED)
         r["paired_seeds"] = paired["seeds"]
         for key in PAIRED:
             got = paired[key]
