@@ -193,6 +193,12 @@ def test_compare_rejects_bad_inputs_with_clear_errors(demo_quick, tmp_path, caps
     assert run.name == "mine" and [d.name for d in datasets] == ["mine-0", "mine-1"]
     nosuite = _user_stream(demo_quick, tmp_path / "n", eval_suite=False)
     assert "spec.eval.suite is empty" in _error(capsys, ["compare", *nosuite, *out])
+    import yaml
+    bad_model = _user_stream(demo_quick, tmp_path / "m")
+    doc = yaml.safe_load(open(bad_model[0]))
+    doc["spec"]["model"]["base"] = str(tmp_path / "no-model")
+    open(bad_model[0], "w").write(yaml.safe_dump(doc))
+    assert "spec.model.base: no such folder" in _error(capsys, ["compare", *bad_model, *out])
     assert not (tmp_path / "o" / "runs").exists()    # nothing ran
 
 

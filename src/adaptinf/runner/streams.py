@@ -87,7 +87,9 @@ def load_stream(src: StreamSource) -> tuple[Resource, list[Resource]]:
         raise SpecError(f"run {run.name!r}: a comparison needs at least 2 datasets (step 0 and one more), "
                         f"got {len(datasets)}")
     base = spec.model.base
-    if "://" not in base and not (Path(base) / "config.json").is_file() and Path(base).exists():
+    if "://" not in base and Path(base).is_absolute() and not Path(base).exists():
+        raise SpecError(f"{run.origin or run.name}: spec.model.base: no such folder {base}")
+    if "://" not in base and Path(base).exists() and not (Path(base) / "config.json").is_file():
         raise SpecError(f"{run.origin or run.name}: spec.model.base: {base} has no config.json")
     return run, datasets
 
