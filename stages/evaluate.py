@@ -1,7 +1,7 @@
 """Stage 4, eval: per-skill scores of the model after this step, and the run's metrics so far.
 
 Writes `eval/metrics.json` (skills, tasks with a few example answers, avg accuracy, forgetting
-rate over the steps evaluated so far) and logs per-skill scores with `step=t` to the step's
+rate over the steps evaluated so far: the paper's, and over taught pairs only) and logs per-skill scores with `step=t` to the step's
 MLflow child run and the parent run, plus a PNG of per-skill score over time.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from adaptinf.evaluation.plots import close, skill_curves
 from adaptinf.evaluation.suite import evaluate_suite
-from adaptinf.metrics import average_accuracy, forgetting_rate
+from adaptinf.metrics import average_accuracy, forgetting_rate, forgetting_rate_taught
 from adaptinf.model.encoding import Encoder
 
 from .context import StageContext
@@ -33,19 +33,19 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
         ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "skipped": result.skipped})
         return {"skills": {}, "avg_acc": None, "forgetting_rate": None, "skipped": result.skipped}
     history = [s for t, s in skill_history(ctx.store, ctx.run, ctx.step - 1)] + [result.skills]
-    avg, forgetting = average_accuracy(result.skills), forgetting_rate(history)
+    avg = average_accuracy(result.skills)
+    forgetting = {"forgetting_rate": forgetting_rate(history), "forgetting_rate_taught": forgetting_rate_taught(history)}
     ctx.store.write_json(f"{prefix}/metrics.json", {"skills": result.skills, "tasks": result.tasks,
-                                                    "skipped": result.skipped, "avg_acc": avg,
-                                                    "forgetting_rate": forgetting,
+                                                    "skipped": result.skipped, "avg_acc": avg, **forgetting,
                                                     **({"routing": routing} if routing else {})})
     _log(ctx, result.skills, avg, forgetting, result.tasks)
-    return {"skills": result.skills, "avg_acc": avg, "forgetting_rate": forgetting}
+    return {"skills": result.skills, "avg_acc": avg, **forgetting}
 
 
-def _log(ctx: StageContext, skills: dict[str, float], avg: float, forgetting: float, tasks: dict) -> None:
+def _log(ctx: StageContext, skills: dict[str, float], avg: float, forgetting: dict[str, float], tasks: dict) -> None:
     if not ctx.tracker.enabled:
         return
-    metrics = {f"acc.{s}": v for s, v in skills.items()} | {"avg_acc": avg, "forgetting_rate": forgetting}
+    metrics = {f"acc.{s}": v for s, v in skills.items()} | {"avg_acc": avg, **forgetting}
     child, parent = ctx.tracker.step_id(ctx.step, ctx.dataset), ctx.tracker.parent_id()
     for run_id in (child, parent):
         ctx.tracker.log_metrics(run_id, metrics, ctx.step)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from adaptinf import layout
-from adaptinf.metrics import average_accuracy, forgetting_rate
+from adaptinf.metrics import average_accuracy, forgetting_rate, forgetting_rate_taught
+from adaptinf.selection import get_strategy
 from adaptinf.store import Store
 
 
@@ -69,8 +70,13 @@ def build_summary(store: Store, run: str, strategy: str) -> dict[str, Any]:
                      "k": select.get("k"), "pruned": prune.get("pruned", 0),
                      "skills": ev.get("skills", {}), "avg_acc": ev.get("avg_acc"),
                      "forgetting_rate": ev.get("forgetting_rate"),
+                     "forgetting_rate_taught": ev.get("forgetting_rate_taught"),
                      "seconds": stage_seconds(store, run, step)})
     history = [r["skills"] for r in rows if r["skills"]]
     final = {"avg_acc": average_accuracy(history[-1]) if history else None,
-             "forgetting_rate": forgetting_rate(history)}
-    return {"run": run, "strategy": strategy, "steps": rows, "failed_steps": failed, "final": final}
+             "forgetting_rate": forgetting_rate(history),
+             "forgetting_rate_taught": forgetting_rate_taught(history)}
+    out = {"run": run, "strategy": strategy, "steps": rows, "failed_steps": failed, "final": final}
+    if get_strategy(strategy).joint:   # multitask: steps before the last were only ingested
+        out["joint"] = True
+    return out

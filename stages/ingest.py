@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from adaptinf import layout
-from adaptinf.data.pool import DatasetSource, PoolManifest, empty_pool, load_pool
+from adaptinf.data.pool import DatasetSource, PoolManifest, empty_pool, load_pool, save_pool
 from adaptinf.data.records import Record, Rejection, dump_jsonl, load_jsonl, read_records
 from adaptinf.model.encoding import Encoder, EncodingError
 from adaptinf.model.loading import load_base
@@ -74,6 +74,16 @@ def candidate_pool(ctx: StageContext) -> PoolManifest:
                          f"see {ctx.store.uri(prefix)}/report.json")
     source = DatasetSource(ctx.dataset, ctx.step, f"{prefix}/{RECORDS}", len(records))
     return previous.extended(ctx.step, source, [r.uid for r in records])
+
+
+def join_pool(ctx: StageContext) -> int:
+    """An earlier step of a joint run (`Strategy.joint`, multitask): the dataset is ingested and
+    joins the pool; nothing is selected, trained or evaluated. Returns the pool size."""
+    ingest(ctx)
+    pool = candidate_pool(ctx)
+    if not ctx.store.exists(layout.pool_key(ctx.run, ctx.step)):
+        save_pool(ctx.store, pool)
+    return len(pool.members)
 
 
 def previous_pool(ctx: StageContext) -> PoolManifest:

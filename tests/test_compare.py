@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from adaptinf import layout
 from adaptinf.metrics import best_per_skill, forgetting_rate, relative_gain
 from adaptinf.runner import report
 
@@ -27,11 +29,57 @@ def test_table_by_hand():
     assert rows["random"]["per_seed"]["1"]["relative_gain"] == pytest.approx(75.0)
     assert rows["random"]["relative_gain"] == pytest.approx(62.5)
     assert rows["random"]["relative_gain_std"] == pytest.approx(17.677669, rel=1e-6)  # sample std of 50, 75
-    # forgetting, seed 0: a drops 0.8→0.8 (0), 0.8→0.4 (50%); b 0.5→0.5 (0); b at step 0 is 0 (skipped)
-    assert rows["random"]["per_seed"]["0"]["forgetting_rate"] == pytest.approx(50.0 / 3)
+    # forgetting, seed 0: a drops 0.8→0.8 (0), 0.8→0.4 (50%); b 0.5→0.5 (0); b at step 0 is 0
+    # (nothing to forget). Paper: S×T = 2 skills × 2 steps; taught pairs only: the 3 with P > 0.
+    assert rows["random"]["per_seed"]["0"]["forgetting_rate"] == pytest.approx(50.0 / 4)
+    assert rows["random"]["per_seed"]["0"]["forgetting_rate_taught"] == pytest.approx(50.0 / 3)
     assert rows["random"]["avg_acc"] == pytest.approx(((0.4 + 0.5) / 2 + (0.6 + 0.4) / 2) / 2)
     assert rows["sequential"]["per_seed"]["0"]["relative_gain"] == pytest.approx((0.2 / 0.8 + 1.0) / 2 * 100)
     assert rows["random"]["trained_samples"] == 20  # steps ≥ 1 only: step 0 is shared by all
+
+
+# Same step 0 per seed as SEQ/RND (compare shares it), better later steps.
+BETTER = {0: _summary("better", [{"a": 0.8, "b": 0.0}, {"a": 0.8, "b": 0.6}, {"a": 0.6, "b": 0.8}]),
+          1: _summary("better", [{"a": 0.6, "b": 0.2}, {"a": 0.6, "b": 0.4}, {"a": 0.6, "b": 0.8}])}
+
+
+def test_paired_difference_to_random_with_bootstrap_interval():
+    rows = {r["strategy"]: r for r in report.build_table({"sequential": SEQ, "random": RND, "better": BETTER})}
+    b = rows["better"]
+    # relative gain: seed 0 (0.6/0.8 + 0.8/1.0)/2 = 77.5 vs random 50 -> +27.5;
+    # seed 1 (0.6/0.6 + 0.8/0.8)/2 = 100 vs 75 -> +25. Exact bootstrap of (27.5, 25): its means are
+    # 25, 26.25, 27.5 with probabilities 1/4, 1/2, 1/4, so the 95% interval is [25, 27.5].
+    assert b["relative_gain_vs_random"] == pytest.approx(26.25)
+    assert b["relative_gain_vs_random_ci"] == pytest.approx([25.0, 27.5])
+    # avg acc: seed 0 0.7 vs 0.45, seed 1 0.7 vs 0.5 -> +0.25, +0.2
+    assert b["avg_acc_vs_random"] == pytest.approx(0.225)
+    assert b["avg_acc_vs_random_ci"] == pytest.approx([0.2, 0.25])
+    # forgetting (S×T = 4): better seed 0 a 0.8→0.6 = 25% -> 6.25 vs random 12.5 -> −6.25;
+    # seed 1: no drop (0) vs random a 0 %, b 0.2→0.2→0.4: 0 -> 0.
+    assert b["forgetting_rate_vs_random"] == pytest.approx(-6.25 / 2)
+    assert b["forgetting_rate_vs_random_ci"] == pytest.approx([-6.25, 0.0])
+    assert b["paired_seeds"] == 2 and "relative_gain_vs_random" not in rows["random"]
+    md = report.table_markdown(list(rows.values()))
+    assert "| better | +26.2 [+25.0, +27.5] | -3.1 [-6.2, +0.0] | +22.5 [+20.0, +25.0] | 2 |" in md
+    assert "forgetting % (taught pairs only)" in md
+
+
+def test_paired_needs_a_shared_step_0():
+    other = {0: _summary("x", [{"a": 0.1, "b": 0.0}, {"a": 0.8, "b": 0.6}]), 1: BETTER[1]}
+    with pytest.raises(ValueError, match="step 0"):
+        report.build_table({"sequential": SEQ, "random": RND, "x": other})
+    # Without a random run there is nothing to pair with, and the table says so.
+    rows = report.build_table({"sequential": SEQ, "better": BETTER})
+    assert "relative_gain_vs_random" not in rows[0]
+    assert "no 'random' run" in report.table_markdown(rows)
+
+
+def test_no_relative_gain_without_a_positive_sequential_score():
+    seq = {0: _summary("sequential", [{"a": 0.0, "b": 0.0}, {"a": 0.0, "b": 0.0}])}
+    rnd = {0: _summary("random", [{"a": 0.0, "b": 0.0}, {"a": 0.5, "b": 0.0}])}
+    rows = {r["strategy"]: r for r in report.build_table({"sequential": seq, "random": rnd})}
+    assert rows["random"]["relative_gain"] is None and rows["random"]["avg_acc"] == pytest.approx(0.25)
+    assert "| random | – |" in report.table_markdown(list(rows.values()))
 
 
 def test_table_needs_sequential_for_every_seed():
@@ -91,3 +139,132 @@ def test_quick_compare_end_to_end(tmp_path):
     assert len(children) == 6
     history = client.get_metric_history(children[0].info.run_id, "avg_acc")
     assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
+
+
+# ---- compare on the user's own stream --------------------------------------------------
+
+def _user_stream(demo: Path, out: Path, eval_suite: bool = True, datasets: int = 3) -> list[str]:
+    """A stream laid out as a user would: their own run name, YAMLs in two folders, records
+    without `skill` labels (copied from the quick demo), absolute paths to model and images."""
+    import yaml
+    (out / "data").mkdir(parents=True)
+    files = []
+    for i, src in enumerate(sorted((demo / "datasets").glob("*.jsonl"))[:datasets]):
+        rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+        for r in rows:
+            r.pop("skill", None)
+        (out / "data" / f"part{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        doc = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "InstructionDataset", "metadata": {"name": f"mine-{i}"},
+               "spec": {"run": "mine", "source": f"part{i}.jsonl", "imageRoot": str(demo), "order": i}}
+        (out / "data" / f"part{i}.yaml").write_text(yaml.safe_dump(doc))
+        files.append(str(out / "data" / f"part{i}.yaml"))
+    suite = [{"skill": s, "path": str(demo / "eval" / f"{s}.jsonl"), "imageRoot": str(demo), "metric": "exact_match"}
+             for s in ("colour", "count", "shape")] if eval_suite else []
+    run = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "metadata": {"name": "mine"},
+           "spec": {"model": {"base": str(demo / "model"), "initialTuning": "full"},
+                    "strategy": "random", "trainBudget": 40, "training": {"epochs": 3, "learningRate": 5e-3},
+                    "eval": {"suite": suite, "maxNewTokens": 8}, "storage": {"uri": "artifacts"}}}
+    (out / "run.yaml").write_text(yaml.safe_dump(run))
+    return [str(out / "run.yaml"), *files]
+
+
+def _error(capsys, argv: list[str]) -> str:
+    from adaptinf.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_compare_rejects_bad_inputs_with_clear_errors(demo_quick, tmp_path, capsys):
+    files = _user_stream(demo_quick, tmp_path / "s")
+    out = ["--out", str(tmp_path / "o"), "--no-mlflow", "--no-progress"]
+    assert "no-such.yaml: no such file" in _error(capsys, ["compare", str(tmp_path / "no-such.yaml"), *out])
+    assert "exactly one LifelongRun" in _error(capsys, ["compare", *files[1:], *out])
+    assert "has only 3 dataset(s)" in _error(capsys, ["compare", *files, "--steps", "7", *out])
+    assert "trainBudget (T=50) must not exceed poolBudget (D=20)" in _error(
+        capsys, ["compare", *files, "--train-budget", "50", "--pool-budget", "20", *out])
+    assert "--eval-samples must be at least 1" in _error(capsys, ["compare", *files, "--eval-samples", "0", *out])
+    assert "@proxy" in _error(capsys, ["compare", *files, "--strategies", "lite-adapt-inf@proxy", *out])
+    assert "at least 2 datasets" in _error(capsys, ["compare", *files, "--steps", "1", *out])
+    # Folders work as for run-local: the run's folder and the datasets' folder.
+    from adaptinf.runner.streams import StreamSource, load_stream
+    run, datasets = load_stream(StreamSource((str(tmp_path / "s"), str(tmp_path / "s" / "data")), steps=2))
+    assert run.name == "mine" and [d.name for d in datasets] == ["mine-0", "mine-1"]
+    nosuite = _user_stream(demo_quick, tmp_path / "n", eval_suite=False)
+    assert "spec.eval.suite is empty" in _error(capsys, ["compare", *nosuite, *out])
+    import yaml
+    bad_model = _user_stream(demo_quick, tmp_path / "m")
+    doc = yaml.safe_load(open(bad_model[0]))
+    doc["spec"]["model"]["base"] = str(tmp_path / "no-model")
+    open(bad_model[0], "w").write(yaml.safe_dump(doc))
+    assert "spec.model.base: no such folder" in _error(capsys, ["compare", *bad_model, *out])
+    assert not (tmp_path / "o" / "runs").exists()    # nothing ran
+
+
+def test_eval_samples_flag_sizes_the_demo_eval_sets(tmp_path):
+    """--eval-samples N: the demo stream writes N held-out records per skill (≥ 200 separates
+    strategies a few points apart), and every strategy's spec caps eval.maxSamples at N."""
+    from adaptinf.runner import streams
+    from adaptinf.runner.compare import CompareConfig, resolve_stream
+    cfg = CompareConfig(out=tmp_path, strategies=("random",), quick=True, modality="text", eval_samples=200)
+    src = resolve_stream(cfg)
+    run, _ = streams.configured(src)
+    suite = run.resolved_spec().eval.suite
+    assert len(suite) > 1 and run.spec.eval.max_samples == 200
+    for task in suite:
+        assert sum(1 for line in open(task.path) if line.strip()) == 200
+    assert json.loads((tmp_path / "compare.json").read_text())["eval_samples"] == 200
+
+
+@pytest.mark.slow
+def test_compare_on_a_user_stream(demo_quick, tmp_path, capsys):
+    """The same comparison on the user's YAMLs, model and data: 2 strategies × 2 seeds, with
+    the size flags; multitask trains once, at the last step, on everything."""
+    from mlflow.tracking import MlflowClient
+
+    from adaptinf.cli import main
+    files = _user_stream(demo_quick, tmp_path / "s")
+    out = tmp_path / "cmp"
+    assert main(["compare", *files, "--out", str(out), "--seeds", "2", "--strategies", "random,multitask",
+                 "--train-budget", "30", "--eval-samples", "8", "--jobs", "2", "--no-progress"]) == 0
+    rows = {r["strategy"]: r for r in json.loads((out / "table.json").read_text())}
+    assert set(rows) == {"sequential", "random", "multitask"}
+    for r in rows.values():
+        for key in ("relative_gain", "forgetting_rate", "avg_acc"):
+            assert key in r and f"{key}_std" in r
+    sizes = [sum(1 for _ in open(tmp_path / "s" / "data" / f"part{i}.jsonl")) for i in range(3)]
+    for seed in (0, 1):
+        runs = out / "runs"
+        rnd = json.loads((runs / "random" / f"seed-{seed}" / "mine" / "summary.json").read_text())
+        mt = json.loads((runs / "multitask" / f"seed-{seed}" / "mine" / "summary.json").read_text())
+        assert [s["selected"] for s in rnd["steps"][1:]] == [30, 30]          # --train-budget
+        assert mt["joint"] and [s["step"] for s in mt["steps"]] == [0, 2]
+        assert mt["steps"][-1]["selected"] == sum(sizes)                     # one training on all data
+        assert rnd["steps"][0]["skills"] == mt["steps"][0]["skills"]         # shared step 0 (paired)
+        metrics = json.loads((runs / "random" / f"seed-{seed}" / layout.stage_prefix("mine", 2, "eval")
+                              / "metrics.json").read_text())
+        assert sorted(t["n"] for t in metrics["tasks"].values()) == [8, 8, 8]   # --eval-samples caps
+    assert rows["multitask"]["forgetting_rate"] is None                       # the paper's "–"
+    r = rows["random"]
+    m = rows["multitask"]
+    assert m["paired_seeds"] == 2
+    diffs = [m["per_seed"][s]["relative_gain"] - r["per_seed"][s]["relative_gain"] for s in ("0", "1")]
+    assert m["relative_gain_vs_random"] == pytest.approx(sum(diffs) / 2)
+    assert m["relative_gain_vs_random_ci"] == pytest.approx(sorted(diffs))    # 2 seeds: the extremes
+    assert m["forgetting_rate_vs_random"] is None
+    md = (out / "table.md").read_text()
+    assert "Paired difference to random" in md and "| multitask |" in md
+    assert "NMI" not in md and "Share of each skill" not in md               # no skill labels to check against
+    assert (out / "skills_over_time.png").stat().st_size > 10_000
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["sizes"]["train_budget"] == 30 and meta["sizes"]["eval_samples"] == 8
+    assert meta["stream"].startswith("stream of ")
+    client = MlflowClient(tracking_uri=meta["mlflow_uri"])
+    parent = client.get_run(meta["mlflow_run_id"])
+    assert parent.data.metrics["multitask.relative_gain_vs_random"] == pytest.approx(m["relative_gain_vs_random"])
+    assert "multitask.forgetting_rate" not in parent.data.metrics
+    # A rerun with other sizes is refused instead of mixing runs of two streams.
+    capsys.readouterr()
+    err = _error(capsys, ["compare", *files, "--out", str(out), "--train-budget", "20", "--no-mlflow"])
+    assert "train_budget" in err

@@ -56,10 +56,13 @@ def test_summary_follows_the_contract(finished_run):
         assert s["forgetting_rate"] >= 0.0
         assert set(s["seconds"]) == set(layout.STAGES) and all(v >= 0 for v in s["seconds"].values())
         assert s["k"] >= run.spec.clustering.k_min
-    # Forgetting as defined in PAPER_NOTES §7, recomputed from the per-step scores.
+    # Forgetting as defined in PAPER_NOTES §7 (S×T denominator), recomputed from the per-step
+    # scores, and the variant over taught pairs (previous score > 0) only.
     drops = [max(a[k] - b[k], 0) / a[k] * 100 for a, b in zip([s["skills"] for s in steps],
              [s["skills"] for s in steps[1:]]) for k in a if a[k] > 0]
-    assert summary["final"]["forgetting_rate"] == pytest.approx(sum(drops) / len(drops) if drops else 0.0)
+    assert summary["final"]["forgetting_rate"] == pytest.approx(sum(drops) / (len(suite) * (STEPS - 1)))
+    assert summary["final"]["forgetting_rate_taught"] == pytest.approx(sum(drops) / len(drops) if drops else 0.0)
+    assert steps[-1]["forgetting_rate"] == pytest.approx(summary["final"]["forgetting_rate"])
     assert summary["final"]["avg_acc"] == pytest.approx(steps[-1]["avg_acc"])
 
 
@@ -143,3 +146,29 @@ def test_run_local_command_prints_the_step_table(demo_quick, tmp_path, capsys):
     assert float(rows[1][6]) == pytest.approx(summary["steps"][1]["avg_acc"], abs=5e-4)
     assert any(line.startswith("final: avg_acc") for line in out)
     assert f"summary: {tmp_path / 'demo' / 'summary.json'}" in out
+
+
+def test_multitask_trains_once_on_all_data_at_the_last_step(demo_quick, tmp_path):
+    """multitask "in one go": step 0 (initial tuning), then the middle step only joins the pool,
+    and the last step trains once on the union of every dataset and is the only later eval."""
+    run, datasets = collect([demo_quick])
+    datasets = datasets[:STEPS]
+    summary = run_local(run, datasets, tmp_path, strategy="multitask", tracking=False, progress=False)
+    assert summary["joint"] is True and [s["step"] for s in summary["steps"]] == [0, STEPS - 1]
+    last = summary["steps"][-1]
+    assert last["selected"] == last["candidate_pool"] == sum(_lines(d.resolved_spec().source) for d in datasets)
+    store = LocalStore(tmp_path)
+    for t in range(1, STEPS - 1):   # joined: ingested and in the pool, never trained or evaluated
+        assert store.is_committed(layout.stage_prefix(run.name, t, "ingest"))
+        assert not store.is_committed(layout.stage_prefix(run.name, t, "train"))
+        assert not store.is_committed(layout.stage_prefix(run.name, t, "eval"))
+        assert len(load_pool(store, run.name, t).members) == sum(_lines(d.resolved_spec().source)
+                                                                 for d in datasets[:t + 1])
+    # The one training continued step 0's adapter on everything, for the spec's epochs.
+    train = store.read_marker(layout.stage_prefix(run.name, STEPS - 1, "train"))["summary"]
+    assert train["samples"] == last["selected"] and len(train["loss"]) == run.spec.training.epochs
+    from adaptinf.runner import report
+    seq = {"steps": [summary["steps"][0]], "run": "demo"}
+    figures = report.run_figures(summary, seq)
+    assert figures["forgetting_rate"] is None and figures["forgetting_rate_taught"] is None
+    assert [t for t, _ in report.curve(summary)] == [0, STEPS - 1]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from adaptinf.analysis import cluster_purity, contingency, nmi
+from adaptinf.metrics import forgetting_rate_taught
 from adaptinf.metrics import (average_accuracy, best_per_skill, bleu, box_iou, exact_match, forgetting_rate,
                               normalise_answer, parse_box, relative_gain, score)
 
@@ -86,16 +87,35 @@ def test_average_accuracy():
 
 
 def test_forgetting_rate_by_hand():
-    # t=1: A (0.8-0.6)/0.8 = 25 %, B 0 %; C has no previous score.
+    # The paper's S×T denominator. Relative drops:
+    # t=1: A (0.8-0.6)/0.8 = 25 %, B 0 %; C has no previous score (counts 0).
     # t=2: A rose -> 0 %, B (0.5-0.25)/0.5 = 50 %, C (0.4-0.2)/0.4 = 50 %.
-    # mean over the 5 (skill, step) pairs = (25 + 0 + 0 + 50 + 50) / 5 = 25 %
-    assert forgetting_rate(HISTORY) == pytest.approx(25.0)
+    # S = 3 skills (A, B, C), T = 2 steps after the first: (25 + 50 + 50) / 6
+    assert forgetting_rate(HISTORY) == pytest.approx(125 / 6)
     assert forgetting_rate(HISTORY[:1]) == 0.0
     assert forgetting_rate([]) == 0.0
-    # a zero previous score cannot be forgotten from: skipped, not a division by zero
-    assert forgetting_rate([{"A": 0.0, "B": 1.0}, {"A": 0.0, "B": 0.5}]) == pytest.approx(50.0)
+    # a zero previous score cannot be forgotten from: 0 in the sum, but still in the denominator
+    assert forgetting_rate([{"A": 0.0, "B": 1.0}, {"A": 0.0, "B": 0.5}]) == pytest.approx(25.0)
     # improvements never count negative
     assert forgetting_rate([{"A": 0.2}, {"A": 0.9}]) == 0.0
+
+
+def test_forgetting_rate_taught_by_hand():
+    # Only the 5 pairs with a previous score > 0: (25 + 0 + 0 + 50 + 50) / 5
+    assert forgetting_rate_taught(HISTORY) == pytest.approx(25.0)
+    assert forgetting_rate_taught(HISTORY[:1]) == 0.0
+    assert forgetting_rate_taught([{"A": 0.0}, {"A": 0.0}]) == 0.0        # no eligible pair
+    assert forgetting_rate_taught([{"A": 0.0, "B": 1.0}, {"A": 0.0, "B": 0.5}]) == pytest.approx(50.0)
+
+
+def test_near_zero_score_does_not_dominate_the_paper_rate():
+    # Issue 15's case: after step 0 one skill is at 0.008, the others at 0; at step 1 it falls
+    # to 0 while the others are learned. Taught pairs only: 100 %; S×T = 3 × 1: 100 / 3.
+    history = [{"a": 0.008, "b": 0.0, "c": 0.0}, {"a": 0.0, "b": 0.5, "c": 0.6}]
+    assert forgetting_rate_taught(history) == pytest.approx(100.0)
+    assert forgetting_rate(history) == pytest.approx(100 / 3)
+    # the paper's rate is never above the taught-only one (same sum, larger denominator)
+    assert forgetting_rate(HISTORY) <= forgetting_rate_taught(HISTORY)
 
 
 def test_relative_gain_by_hand():

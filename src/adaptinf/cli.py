@@ -41,7 +41,8 @@ def _run_local(args: argparse.Namespace) -> int:
                         on_start=start, on_step=lambda step: print(row(step, skills), flush=True),
                         continue_anyway=args.continue_anyway, restart_from=args.restart_from)
     final = summary["final"]
-    print(f"final: avg_acc {final['avg_acc']:.3f}  forgetting_rate {final['forgetting_rate']:.1f}%"
+    print(f"final: avg_acc {final['avg_acc']:.3f}  forgetting_rate {final['forgetting_rate']:.1f}% "
+          f"(taught pairs only: {final.get('forgetting_rate_taught', 0.0):.1f}%)"
           if final["avg_acc"] is not None else "final: no evaluated step")
     for failed in summary.get("failed_steps", []):
         print(f"step {failed['step']} ({failed['dataset']}) skipped: {failed['reason']}")
@@ -61,7 +62,9 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         cfg = CompareConfig(out=Path(args.out), strategies=strategies, seeds=tuple(range(args.seeds)),
                             quick=args.quick, modality=args.modality, jobs=args.jobs or CompareConfig.jobs_default(),
-                            tracking=False if args.no_mlflow else True)
+                            tracking=False if args.no_mlflow else True, inputs=tuple(args.paths + args.file),
+                            train_budget=args.train_budget, pool_budget=args.pool_budget, steps=args.steps,
+                            eval_samples=args.eval_samples)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -122,8 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="delete this step and later ones from the workdir and run them again")
     p.set_defaults(func=_run_local)
 
-    p = sub.add_parser("compare", help="run selection strategies × seeds over the synthetic stream")
+    p = sub.add_parser("compare", help="run selection strategies × seeds over a stream (default: the synthetic one)")
+    p.add_argument("paths", nargs="*", help="LifelongRun + InstructionDataset YAMLs and/or folders (as run-local); "
+                   "none: the demo stream")
+    p.add_argument("-f", "--file", action="append", default=[], help="LifelongRun / InstructionDataset YAML")
     p.add_argument("--out", required=True, help="output folder (stream, runs, table.md/json, plots)")
+    p.add_argument("--train-budget", type=int, help="override spec.trainBudget (T)")
+    p.add_argument("--pool-budget", type=int, help="override spec.poolBudget (D)")
+    p.add_argument("--steps", type=int, help="only the first N datasets")
+    p.add_argument("--eval-samples", type=int, help="eval records per skill: the demo stream writes N, "
+                   "any stream caps spec.eval.maxSamples at N")
     p.add_argument("--quick", action="store_true", help="the quick stream (tests, smoke runs)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
     p.add_argument("--strategies", help="comma-separated; default: all; sequential is always added")

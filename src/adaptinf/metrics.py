@@ -2,7 +2,8 @@
 
 Per sample: exact match, box IoU and sentence BLEU, the metrics the eval suite names
 (`spec.EvalTask.metric`). Aggregates over the per-step skill scores P_s^t: average accuracy,
-forgetting rate and relative gain, all pure functions of plain dicts.
+forgetting rate (the paper's S×T denominator, and the "taught pairs only" variant) and relative
+gain, all pure functions of plain dicts.
 """
 from __future__ import annotations
 
@@ -102,17 +103,36 @@ def average_accuracy(skill_scores: dict[str, float]) -> float:
     return sum(skill_scores.values()) / len(skill_scores)
 
 
-def forgetting_rate(history: list[dict[str, float]]) -> float:
-    """Mean relative drop in percent: mean over skills s and steps t >= 1 of
-    max(P_s^{t-1} − P_s^t, 0) / P_s^{t-1} × 100.
+def _drops(history: list[dict[str, float]]) -> list[float]:
+    """Relative drops max(P_s^{t-1} − P_s^t, 0) / P_s^{t-1} × 100 of every (skill, step t ≥ 1)
+    pair scored at both steps with P_s^{t-1} > 0 (from zero nothing can be forgotten)."""
+    return [max(prev[s] - cur[s], 0.0) / prev[s] * 100.0
+            for prev, cur in zip(history, history[1:])
+            for s in prev if s in cur and prev[s] > 0]
 
-    Only skills scored at both t−1 and t count; pairs with P_s^{t-1} = 0 are skipped (the
-    relative drop is undefined, and nothing can be forgotten from zero). 0.0 with fewer than
-    two steps or no eligible pair.
+
+def forgetting_rate(history: list[dict[str, float]]) -> float:
+    """The paper's forgetting rate in percent: the sum of the relative drops (`_drops`) divided by
+    S × T, S = skills scored at any step, T = steps after the first (t ≥ 1).
+
+    A pair that cannot be forgotten from (P_s^{t-1} = 0, or a skill not scored at t−1 or t)
+    counts as 0 in the sum but still in the denominator, so one near-zero score that falls to
+    zero moves the rate by at most 100 / (S × T) points. 0.0 with fewer than two steps.
     """
-    drops = [max(prev[s] - cur[s], 0.0) / prev[s] * 100.0
-             for prev, cur in zip(history, history[1:])
-             for s in prev if s in cur and prev[s] > 0]
+    if len(history) < 2:
+        return 0.0
+    skills = {s for step in history for s in step}
+    return sum(_drops(history)) / (len(skills) * (len(history) - 1))
+
+
+def forgetting_rate_taught(history: list[dict[str, float]]) -> float:
+    """Forgetting averaged over the eligible pairs only (P_s^{t-1} > 0: skills already taught).
+
+    Our earlier definition, kept as a second figure: it says how much of what was learned is
+    lost, but a single near-zero score that falls to zero dominates it (0.008 → 0 is 100%).
+    0.0 with fewer than two steps or no eligible pair.
+    """
+    drops = _drops(history)
     return sum(drops) / len(drops) if drops else 0.0
 
 

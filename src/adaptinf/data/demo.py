@@ -379,8 +379,13 @@ def _readme(run: str, modality: str, skills: dict[str, Skill], datasets: list[di
 
 
 def write_demo_stream(out: Path | str, seed: int = 0, size: str = "default",
-                      modality: str = "multimodal") -> dict:
-    """Write the stream; return a small dict describing it (datasets, counts per skill, paths)."""
+                      modality: str = "multimodal", eval_samples: int | None = None) -> dict:
+    """Write the stream; return a small dict describing it (datasets, counts per skill, paths).
+
+    `eval_samples`: held-out records per skill (default `EVAL_SAMPLES[size]`); ≥ 200 lets a
+    comparison tell strategies apart (`adaptinf compare --eval-samples`)."""
+    if eval_samples is not None and eval_samples < 1:
+        raise ValueError(f"eval_samples must be at least 1, got {eval_samples}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     if modality not in MODALITIES:
@@ -408,7 +413,7 @@ def write_demo_stream(out: Path | str, seed: int = 0, size: str = "default",
         })
 
     suite, evals = [], {}
-    n_eval = EVAL_SAMPLES[size]
+    n_eval = eval_samples or EVAL_SAMPLES[size]
     for name, skill in skills.items():
         rng = _rng(seed, 1, zlib.crc32(name.encode()))
         samples = [make_sample(skill, rng) for _ in range(n_eval)]

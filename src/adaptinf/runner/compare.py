@@ -1,9 +1,16 @@
-"""`adaptinf compare`: strategies × seeds over the synthetic stream, with the same budget T.
+"""`adaptinf compare`: strategies × seeds over one stream, with the same budget T.
+
+The stream is the user's (`compare PATHS...`: a LifelongRun YAML and its InstructionDatasets,
+or folders of them, as `run-local` takes them; its model and data) or, without paths, the
+synthetic demo stream. Sizes (T, D, steps, eval samples) override the spec for every strategy
+alike (`streams.py`).
 
 Layout of `--out DIR`:
 
-    DIR/stream/                     the demo stream and tiny model (written once, reused);
-                                    stream/proxy-model/ when a `STRATEGY@proxy` run needs it
+    DIR/compare.json                what the comparison runs on (inputs, sizes); a rerun with
+                                    other inputs is refused instead of mixing runs
+    DIR/stream/                     the demo stream and tiny model (written once, reused; demo
+                                    only); stream/proxy-model/ when a `STRATEGY@proxy` run needs it
     DIR/base/seed-N/                step 0 of seed N: initial instruction tuning on the first
                                     dataset, which is the same for every strategy, so it runs
                                     once per seed and is copied into each run's workdir
@@ -33,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 
-from adaptinf.runner import report, skill_report, variants
+from adaptinf.runner import report, skill_report, streams, variants
 from adaptinf.runner.local import default_tracking, ensure_experiment
+from adaptinf.runner.streams import StreamSource
+from adaptinf.spec import SpecError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,10 @@ class CompareConfig:
     tracking: str | None | bool = True   # False: no MLflow; str: a tracking URI
     notes: list[str] = field(default_factory=list)   # strategies left out, and why
     steps: int | None = None   # only the first N datasets (smoke runs, tests); None: all
+    inputs: tuple[str, ...] = ()          # the user's YAML files/folders; empty: the demo stream
+    train_budget: int | None = None       # overrides of the run's spec (None: as written)
+    pool_budget: int | None = None
+    eval_samples: int | None = None       # demo: eval records written per skill; all: eval.maxSamples
 
     @staticmethod
     def jobs_default() -> int:
@@ -67,18 +80,29 @@ class CompareConfig:
         unknown = sorted({n for n in self.strategies if variants.split(n)[0] not in available()})
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; available: {', '.join(available())}")
-        if self.modality == "text":
+        if self.modality == "text" and not self.inputs:
             # Single-score selection on image grounding has nothing to rank without images.
-            dropped = [n for n in self.strategies if variants.split(n)[0] == "image-grounding"]
-            if dropped:
-                self.strategies = tuple(n for n in self.strategies if n not in dropped)
-                self.notes.append(f"left out on the text stream (no images to ground): {', '.join(dropped)}")
+            _drop_image_grounding(self, "on the text stream (no images to ground)")
         if report.REFERENCE not in self.strategies:
             # The relative gain is defined against sequential training of the same seed.
             self.strategies = (report.REFERENCE, *self.strategies)
         if not self.seeds:
             raise ValueError("at least one seed is needed")
         self.out = Path(self.out).resolve()
+        self.inputs = tuple(str(Path(p).resolve()) for p in self.inputs)
+        if self.inputs and variants.needs_proxy(self.strategies):
+            raise ValueError("the @proxy variant builds a proxy of the demo stream's tiny model; on your own stream "
+                             "set spec.extract.proxyModel in the LifelongRun instead")
+
+    def source(self, stream: Path | None = None) -> StreamSource:
+        """The stream with this comparison's size overrides."""
+        return StreamSource(inputs=self.inputs or (str(stream),), train_budget=self.train_budget,
+                            pool_budget=self.pool_budget, steps=self.steps, eval_samples=self.eval_samples)
+
+    def describe(self) -> str:
+        if self.inputs:
+            return f"stream of {', '.join(self.inputs)}"
+        return f"{'quick' if self.quick else 'default'} {self.modality} demo stream"
 
 
 def prepare_stream(cfg: CompareConfig) -> Path:
@@ -87,14 +111,57 @@ def prepare_stream(cfg: CompareConfig) -> Path:
     from adaptinf.model.tiny import build_tiny_model
     stream = cfg.out / "stream"
     marker = stream / ".complete"
-    wanted = {"size": "quick" if cfg.quick else "default", "modality": cfg.modality}
+    wanted = {"size": "quick" if cfg.quick else "default", "modality": cfg.modality,
+              **({"eval_samples": cfg.eval_samples} if cfg.eval_samples else {})}
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return stream
     shutil.rmtree(stream, ignore_errors=True)
-    write_demo_stream(stream, seed=0, size=wanted["size"], modality=cfg.modality)
+    write_demo_stream(stream, seed=0, size=wanted["size"], modality=cfg.modality, eval_samples=cfg.eval_samples)
     build_tiny_model(stream / "model", multimodal=cfg.modality == "multimodal", seed=0)
     marker.write_text(json.dumps(wanted))
     return stream
+
+
+def _claim_out(cfg: CompareConfig) -> None:
+    """Record what DIR is a comparison of; refuse to resume one of something else."""
+    wanted = {"inputs": list(cfg.inputs), "demo": None if cfg.inputs else {"quick": cfg.quick, "modality": cfg.modality},
+              "train_budget": cfg.train_budget, "pool_budget": cfg.pool_budget, "steps": cfg.steps,
+              "eval_samples": cfg.eval_samples}
+    path = cfg.out / "compare.json"
+    if path.exists():
+        have = json.loads(path.read_text())
+        if have != wanted:
+            changed = sorted(k for k in wanted if have.get(k) != wanted[k])
+            raise SpecError(f"{cfg.out} holds a comparison of other inputs or sizes ({', '.join(changed)} differ): "
+                            "use another --out, or delete it")
+        return
+    if (cfg.out / "runs").exists() or (cfg.out / "base").exists():
+        raise SpecError(f"{cfg.out} holds runs but no compare.json (made by an older version?): use another --out")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=1))
+
+
+def resolve_stream(cfg: CompareConfig) -> StreamSource:
+    """Validate the inputs and sizes (SpecError on any problem, before a worker starts), write the
+    demo stream if that is the one, and drop strategies the model cannot run (with a note)."""
+    if cfg.inputs:
+        src = cfg.source()
+        run, _ = streams.load_stream(src)
+        _claim_out(cfg)
+        if streams.model_is_multimodal(run) is False:
+            _drop_image_grounding(cfg, "(the model has no vision tower)")
+        return src
+    _claim_out(cfg)
+    src = cfg.source(prepare_stream(cfg))
+    streams.load_stream(src)
+    return src
+
+
+def _drop_image_grounding(cfg: CompareConfig, why: str) -> None:
+    dropped = [n for n in cfg.strategies if variants.split(n)[0] == "image-grounding"]
+    if dropped:
+        cfg.strategies = tuple(n for n in cfg.strategies if n not in dropped)
+        cfg.notes.append(f"left out {why}: {', '.join(dropped)}")
 
 
 def _prepare_proxy(stream: str, multimodal: bool) -> str:
@@ -123,21 +190,22 @@ def _worker_init() -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-def _run_steps(stream: str, workdir: str, strategy: str, seed: int, steps: int | None) -> dict[str, Any]:
-    """One local run (in a worker process); `steps` limits it to the first datasets."""
-    from adaptinf.runner import collect, run_local
-    run, datasets = collect([stream])
-    run, strategy = variants.apply(_seeded(run, seed), strategy, stream)
+def _run_steps(src: StreamSource, proxy_root: str, workdir: str, strategy: str, seed: int,
+               limit: int | None) -> dict[str, Any]:
+    """One local run (in a worker process); `limit` cuts it to the first datasets (step 0: 1)."""
+    from adaptinf.runner import run_local
+    run, datasets = streams.configured(src)
+    run, strategy = variants.apply(_seeded(run, seed), strategy, proxy_root)
     # Step 0 of every run is the shared initial tuning (strategy `sequential`), copied in: the
     # workdir's recorded step 0 differs from this strategy's spec on purpose.
-    return run_local(run, datasets[:steps], workdir, strategy=strategy, tracking=False, progress=False,
+    return run_local(run, datasets[:limit], workdir, strategy=strategy, tracking=False, progress=False,
                      continue_anyway=True)
 
 
-def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, stream: Path) -> dict[int, Path]:
+def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, src: StreamSource) -> dict[int, Path]:
     """Step 0 of every seed, in parallel; finished ones are reused."""
     dirs = {seed: cfg.out / "base" / f"seed-{seed}" for seed in cfg.seeds}
-    futures = {seed: pool.submit(_run_steps, str(stream), str(d), INITIAL_STRATEGY, seed, 1)
+    futures = {seed: pool.submit(_run_steps, src, str(cfg.out / "stream"), str(d), INITIAL_STRATEGY, seed, 1)
                for seed, d in dirs.items()}
     for seed, fut in futures.items():
         fut.result()
@@ -154,13 +222,14 @@ def _ordered(cfg: CompareConfig) -> list[tuple[str, int]]:
 def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, dict[str, Any]]]:
     """Every (strategy, seed) run; returns summaries[strategy][seed]."""
     from tqdm.auto import tqdm
-    stream = prepare_stream(cfg)
+    src = resolve_stream(cfg)
+    stream = cfg.out / "stream"
     ctx = multiprocessing.get_context("spawn")   # torch and fork do not mix
     summaries: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in cfg.strategies}
     with ProcessPoolExecutor(max_workers=max(1, cfg.jobs), mp_context=ctx, initializer=_worker_init) as pool:
         proxy = pool.submit(_prepare_proxy, str(stream), cfg.modality == "multimodal") \
             if variants.needs_proxy(cfg.strategies) else None
-        bases = _initial_state(pool, cfg, stream)
+        bases = _initial_state(pool, cfg, src)
         if proxy is not None:
             proxy.result()
         futures = {}
@@ -169,7 +238,7 @@ def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, di
             if not workdir.exists():
                 shutil.copytree(bases[seed], workdir.with_name(workdir.name + ".tmp"), dirs_exist_ok=True)
                 workdir.with_name(workdir.name + ".tmp").rename(workdir)
-            futures[(strategy, seed)] = pool.submit(_run_steps, str(stream), str(workdir), strategy, seed, cfg.steps)
+            futures[(strategy, seed)] = pool.submit(_run_steps, src, str(stream), str(workdir), strategy, seed, None)
         bar = tqdm(total=len(futures), desc="compare runs", disable=not progress)
         for (strategy, seed), fut in futures.items():
             summaries[strategy][seed] = fut.result()
@@ -197,9 +266,17 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
     client.log_param(parent, "seeds", ",".join(map(str, cfg.seeds)))
     client.log_param(parent, "stream", meta["stream"])
     for r in rows:
+        # MLflow metric names allow no '@': a variant becomes a path segment.
+        name = r["strategy"].replace(variants.SEPARATOR, "/")
         for key in report.FIGURES:
-            # MLflow metric names allow no '@': a variant becomes a path segment.
-            client.log_metric(parent, f"{r['strategy'].replace(variants.SEPARATOR, '/')}.{key}", r[key])
+            if r[key] is not None:   # multitask has no forgetting rate
+                client.log_metric(parent, f"{name}.{key}", r[key])
+        for key in report.PAIRED:
+            diff, ci = r.get(f"{key}_vs_{report.BASELINE}"), r.get(f"{key}_vs_{report.BASELINE}_ci")
+            if diff is not None:
+                client.log_metric(parent, f"{name}.{key}_vs_{report.BASELINE}", diff)
+                client.log_metric(parent, f"{name}.{key}_vs_{report.BASELINE}_ci_low", ci[0])
+                client.log_metric(parent, f"{name}.{key}_vs_{report.BASELINE}_ci_high", ci[1])
     for fname in ("table.md", "table.json", "skills_over_time.png"):
         client.log_artifact(parent, str(cfg.out / fname))
     for strategy, by_seed in summaries.items():
@@ -210,6 +287,8 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
                 metrics = {f"skill.{k}": v for k, v in (step.get("skills") or {}).items()}
                 if step.get("avg_acc") is not None:
                     metrics.update(avg_acc=step["avg_acc"], forgetting_rate=step["forgetting_rate"])
+                    if step.get("forgetting_rate_taught") is not None:
+                        metrics["forgetting_rate_taught"] = step["forgetting_rate_taught"]
                 for k, v in metrics.items():
                     client.log_metric(child, k, v, step=step["step"])
             client.set_terminated(child)
@@ -227,7 +306,9 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     workdirs = {s: [cfg.out / "runs" / s / f"seed-{seed}" for seed in cfg.seeds] for s in cfg.strategies}
     quality = skill_report.mean_quality(workdirs, run_name)
     mix = skill_report.selection_mix(workdirs, run_name)
-    meta = {"stream": f"{'quick' if cfg.quick else 'default'} {cfg.modality} demo stream",
+    if not skill_report.has_skill_labels(mix):   # the user's records carry no `skill` label
+        quality, mix = {}, {}
+    meta = {"stream": cfg.describe(), "sizes": cfg.source(cfg.out / "stream").to_json(),
             "strategies": list(cfg.strategies), "seeds": list(cfg.seeds), "jobs": cfg.jobs,
             "seconds": round(time.monotonic() - started, 1), "cluster_quality": quality, "skill_mix": mix,
             **({"notes": cfg.notes} if cfg.notes else {})}

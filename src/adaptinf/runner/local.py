@@ -42,6 +42,17 @@ def ensure_experiment(uri: str, name: str, workdir: Path) -> str:
     return client.create_experiment(name, artifact_location=(workdir / "mlartifacts").as_uri() if local else None)
 
 
+def _joins_only(ctx: Any, step: int, steps: int) -> bool:
+    """A joint run's step that only ingests: not the last one, not the initial tuning (step 0 of a
+    base that is instruction-tuned first, which compare shares between strategies), not a step
+    that already finished (compare's copied step 0)."""
+    if step == steps - 1:
+        return False
+    if step == 0 and ctx.spec.model.initial_tuning != "none":
+        return False
+    return not ctx.store.is_committed(layout.stage_prefix(ctx.run, step, "prune"))
+
+
 def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, strategy: str | None = None,
               seed: int | None = None, name: str | None = None, tracking: str | None | bool = True,
               progress: bool = True, on_step: Callable[[dict[str, Any]], None] | None = None,
@@ -54,6 +65,8 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
     the run is resumed only if its recorded specs match the request (else ResumeRefused), unless
     `continue_anyway` (keep the recorded specs of started steps) or `restart_from` (delete that
     step onwards and run it again). `on_step` gets each step's summary row, skipped steps too.
+    A joint strategy (multitask) trains once, at the last step, on the union of all datasets:
+    the steps before only ingest (`_joins_only`).
     """
     workdir = Path(workdir).resolve()
     store = LocalStore(workdir)
@@ -107,9 +120,12 @@ def _restart(store: LocalStore, run: str, step: int, uri: str | None, spec: Any)
 def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource], uri: str | None,
            progress: bool, on_step: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     from adaptinf.stages.history import build_summary
+    from adaptinf.selection import get_strategy
+    from adaptinf.stages.ingest import join_pool
     from adaptinf.stages.registry import STAGES, StageError, build_context, stage_function
     from adaptinf.tracking import Tracker
 
+    joint = get_strategy(spec.strategy).joint
     tracker = Tracker(uri, spec.mlflow.experiment, run_name, store) if uri else None
     summary: dict[str, Any] | None = None
     try:
@@ -119,6 +135,13 @@ def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource]
             ctx.tracker.fail_open_runs()  # a run interrupted before: its open child is over
             log.info("step %d: %s (%s)", step, ds.name, ctx.spec.strategy)
             try:
+                if joint and _joins_only(ctx, step, len(datasets)):
+                    log.info("step %d: %s joins the pool (%d samples); %s trains once, at the last step",
+                             step, ds.name, join_pool(ctx), ctx.spec.strategy)
+                    if on_step is not None:
+                        on_step({"step": step, "dataset": ds.name, "skipped": True,
+                                 "reason": "joined the pool (joint training at the last step)"})
+                    continue
                 for stage in STAGES:
                     stage_function(stage)(ctx)
             except StageError as err:

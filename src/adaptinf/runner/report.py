@@ -5,23 +5,36 @@ definitions in `adaptinf.metrics` (PAPER_NOTES §7) without running anything:
 
 - relative gain of a run: mean over skills of its final score / the best score that skill
   reached in the *sequential* run of the same seed × 100;
-- forgetting rate and average accuracy: the run's final `summary.json` figures;
-- mean ± standard deviation over seeds (sample std, ddof = 1; 0 with a single seed).
+- forgetting rate (the paper's S×T denominator) and its variant over taught pairs only
+  (`forgetting_rate_taught`), recomputed from the run's per-step scores; None for a joint run
+  (`multitask`: one training, no sequence of models to forget along, the paper's "–");
+- average accuracy: mean over skills of the final scores;
+- mean ± standard deviation over seeds (sample std, ddof = 1; 0 with a single seed);
+- the paired difference of each figure to `BASELINE` (random) over seeds, with a bootstrap
+  interval (`stats.py`).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from adaptinf.metrics import average_accuracy, best_per_skill, forgetting_rate, relative_gain
+from adaptinf.metrics import average_accuracy, best_per_skill, forgetting_rate, forgetting_rate_taught, relative_gain
+from adaptinf.runner import stats
 
 REFERENCE = "sequential"
-FIGURES = ("relative_gain", "forgetting_rate", "avg_acc")
+BASELINE = "random"      # the paired differences and their intervals are against this strategy
+FIGURES = ("relative_gain", "forgetting_rate", "forgetting_rate_taught", "avg_acc")
+PAIRED = ("relative_gain", "forgetting_rate", "avg_acc")
 
 
 def history(summary: dict[str, Any]) -> list[dict[str, float]]:
     """Per-step skill scores of a run (steps whose dataset was unusable have none)."""
     return [s["skills"] for s in summary["steps"] if s.get("skills")]
+
+
+def curve(summary: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
+    """(step, skill scores) of every evaluated step: a joint run has step 0 and its last step only."""
+    return [(s["step"], s["skills"]) for s in summary["steps"] if s.get("skills")]
 
 
 def run_figures(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
@@ -33,9 +46,15 @@ def run_figures(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str,
     for step in summary["steps"][1:]:    # step 0 (initial tuning) is shared by every strategy
         for stage, s in (step.get("seconds") or {}).items():
             seconds[stage] = seconds.get(stage, 0.0) + s
+    joint = bool(summary.get("joint"))
+    try:
+        gain = relative_gain(scores[-1], best_per_skill(history(reference)))
+    except ValueError:   # sequential training never scored above 0 on any skill: no reference
+        gain = None
     return {
-        "relative_gain": relative_gain(scores[-1], best_per_skill(history(reference))),
-        "forgetting_rate": forgetting_rate(scores),
+        "relative_gain": gain,
+        "forgetting_rate": None if joint else forgetting_rate(scores),
+        "forgetting_rate_taught": None if joint else forgetting_rate_taught(scores),
         "avg_acc": average_accuracy(scores[-1]),
         "final_skills": scores[-1],
         "trained_samples": sum(int(s.get("selected") or 0) for s in summary["steps"][1:]),
@@ -43,8 +62,12 @@ def run_figures(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str,
     }
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std of the defined values; (None, None) when none is."""
+    values = [v for v in values if v is not None]
     n = len(values)
+    if n == 0:
+        return None, None
     mean = sum(values) / n
     if n < 2:
         return mean, 0.0
@@ -59,12 +82,12 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[st
     refs = summaries.get(REFERENCE)
     if not refs:
         raise ValueError(f"the comparison needs the {REFERENCE!r} strategy (reference of the relative gain)")
-    rows = []
+    rows, figures = [], {}
     for strategy, by_seed in summaries.items():
         missing = sorted(set(by_seed) - set(refs))
         if missing:
             raise ValueError(f"no {REFERENCE!r} run for seed(s) {missing} of {strategy!r}")
-        per_seed = {seed: run_figures(s, refs[seed]) for seed, s in sorted(by_seed.items())}
+        per_seed = figures[strategy] = {seed: run_figures(s, refs[seed]) for seed, s in sorted(by_seed.items())}
         row: dict[str, Any] = {"strategy": strategy, "seeds": sorted(per_seed)}
         for key in FIGURES:
             row[key], row[f"{key}_std"] = mean_std([f[key] for f in per_seed.values()])
@@ -76,11 +99,66 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[st
         row["seconds"] = {k: mean_std([f["seconds"].get(k, 0.0) for f in per_seed.values()])[0] for k in stages}
         row["per_seed"] = {str(seed): {k: f[k] for k in FIGURES} for seed, f in per_seed.items()}
         rows.append(row)
-    return sorted(rows, key=lambda r: -r["relative_gain"])
+    _add_paired(rows, figures, summaries)
+    return sorted(rows, key=lambda r: -(r["relative_gain"] if r["relative_gain"] is not None else -math.inf))
 
 
-def _pm(mean: float, std: float, digits: int = 1) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+def _check_paired(summaries: dict[str, dict[int, dict[str, Any]]], strategy: str) -> None:
+    """Paired means the same step-0 scores per seed: compare shares step 0, a mix-up must not pass."""
+    for seed, summary in summaries[strategy].items():
+        base = summaries[BASELINE].get(seed)
+        if base is not None and history(summary)[:1] != history(base)[:1]:
+            raise ValueError(f"{strategy!r} and {BASELINE!r} of seed {seed} do not share step 0: "
+                             "their difference is not a paired one")
+
+
+def _add_paired(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[str, Any]]],
+                summaries: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """Each row's `<figure>_vs_random` (mean paired difference over seeds) and `_vs_random_ci`;
+    `figures[strategy][seed]` are the runs' `run_figures`."""
+    if BASELINE not in figures:
+        return
+    for r in rows:
+        if r["strategy"] == BASELINE:
+            continue
+        _check_paired(summaries, r["strategy"])
+        paired = stats.paired_differences(figures[r["strategy"]], figures[BASELINE], PAIRED)
+        r["paired_seeds"] = paired["seeds"]
+        for key in PAIRED:
+            got = paired[key]
+            r[f"{key}_vs_{BASELINE}"] = got["diff"] if got else None
+            r[f"{key}_vs_{BASELINE}_ci"] = got["ci"] if got else None
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 1, scale: float = 1.0) -> str:
+    if mean is None:
+        return "–"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def _diff(r: dict[str, Any], key: str, scale: float = 1.0) -> str:
+    """"+3.1 [−0.4, +6.0]": mean paired difference to the baseline and its interval."""
+    d, ci = r.get(f"{key}_vs_{BASELINE}"), r.get(f"{key}_vs_{BASELINE}_ci")
+    if d is None:
+        return "–"
+    return f"{scale * d:+.1f} [{scale * ci[0]:+.1f}, {scale * ci[1]:+.1f}]"
+
+
+def paired_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The table of paired differences to the baseline, or a line saying why there is none."""
+    if not any(r["strategy"] == BASELINE for r in rows):
+        return ["", f"No paired differences: the comparison has no {BASELINE!r} run to pair with."]
+    level = round(100 * stats.LEVEL)
+    lines = ["", f"Paired difference to {BASELINE} (same seed's step 0 and eval set), mean over seeds "
+             f"[{level}% percentile-bootstrap interval over seeds]; an interval that excludes 0 separates the "
+             "two strategies:", "",
+             "| strategy | Δ relative gain (points) | Δ forgetting (points) | Δ final avg acc (points) | seeds |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        if r["strategy"] != BASELINE:
+            lines.append(f"| {r['strategy']} | {_diff(r, 'relative_gain')} | {_diff(r, 'forgetting_rate')} "
+                         f"| {_diff(r, 'avg_acc', 100)} | {r['paired_seeds']} |")
+    return lines
 
 
 def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str, Any]]] | None = None,
@@ -88,15 +166,17 @@ def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str,
     """`table.md`: Table 2's columns, then cost, then — against the hidden skill labels — the
     clusters' quality and the skill mix of what was selected."""
     lines = [preamble.rstrip(), ""] if preamble else []
-    lines += ["| strategy | relative gain % | forgetting % | final avg acc % | samples trained (steps ≥ 1) "
-              "| extract s | cluster-select s | train s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| strategy | relative gain % | forgetting % (S×T) | forgetting % (taught pairs only) "
+              "| final avg acc % | samples trained (steps ≥ 1) | extract s | cluster-select s | train s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sec = r["seconds"]
         lines.append(f"| {r['strategy']} | {_pm(r['relative_gain'], r['relative_gain_std'])} "
                      f"| {_pm(r['forgetting_rate'], r['forgetting_rate_std'])} "
-                     f"| {_pm(100 * r['avg_acc'], 100 * r['avg_acc_std'])} | {r['trained_samples']:.0f} "
+                     f"| {_pm(r['forgetting_rate_taught'], r['forgetting_rate_taught_std'])} "
+                     f"| {_pm(r['avg_acc'], r['avg_acc_std'], scale=100)} | {r['trained_samples']:.0f} "
                      f"| {sec.get('extract', 0):.1f} | {sec.get('cluster-select', 0):.1f} | {sec.get('train', 0):.1f} |")
+    lines += paired_markdown(rows)
     skills = sorted({k for r in rows for k in r["final_skills"]})
     lines += ["", "Final score per skill (mean over seeds):", "",
               "| strategy | " + " | ".join(skills) + " |", "|---|" + "---|" * len(skills)]
@@ -124,14 +204,15 @@ def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str,
     return "\n".join(lines) + "\n"
 
 
-def mean_curves(by_seed: dict[int, dict[str, Any]]) -> list[dict[str, float]]:
-    """Per-step skill scores averaged over seeds (the curves of Figure 3)."""
-    runs = [history(s) for s in by_seed.values()]
-    steps = min(len(h) for h in runs)
-    out = []
-    for t in range(steps):
-        skills = sorted({k for h in runs for k in h[t]})
-        out.append({k: sum(h[t][k] for h in runs if k in h[t]) / sum(k in h[t] for h in runs) for k in skills})
+def mean_curves(by_seed: dict[int, dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Per-step skill scores averaged over seeds (the curves of Figure 3), keyed by step: only
+    steps every seed evaluated (a joint run: step 0 and the last step)."""
+    runs = [dict(curve(s)) for s in by_seed.values()]
+    steps = sorted(set.intersection(*(set(r) for r in runs)))
+    out = {}
+    for t in steps:
+        skills = sorted({k for r in runs for k in r[t]})
+        out[t] = {k: sum(r[t][k] for r in runs if k in r[t]) / sum(k in r[t] for r in runs) for k in skills}
     return out
 
 
@@ -144,12 +225,16 @@ def plot_strategies(summaries: dict[str, dict[int, dict[str, Any]]]) -> Any:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
     for ax, name in zip(axes.flat, names):
         curves = mean_curves(summaries[name])
-        for skill in sorted({k for c in curves for k in c}):
-            xs = [t for t, c in enumerate(curves) if skill in c]
-            ax.plot(xs, [curves[t][skill] for t in xs], marker="o", markersize=3, label=skill)
-        ax.set_title(name, fontsize=10)
+        for skill in sorted({k for c in curves.values() for k in c}):
+            xs = [t for t, c in curves.items() if skill in c]
+            # A joint run's two points are joined by a dashed line: no model existed in between.
+            joint = any(s.get("joint") for s in summaries[name].values())
+            ax.plot(xs, [curves[t][skill] for t in xs], marker="o", markersize=3, label=skill,
+                    linestyle="--" if joint else "-")
+        ax.set_title(name + (" (joint, one training)" if any(s.get("joint") for s in summaries[name].values())
+                             else ""), fontsize=10)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xticks(range(len(curves)))
+        ax.set_xticks(sorted({t for r in summaries.values() for s in r.values() for t, _ in curve(s)}))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

@@ -17,6 +17,8 @@ from adaptinf import layout
 from adaptinf.analysis import cluster_purity, nmi
 from adaptinf.store import LocalStore
 
+UNLABELLED = "?"   # a record without a `skill` label (the user's own data may have none)
+
 
 def _steps(workdir: Path, run: str):
     """(store, step, uid → skill of everything ingested so far) for each step of a local run."""
@@ -28,7 +30,7 @@ def _steps(workdir: Path, run: str):
         if store.exists(ingest):
             for line in store.read_bytes(ingest).decode("utf-8").splitlines():
                 rec = json.loads(line)
-                skills[f"{rec['dataset']}/{rec['id']}"] = rec.get("skill", "?")
+                skills[f"{rec['dataset']}/{rec['id']}"] = rec.get("skill") or UNLABELLED
         yield store, step, skills
         step += 1
 
@@ -47,7 +49,7 @@ def cluster_quality(workdir: Path, run: str) -> list[dict[str, Any]]:
         labels_key = f"{layout.stage_prefix(run, step, 'cluster-select')}/labels.npy"
         if step > 0 and store.exists(labels_key):
             labels = store.read_npy(labels_key)
-            truth = [skills.get(u, "?") for u in _pool_uids(store, run, step)]
+            truth = [skills.get(u, UNLABELLED) for u in _pool_uids(store, run, step)]
             out.append({"step": step, "k": int(len(np.unique(labels))),
                         "purity": cluster_purity(labels, truth), "nmi": nmi(labels, truth)})
     return out
@@ -78,8 +80,8 @@ def selection_mix(workdirs: dict[str, list[Path]], run: str) -> dict[str, dict[s
                 selection = f"{layout.stage_prefix(run, step, 'cluster-select')}/selection.json"
                 if step == 0 or not store.exists(selection):
                     continue
-                chosen.update(skills.get(u, "?") for u in store.read_json(selection)["selected"])
-                pool.update(skills.get(u, "?") for u in store.read_json(layout.pool_key(run, step - 1))["members"]
+                chosen.update(skills.get(u, UNLABELLED) for u in store.read_json(selection)["selected"])
+                pool.update(skills.get(u, UNLABELLED) for u in store.read_json(layout.pool_key(run, step - 1))["members"]
                             + _new_members(store, run, step))
         if chosen:
             out[strategy] = {"selected": _shares(chosen), "pool": _shares(pool)}
@@ -96,3 +98,8 @@ def _new_members(store: LocalStore, run: str, step: int) -> list[str]:
 def _shares(counts: Counter) -> dict[str, float]:
     total = sum(counts.values())
     return {k: counts[k] / total for k in sorted(counts)}
+
+
+def has_skill_labels(mix: dict[str, dict[str, dict[str, float]]]) -> bool:
+    """Whether any pool sample had a skill label (without, purity/NMI and the mix say nothing)."""
+    return any(k != UNLABELLED for m in mix.values() for k in m["pool"])

@@ -13,7 +13,7 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 
 def header(skills: list[str]) -> str:
-    cols = ["step", "dataset", "pool", "sel", "k", "pruned", "avg_acc", "forget%"] + skills + ["sec(x/c/t/e/p)"]
+    cols = ["step", "dataset", "pool", "sel", "k", "pruned", "avg_acc", "forget%", "forget%(taught)"] + skills + ["sec(x/c/t/e/p)"]
     return " | ".join(cols)
 
 
@@ -23,6 +23,7 @@ def row(step: dict[str, Any], skills: list[str]) -> str:
     s = step.get("seconds", {})
     secs = "/".join(f"{s.get(k, 0):.0f}" for k in ("extract", "cluster-select", "train", "eval", "prune"))
     cells = [step["step"], step["dataset"], step.get("pool_size"), step.get("selected"), step.get("k"),
-             step.get("pruned"), _fmt(step.get("avg_acc")), _fmt(step.get("forgetting_rate"), pct=True)]
+             step.get("pruned"), _fmt(step.get("avg_acc")), _fmt(step.get("forgetting_rate"), pct=True),
+             _fmt(step.get("forgetting_rate_taught"), pct=True)]
     cells += [_fmt(step.get("skills", {}).get(k)) for k in skills] + [secs]
     return " | ".join(str(c) for c in cells)

@@ -95,6 +95,11 @@ class Strategy:
     # step's adapter, "ewc" (continue under an EWC penalty) or "expansion" (a new adapter per
     # dataset, routed per sample at eval).
     training_regime: ClassVar[str] = "continue"
+    # One training on the union of all datasets at the last step ("in one go", the paper's
+    # multi-task upper bound): runners that know the last step (run-local, compare) only ingest
+    # the earlier ones (`stages.ingest.join_pool`). The operator, whose stream has no last step,
+    # runs every step in full.
+    joint: ClassVar[bool] = False
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
         raise NotImplementedError

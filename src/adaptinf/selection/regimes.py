@@ -2,7 +2,10 @@
 
 - `sequential`: train on each new dataset in full, nothing from the past (the forgetting
   baseline and the reference for relative gain).
-- `multitask`: train on everything seen so far (the usual upper-bound-ish baseline).
+- `multitask`: one joint training on all the data "in one go" (the paper's upper bound): with
+  `joint`, run-local and compare only ingest the steps before the last and train once, on the
+  whole pool, at the last step. (On the operator, which cannot know the last step, every step
+  trains on the whole pool.)
 - `replay`: the new dataset in full plus a random 10% of the old samples ("Random replay 10%").
 
 Two more from He et al., "Continual Instruction Tuning for Large Multimodal Models" (2023),
@@ -45,6 +48,7 @@ class Multitask(Strategy):
     name = "multitask"
     needs = frozenset()
     budgeted = False
+    joint = True
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
         self.options(ctx)  # no options: rejects unknown ones
