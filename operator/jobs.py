@@ -23,6 +23,10 @@ STEP_LABEL = "adaptinf.dev/step"
 RUN_LABEL = "adaptinf.dev/run"
 DATASET_LABEL = "adaptinf.dev/dataset"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "adaptinf-operator")
+# Holds a finished Job until the operator has recorded its outcome (the run's status for a failure,
+# the store's commit markers for a success): the TTL controller or a `kubectl delete` cannot make a
+# failed stage look never-started, which would start it again.
+JOB_FINALIZER = "adaptinf.dev/outcome"
 CONTAINER = "stage"
 BAD_INPUT_EXIT_CODE = 2
 # Stages that need no accelerator: they run with 0 GPUs unless the run asks for some explicitly.
@@ -141,7 +145,7 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
     if cfg.ttl_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = cfg.ttl_after_finished
     job = {"apiVersion": "batch/v1", "kind": "Job",
-           "metadata": {"name": job_name(run_name, step, stage), "labels": labels},
+           "metadata": {"name": job_name(run_name, step, stage), "labels": labels, "finalizers": [JOB_FINALIZER]},
            "spec": job_spec}
     kopf.adopt(job, owner=run, nested="spec.template")  # ownerReference, namespace, the run's labels
     return job

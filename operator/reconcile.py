@@ -19,8 +19,8 @@ from adaptinf.store import Store, StoreError, open_store
 
 from . import status as st
 from .config import OperatorConfig
-from .jobs import DATASET_LABEL, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
-from .kube import Kube
+from .jobs import DATASET_LABEL, JOB_FINALIZER, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
+from .kube import Kube, KubeError
 from .steps import (ACTIVE, FAILED, SUCCEEDED, ClearRetry, CreateJob, DatasetState, DatasetView, DeleteJob, JobView,
                     Observation, Plan, ReportJob, plan, schedule)
 
@@ -92,6 +92,13 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Job
                    reported=REPORTED_ANNOTATION in annotations, detail=detail)
 
 
+def recorded_failure(record: dict[str, Any]) -> JobView:
+    """The run's recorded failure as the view of its failed Job, for when that Job is gone."""
+    return JobView(name=record.get("job", ""), step=int(record["step"]), stage=record["stage"],
+                   dataset=record["dataset"], state=FAILED, reason=record.get("reason", ""),
+                   message=record.get("message", ""), reported=True)
+
+
 def dataset_view(ds: dict[str, Any], run: str, run_uid: str | None = None) -> DatasetView:
     """Its status counts only if written for this very run object (a re-created run starts over)."""
     status = ds.get("status") or {}
@@ -139,6 +146,7 @@ class Reconciler:
         result = plan(obs)
         self._act(run, result, {d["metadata"]["name"]: d for d in datasets}, {j["metadata"]["name"]: j for j in jobs})
         self._write_status(run, spec, result, datasets, store)
+        self._release_jobs(namespace, jobs)
         return result
 
     # -- observe ------------------------------------------------------------------------------
@@ -153,6 +161,9 @@ class Reconciler:
             pods = self.kube.list("pods", job["metadata"]["namespace"], labels=f"job-name={job['metadata']['name']}") \
                 if not done & {"Complete", "Failed"} or unexplained else []
             views.append(job_view(job, pods, now))
+        recorded = (run.get("status") or {}).get("failure")
+        if recorded and not any((v.step, v.stage) == (recorded.get("step"), recorded.get("stage")) for v in views):
+            views.append(recorded_failure(recorded))  # its Job was deleted (TTL): still failed
         dsv = tuple(dataset_view(d, name, run["metadata"].get("uid")) for d in datasets)
         obs = Observation(run=name, datasets=dsv, jobs=tuple(views), suspended=spec.suspend,
                           retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout)
@@ -212,13 +223,39 @@ class Reconciler:
                 notes = {REPORTED_ANNOTATION: j.state, **({FAILURE_ANNOTATION: j.detail} if j.detail else {})}
                 self.kube.patch("jobs", ns, j.name, {"metadata": {"annotations": notes}})
             elif isinstance(action, DeleteJob):
-                self.kube.delete("jobs", ns, action.job.name)
+                self._delete_job(ns, jobs.get(action.job.name))
                 self.events.info(run, "RetryStarted", f"step {action.job.step}: deleted failed Job {action.job.name}; "
                                                       f"{action.job.stage} will run again")
             elif isinstance(action, ClearRetry):
                 if not action.used:
                     self.events.warn(run, "RetryIgnored", f"{RETRY_ANNOTATION} names no failed step; removed")
                 self.kube.patch("lifelongruns", ns, name, {"metadata": {"annotations": {RETRY_ANNOTATION: None}}})
+
+    def _delete_job(self, ns: str, job: dict[str, Any] | None) -> bool:
+        if job is None:
+            return False  # already gone (TTL): its failure was in the run's status
+        self._release(job)
+        return self.kube.delete("jobs", ns, job["metadata"]["name"])
+
+    def _release(self, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        held = meta.get("finalizers") or []
+        if JOB_FINALIZER in held:
+            try:
+                self.kube.patch("jobs", meta["namespace"], meta["name"],
+                                {"metadata": {"finalizers": [f for f in held if f != JOB_FINALIZER]}})
+            except KubeError as err:
+                if err.status != 404:
+                    raise
+
+    def _release_jobs(self, ns: str, jobs: list[dict[str, Any]]) -> None:
+        """Called after the status write: an ended Job's outcome is durable now (a failure in the
+        run's status, a success in the store's markers), so it may go; so may an active Job a user
+        deletes (the stage starts again)."""
+        for job in jobs:
+            conds = {c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+            if conds & {"Complete", "Failed"} or job["metadata"].get("deletionTimestamp"):
+                self._release(job)
 
     # -- status -------------------------------------------------------------------------------
     def _write_status(self, run: dict[str, Any], spec: LifelongRunSpec, result: Plan, datasets: list[dict[str, Any]],
@@ -288,7 +325,7 @@ class Reconciler:
         no garbage collector) and mark its datasets as orphaned. Returns the number deleted."""
         deleted = 0
         for job in self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}"):
-            deleted += self.kube.delete("jobs", namespace, job["metadata"]["name"])
+            deleted += self._delete_job(namespace, job)
         for ds in self.kube.list("instructiondatasets", namespace):
             if (ds.get("spec") or {}).get("run") == name:
                 self.mark_orphan(ds)

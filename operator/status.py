@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .steps import DatasetState, Plan
+from .steps import DatasetState, Failure, Plan
 
 RUN_CONDITIONS = ("Progressing", "UpToDate", "Suspended", "Stuck", "Failed")
 
@@ -106,12 +106,19 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
         f"stage {failure.stage} of step {failure.step} (dataset {failure.dataset}) failed: {failure.reason}: "
         f"{failure.message}. Fix the cause, then: {retry_hint}" if failure else "", now, generation)
     status: dict[str, Any] = {"phase": plan.phase, "stepsCompleted": plan.steps_completed, "conditions": conds}
+    if failure is not None:  # durable: the failed Job itself may be deleted (TTL) before a retry
+        status["failure"] = failure_record(failure)
     for key, value in (("step", plan.step), ("stage", plan.stage), ("dataset", plan.dataset),
                        ("observedGeneration", generation)):
         if value is not None:
             status[key] = value
     status.update(measured)
     return status
+
+
+def failure_record(failure: Failure) -> dict[str, Any]:
+    return {"step": failure.step, "stage": failure.stage, "dataset": failure.dataset, "job": failure.job,
+            "reason": failure.reason, "message": failure.message[:1024]}
 
 
 def dataset_status(state: DatasetState | None, run: str, old: dict[str, Any] | None, ingest: dict[str, Any] | None,

@@ -92,6 +92,7 @@ class Failure:
     dataset: str
     reason: str
     message: str
+    job: str = ""  # the failed Job's name (it may be gone by now: TTL, manual deletion)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def plan(obs: Observation) -> Plan:
                 f"no usable record in {ds.name}: step {step} skipped; see the step's ingest/report.json")
             continue
         if failed:
-            out.failure = Failure(step, stage, ds.name, job.reason or "JobFailed", job.message)
+            out.failure = Failure(step, stage, ds.name, job.reason or "JobFailed", job.message, job.name)
             out.phase = "Failed"
             out.datasets[ds.name] = DatasetState("Failed", step, stage, "StageFailed",
                                                  f"{stage} failed: {job.reason}: {job.message}")

@@ -7,7 +7,8 @@ container's `env` (`value`, `valueFrom.secretKeyRef` read from the Secret in the
 `fieldRef` to the pod's name/namespace/completion-index annotation) over the `extra_env` the test
 injects (PATH, PYTHONPATH, ...), honour `completions`/`parallelism`/`completionMode: Indexed`
 (`JOB_COMPLETION_INDEX`), `backoffLimit`, `podFailurePolicy` (`FailJob` on exit codes),
-`activeDeadlineSeconds` and `suspend`, and patch the Job status (`active`, `ready`, `succeeded`,
+`activeDeadlineSeconds`, `suspend` and `ttlSecondsAfterFinished` (the TTL controller: a finished Job
+is deleted that many seconds after it ended, finalizers permitting), and patch the Job status (`active`, `ready`, `succeeded`,
 `failed`, `completedIndexes`, `startTime`, `completionTime`, conditions `Complete`/`Failed`) and
 each Pod's status (phase, container state, exit code).
 
@@ -80,6 +81,8 @@ class Kubelet:
         self.jobs: dict[str, JobState] = {}
         self.started_pods: list[tuple[str, str, int | None]] = []  # (job, pod, index) in start order
         self.completed_at: dict[tuple[str, str], float] = {}  # (namespace, job) → wall time it was marked Complete
+        self.finished_at: dict[str, float] = {}  # Job uid → wall time it ended (Complete or Failed)
+        self.ttl_deleted: list[str] = []  # Jobs the TTL controller deleted, in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -117,11 +120,29 @@ class Kubelet:
             self._forget(self.jobs.pop(uid))
         for uid, job in jobs.items():
             conds = {c["type"] for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
-            if conds & {"Complete", "Failed"} or (job["spec"].get("suspend") and uid not in self.jobs):
+            if conds & {"Complete", "Failed"}:
+                self._expire(job, uid)
+                continue
+            if job["spec"].get("suspend") and uid not in self.jobs:
                 continue
             state = self.jobs.setdefault(uid, JobState(job["metadata"]["namespace"], job["metadata"]["name"]))
             if not state.done:
                 self._sync_job(job, state)
+
+    def _expire(self, job: dict[str, Any], uid: str) -> None:
+        """The TTL-after-finished controller: delete a finished Job once its TTL has passed."""
+        ttl, meta = job["spec"].get("ttlSecondsAfterFinished"), job["metadata"]
+        if ttl is None or meta.get("deletionTimestamp"):
+            return
+        ended = self.finished_at.setdefault(uid, time.time())
+        if time.time() - ended >= ttl:
+            try:
+                self.api.delete("jobs", meta["namespace"], meta["name"])
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+            self.ttl_deleted.append(meta["name"])
+            log.info("ttl controller: deleted job %s/%s", meta["namespace"], meta["name"])
 
     def _sync_job(self, job: dict[str, Any], state: JobState) -> None:
         spec = job["spec"]
@@ -280,6 +301,7 @@ class Kubelet:
             status["completedIndexes"] = ",".join(map(str, sorted(state.succeeded)))
         if failure is not None or len(state.succeeded) >= completions:
             state.done = True
+            self.finished_at[job["metadata"]["uid"]] = time.time()
             kind, (reason, message) = ("Failed", failure) if failure else ("Complete", ("Completed", "Job completed"))
             status["conditions"] = [{"type": kind, "status": "True", "reason": reason, "message": message,
                                      "lastProbeTime": now_iso(), "lastTransitionTime": now_iso()}]

@@ -1,0 +1,55 @@
+"""Lifecycle situations of an ordinary cluster, end to end (emulated API server, `kopf run` of the
+operator, the test kubelet running tests/k8s/fake_stage.py, real kubectl): the TTL controller
+deleting finished Jobs, a run re-created under the same name, a dataset deleted or re-pointed
+mid-step, refused Job and pod creations, preemption, and the Job manifest of multi-GPU runs."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from adaptinf.layout import STAGES
+from adaptinf.operator.jobs import job_name
+from harness import (FAKE_STAGE, Cluster, calls, condition, dataset_manifest, events, jobs_created, run_manifest,
+                     status, wait_for, write_records)
+
+pytestmark = pytest.mark.slow
+
+
+def creates(cluster: Cluster, ns: str, job: str) -> int:
+    return sum(1 for name, _ in jobs_created(cluster, ns) if name == job)
+
+
+def test_ttl_deleted_failed_job_is_not_recreated(cluster: Cluster, namespace: str, start_operator, start_kubelet,
+                                                 tmp_path: Path) -> None:
+    ns, store, run = namespace, tmp_path / "store", "ttl"
+    (store / "_fail").mkdir(parents=True)
+    (store / "_fail" / "train-0").write_text("1")
+    kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    start_operator(ADAPTINF_TTL_AFTER_FINISHED="1")  # the TTL controller deletes Jobs 1 s after they end
+    cluster.apply(run_manifest(run, store, resources={"default": {"backoffLimit": 0}}),
+                  dataset_manifest("d0", run, write_records(tmp_path / "d0.jsonl", 6)), namespace=ns)
+    train = job_name(run, 0, "train")
+    cluster.kubectl("wait", "--for=condition=Failed", f"llr/{run}", "-n", ns, "--timeout=60s")
+    wait_for(lambda: train in kubelet.ttl_deleted, 30, "the TTL controller to delete the failed train Job")
+    time.sleep(4)  # several reconcile passes (1 s) after the deletion
+
+    # The failure outlives its Job: recorded in the run's status, nothing re-created.
+    assert creates(cluster, ns, train) == 1
+    assert cluster.api.find("jobs", ns, train) is None
+    failed = condition(cluster, ns, "lifelongruns", run, "Failed")
+    assert failed["status"] == "True" and "stage train of step 0" in failed["message"], failed
+    assert status(cluster, ns, "lifelongruns", run)["failure"]["job"] == train
+    assert Counter(c["stage"] for c in calls(store))["train"] == 1
+    # Succeeded Jobs vanished too; their commit markers keep them done.
+    assert cluster.api.find("jobs", ns, job_name(run, 0, "extract")) is None
+
+    # The retry annotation is still the one way to run it again.
+    (store / "_fail" / "train-0").unlink()
+    cluster.kubectl("annotate", "llr", run, "-n", ns, "adaptinf.dev/retry-step=0")
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
+    assert creates(cluster, ns, train) == 2
+    assert "failure" not in status(cluster, ns, "lifelongruns", run)
+    assert Counter(c["stage"] for c in calls(store)) == {**{s: 1 for s in STAGES}, "train": 2}
