@@ -17,7 +17,7 @@ from adaptinf import layout
 from adaptinf.spec import LifelongRunSpec
 from adaptinf.store import Store, StoreError, open_store
 
-from . import status as st
+from . import ownership, status as st
 from .config import OperatorConfig
 from .jobs import DATASET_LABEL, JOB_FINALIZER, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
 from .kube import Kube, KubeError
@@ -128,6 +128,7 @@ class Reconciler:
                  store_opener: Callable[[str], Store] = open_store, clock: Callable[[], float] = time.time):
         self.kube, self.cfg, self.events = kube, cfg, events
         self.open_store, self.clock = store_opener, clock
+        self._owned: set[tuple[str, str | None]] = set()  # (store URI, run uid) claims already checked
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         run = self.kube.get("lifelongruns", namespace, name)
@@ -141,7 +142,13 @@ class Reconciler:
         datasets = [d for d in self.kube.list("instructiondatasets", namespace)
                     if (d.get("spec") or {}).get("run") == name]
         jobs = self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}")
-        store = self.open_store(spec.storage.uri or self.cfg.store)
+        uri = spec.storage.uri or self.cfg.store
+        store = self.open_store(uri)
+        if (uri, run["metadata"].get("uid")) not in self._owned:
+            if (why := ownership.refusal(store, run, uri)) is not None:
+                self._refuse(run, "StoreInUse", why)
+                return None
+            self._owned.add((uri, run["metadata"].get("uid")))
         obs = self._observe(run, spec, datasets, jobs, store)
         result = plan(obs)
         self._act(run, result, {d["metadata"]["name"]: d for d in datasets}, {j["metadata"]["name"]: j for j in jobs})
@@ -309,14 +316,18 @@ class Reconciler:
             self.events.warn(run, "RunFailed", by_type["Failed"]["message"])
 
     def _invalid(self, run: dict[str, Any], err: ValidationError) -> None:
-        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
         message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        self._refuse(run, "InvalidSpec", message)
+
+    def _refuse(self, run: dict[str, Any], reason: str, message: str) -> None:
+        """Failed=True with `reason` (and a Warning once): the run starts nothing until fixed."""
+        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
         old = run.get("status") or {}
-        conds = st.set_condition(list(old.get("conditions") or []), "Failed", True, "InvalidSpec", message,
+        conds = st.set_condition(list(old.get("conditions") or []), "Failed", True, reason, message,
                                  st.now_iso(), run["metadata"].get("generation"))
         new = {**old, "phase": "Failed", "conditions": conds, "observedGeneration": run["metadata"].get("generation")}
         if (patch := st.merge_patch(old, new)) is not None:
-            self.events.warn(run, "InvalidSpec", message)
+            self.events.warn(run, reason, message)
             self.kube.patch("lifelongruns", ns, name, {"status": patch}, status=True)
 
     # -- deletion -----------------------------------------------------------------------------

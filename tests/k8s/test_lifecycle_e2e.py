@@ -53,3 +53,33 @@ def test_ttl_deleted_failed_job_is_not_recreated(cluster: Cluster, namespace: st
     assert creates(cluster, ns, train) == 2
     assert "failure" not in status(cluster, ns, "lifelongruns", run)
     assert Counter(c["stage"] for c in calls(store)) == {**{s: 1 for s in STAGES}, "train": 2}
+
+
+def test_recreated_run_does_not_take_the_old_runs_store(cluster: Cluster, namespace: str, start_operator,
+                                                        start_kubelet, tmp_path: Path) -> None:
+    ns, store, run = namespace, tmp_path / "store", "again"
+    store.mkdir()
+    start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    start_operator()
+    data = write_records(tmp_path / "d0.jsonl", 6)
+    cluster.apply(run_manifest(run, store), dataset_manifest("d0", run, data), namespace=ns)
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
+    executed = len(calls(store))
+    cluster.kubectl("delete", "llr", run, "-n", ns, "--timeout=30s")
+
+    # Same name, another strategy: the old run's markers must not pass for this run's steps.
+    cluster.apply(run_manifest(run, store, strategy="random"), namespace=ns)
+    cluster.kubectl("wait", "--for=condition=Failed", f"llr/{run}", "-n", ns, "--timeout=30s")
+    failed = condition(cluster, ns, "lifelongruns", run, "Failed")
+    assert failed["reason"] == "StoreInUse", failed
+    assert "spec.storage.uri" in failed["message"] and f"{store}/{run}/" in failed["message"], failed
+    assert any(e["reason"] == "StoreInUse" and e["type"] == "Warning" for e in events(cluster, ns))
+    assert cluster.api.list("jobs", ns) == [] and len(calls(store)) == executed
+
+    # A fresh location is all it takes: every stage runs for the new run.
+    fresh = tmp_path / "fresh"
+    cluster.kubectl("patch", "llr", run, "-n", ns, "--type=merge", "-p",
+                    '{"spec": {"storage": {"uri": "%s"}}}' % fresh)
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
+    assert Counter(c["stage"] for c in calls(fresh)) == {s: 1 for s in STAGES}
+    assert condition(cluster, ns, "lifelongruns", run, "Failed")["status"] == "False"
