@@ -30,6 +30,10 @@ RETRY_ANNOTATION = "adaptinf.dev/retry-step"
 REPORTED_ANNOTATION = "adaptinf.dev/reported"
 # Why a failed Job's last pod failed, kept on the Job once reported: its pods need not be read again.
 FAILURE_ANNOTATION = "adaptinf.dev/failure"
+# On an InstructionDataset from its step's first Job until the step is over: deleting the dataset
+# mid-step must not let the next dataset's step start beside the running one (two GPU Jobs, a
+# lineage that depends on which finishes first). A deleted dataset's step runs to its end.
+DATASET_FINALIZER = "adaptinf.dev/step"
 # What an exit code usually means for a stage (docs/contracts.md §1, docs/failure-modes.md).
 EXIT_HINTS = {2: "bad input, not retried", 137: "SIGKILL: out of memory, or the node was lost",
               143: "SIGTERM: deleted, preempted or past activeDeadlineSeconds"}
@@ -139,8 +143,11 @@ class Reconciler:
         except ValidationError as err:
             self._invalid(run, err)
             return None
+        # A dataset being deleted counts only if its step started (our finalizer holds it until the
+        # step ends); a queued one simply goes (no finalizer may be added to it any more).
         datasets = [d for d in self.kube.list("instructiondatasets", namespace)
-                    if (d.get("spec") or {}).get("run") == name]
+                    if (d.get("spec") or {}).get("run") == name and (not d["metadata"].get("deletionTimestamp")
+                                                                     or DATASET_FINALIZER in d["metadata"].get("finalizers", []))]
         jobs = self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}")
         uri = spec.storage.uri or self.cfg.store
         store = self.open_store(uri)
@@ -154,6 +161,7 @@ class Reconciler:
         self._act(run, result, {d["metadata"]["name"]: d for d in datasets}, {j["metadata"]["name"]: j for j in jobs})
         self._write_status(run, spec, result, datasets, store)
         self._release_jobs(namespace, jobs)
+        self._release_datasets(datasets, result)
         return result
 
     # -- observe ------------------------------------------------------------------------------
@@ -214,6 +222,7 @@ class Reconciler:
                 fresh = self.kube.get("lifelongruns", ns, name)
                 if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                     return  # deleted meanwhile: create nothing it would orphan
+                self._hold_dataset(datasets[action.dataset])
                 job = build_job(run, action.step, action.stage, datasets[action.dataset], self.cfg)
                 result.active_job = job["metadata"]["name"]  # the status names it at once
                 if self.kube.create("jobs", ns, job):
@@ -237,6 +246,35 @@ class Reconciler:
                 if not action.used:
                     self.events.warn(run, "RetryIgnored", f"{RETRY_ANNOTATION} names no failed step; removed")
                 self.kube.patch("lifelongruns", ns, name, {"metadata": {"annotations": {RETRY_ANNOTATION: None}}})
+
+    def _hold_dataset(self, ds: dict[str, Any]) -> None:
+        meta = ds["metadata"]
+        held = meta.get("finalizers") or []
+        if DATASET_FINALIZER not in held:
+            self.kube.patch("instructiondatasets", meta["namespace"], meta["name"],
+                            {"metadata": {"finalizers": [*held, DATASET_FINALIZER]}})
+            meta["finalizers"] = [*held, DATASET_FINALIZER]
+
+    def _release_dataset(self, ds: dict[str, Any]) -> None:
+        meta = ds["metadata"]
+        held = meta.get("finalizers") or []
+        if DATASET_FINALIZER in held:
+            try:
+                self.kube.patch("instructiondatasets", meta["namespace"], meta["name"],
+                                {"metadata": {"finalizers": [f for f in held if f != DATASET_FINALIZER]}})
+            except KubeError as err:
+                if err.status != 404:
+                    raise
+
+    def _release_datasets(self, datasets: list[dict[str, Any]], result: Plan) -> None:
+        """A step that is over lets its dataset go; a deleted dataset whose step is not running
+        (queued, or failed and now abandoned) goes at once."""
+        for ds in datasets:
+            state = result.datasets.get(ds["metadata"]["name"])
+            over = state is not None and (state.phase == "Succeeded" or state.reason == "NoUsableRecords")
+            abandoned = ds["metadata"].get("deletionTimestamp") and (state is None or state.phase in ("Queued", "Failed"))
+            if over or abandoned:
+                self._release_dataset(ds)
 
     def _delete_job(self, ns: str, job: dict[str, Any] | None) -> bool:
         if job is None:
@@ -339,7 +377,9 @@ class Reconciler:
             deleted += self._delete_job(namespace, job)
         for ds in self.kube.list("instructiondatasets", namespace):
             if (ds.get("spec") or {}).get("run") == name:
-                self.mark_orphan(ds)
+                if not ds["metadata"].get("deletionTimestamp"):
+                    self.mark_orphan(ds)
+                self._release_dataset(ds)  # no run, no step to finish
         return deleted
 
     def mark_orphan(self, ds: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ Kubernetes-style error bodies. This extension adds, in one place:
 
 Not emulated: authentication/authorization, garbage collection of dependents (ownerReferences),
 strategic-merge semantics for lists (merge patches replace lists), server-side apply, pagination,
-namespace existence checks, CEL rules. Run: `python emulator.py --port-file F --audit A`.
+namespace existence checks, CEL rules (but `self == oldSelf`). Run: `python emulator.py --port-file F --audit A`.
 """
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ class Emulator(kmock.KubernetesEmulator):
                     creationTimestamp=now_iso())
         return obj
 
-    def _admit(self, res: kmock.resource, obj: dict[str, Any], strict: bool) -> None:
+    def _admit(self, res: kmock.resource, obj: dict[str, Any], strict: bool, old: dict[str, Any] | None = None) -> None:
         """Prune unknown fields (or reject them), fill defaults, validate: a real server's CRD path."""
         crd = self.crds.get(res)
         name = obj.get("metadata", {}).get("name", "")
@@ -327,6 +327,8 @@ class Emulator(kmock.KubernetesEmulator):
             errors = []
         crdschema.apply_defaults(obj, crd["schema"])
         errors = errors or crdschema.validation_errors(obj, crd["schema"], reject_unknown=False)
+        if old is not None:  # an update: CEL transition rules (immutability)
+            errors = errors or crdschema.transition_errors(obj, old, crd["schema"])
         if errors:
             kind = f"{crd['kind']}.{res.group}"
             causes = [{"reason": "FieldValueInvalid", "field": e.split(": ", 1)[0], "message": e.split(": ", 1)[1]}
@@ -390,7 +392,7 @@ class Emulator(kmock.KubernetesEmulator):
                 meta[fixed] = old["metadata"][fixed]
             else:
                 meta.pop(fixed, None)
-        self._admit(res, new, q.get("fieldValidation") == "Strict")
+        self._admit(res, new, q.get("fieldValidation") == "Strict", old)
         spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
         if spec_of(new) != spec_of(old):
             meta["generation"] = old["metadata"].get("generation", 1) + 1

@@ -8,7 +8,8 @@ helpers, and `tests/k8s/test_crd_schema.py` validates example objects with `to_j
 The translation covers the Kubernetes dialect used in `crds/`: `nullable`, boolean
 `exclusiveMinimum`/`exclusiveMaximum` (OpenAPI 3.0), `x-kubernetes-int-or-string`,
 `x-kubernetes-list-type: set` and `x-kubernetes-preserve-unknown-fields`. CEL rules
-(`x-kubernetes-validations`) are dropped: there is no CEL evaluator here.
+(`x-kubernetes-validations`) are dropped: there is no CEL evaluator here — except the one
+transition rule `self == oldSelf` (immutable fields), which `transition_errors` checks on updates.
 """
 from __future__ import annotations
 
@@ -135,3 +136,20 @@ def apply_defaults(obj: Any, schema: JSONSchema) -> None:
     elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
         for item in obj:
             apply_defaults(item, schema["items"])
+
+
+IMMUTABLE_RULE = "self == oldSelf"
+
+
+def transition_errors(new: Any, old: Any, schema: JSONSchema, path: str = "") -> list[str]:
+    """Errors for fields whose `self == oldSelf` rule an update breaks (a real server's CEL
+    transition rules: checked only where the field exists in both the old and new object)."""
+    errors: list[str] = []
+    for rule in schema.get("x-kubernetes-validations") or []:
+        if rule.get("rule", "").strip() == IMMUTABLE_RULE and new != old:
+            errors.append(f"{path or '<root>'}: Invalid value: {rule.get('message') or 'is immutable'}")
+    if isinstance(new, dict) and isinstance(old, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in new and key in old:
+                errors += transition_errors(new[key], old[key], sub, f"{path}.{key}" if path else key)
+    return errors

@@ -12,8 +12,8 @@ import pytest
 
 from adaptinf.layout import STAGES
 from adaptinf.operator.jobs import job_name
-from harness import (FAKE_STAGE, Cluster, calls, condition, dataset_manifest, events, jobs_created, run_manifest,
-                     status, wait_for, write_records)
+from harness import (FAKE_STAGE, Cluster, calls, condition, dataset_manifest, events, has_job, hold, job_names,
+                     jobs_created, run_manifest, status, wait_for, write_records)
 
 pytestmark = pytest.mark.slow
 
@@ -83,3 +83,35 @@ def test_recreated_run_does_not_take_the_old_runs_store(cluster: Cluster, namesp
     cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
     assert Counter(c["stage"] for c in calls(fresh)) == {s: 1 for s in STAGES}
     assert condition(cluster, ns, "lifelongruns", run, "Failed")["status"] == "False"
+
+
+def test_dataset_deleted_mid_step_finishes_its_step_first(cluster: Cluster, namespace: str, start_operator,
+                                                          start_kubelet, tmp_path: Path) -> None:
+    ns, store, run = namespace, tmp_path / "store", "steady"
+    store.mkdir()
+    held = hold(store, "train", 0)
+    kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    start_operator()
+    cluster.apply(run_manifest(run, store),
+                  dataset_manifest("d0", run, write_records(tmp_path / "d0.jsonl", 6), order=0),
+                  dataset_manifest("d1", run, write_records(tmp_path / "d1.jsonl", 5), order=1), namespace=ns)
+    wait_for(lambda: has_job(cluster, ns, job_name(run, 0, "train")), 60, "step 0's train to start")
+
+    # spec.run is immutable (a CEL transition rule): the step cannot move to another run.
+    moved = cluster.kubectl("patch", "ids", "d0", "-n", ns, "--type=merge", "-p", '{"spec": {"run": "other"}}',
+                            check=False)
+    assert moved.returncode != 0 and "spec.run is immutable" in moved.stderr, moved.stderr
+
+    # Deleting d0 mid-step: its step runs to its end before d1's starts, one GPU Job at a time.
+    cluster.kubectl("delete", "ids", "d0", "-n", ns, "--wait=false")
+    time.sleep(3)
+    assert not has_job(cluster, ns, job_name(run, 1, "extract")), job_names(cluster, ns)
+    assert cluster.api.get("instructiondatasets", ns, "d0")["metadata"].get("deletionTimestamp")
+    held.unlink()
+    wait_for(lambda: cluster.api.find("instructiondatasets", ns, "d0") is None, 60, "d0 to go once its step ended")
+    cluster.kubectl("wait", "--for=condition=StepSucceeded", "ids/d1", "-n", ns, "--timeout=60s")
+    assert status(cluster, ns, "instructiondatasets", "d1")["step"] == 1
+    step0_done = kubelet.completed_at[(ns, job_name(run, 0, "prune"))]
+    step1_start = dict(jobs_created(cluster, ns))[job_name(run, 1, "extract")]
+    assert step1_start >= step0_done - 1.0  # timestamps: the kubelet's and the audit log's clocks
+    assert Counter((c["stage"], c["step"]) for c in calls(store)) == {(s, t): 1 for s in STAGES for t in (0, 1)}
