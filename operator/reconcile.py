@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable, Protocol
 
 from pydantic import ValidationError
@@ -30,6 +31,9 @@ RETRY_ANNOTATION = "adaptinf.dev/retry-step"
 REPORTED_ANNOTATION = "adaptinf.dev/reported"
 # Why a failed Job's last pod failed, kept on the Job once reported: its pods need not be read again.
 FAILURE_ANNOTATION = "adaptinf.dev/failure"
+# Statuses of a create the API server refused for a reason a user must fix (422 Invalid, 403
+# Forbidden: webhook, policy, quota, 400 BadRequest); others are transient and raised.
+REFUSED = (400, 403, 422)
 # On an InstructionDataset from its step's first Job until the step is over: deleting the dataset
 # mid-step must not let the next dataset's step start beside the running one (two GPU Jobs, a
 # lineage that depends on which finishes first). A deleted dataset's step runs to its end.
@@ -175,7 +179,10 @@ class Reconciler:
             unexplained = "Failed" in done and FAILURE_ANNOTATION not in (job["metadata"].get("annotations") or {})
             pods = self.kube.list("pods", job["metadata"]["namespace"], labels=f"job-name={job['metadata']['name']}") \
                 if not done & {"Complete", "Failed"} or unexplained else []
-            views.append(job_view(job, pods, now))
+            view = job_view(job, pods, now)
+            if view.state == ACTIVE and not pods:  # no pod: refused at admission (quota, ServiceAccount)?
+                view = replace(view, refused=self._refused_pods(job))
+            views.append(view)
         recorded = (run.get("status") or {}).get("failure")
         if recorded and not any((v.step, v.stage) == (recorded.get("step"), recorded.get("stage")) for v in views):
             views.append(recorded_failure(recorded))  # its Job was deleted (TTL): still failed
@@ -198,6 +205,17 @@ class Reconciler:
         return Observation(run=name, datasets=dsv, jobs=tuple(views), committed=frozenset(committed),
                            unusable_steps=frozenset(unusable), suspended=spec.suspend,
                            retry_step=obs.retry_step, pending_timeout=self.cfg.pending_timeout)
+
+    def _refused_pods(self, job: dict[str, Any]) -> str:
+        """The latest FailedCreate Warning the Job controller posted on this Job, or ''."""
+        meta = job["metadata"]
+        found = [e for e in self.kube.list("events", meta["namespace"],
+                                           fields=f"involvedObject.kind=Job,involvedObject.name={meta['name']}")
+                 if e.get("reason") == "FailedCreate" and (e.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
+        if not found:
+            return ""
+        latest = max(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return (latest.get("message") or "FailedCreate")[:600]
 
     @staticmethod
     def _committed(store: Store, run: str, step: int, stage: str, shards: int) -> bool:
@@ -225,7 +243,14 @@ class Reconciler:
                 self._hold_dataset(datasets[action.dataset])
                 job = build_job(run, action.step, action.stage, datasets[action.dataset], self.cfg)
                 result.active_job = job["metadata"]["name"]  # the status names it at once
-                if self.kube.create("jobs", ns, job):
+                try:
+                    created = self.kube.create("jobs", ns, job)
+                except KubeError as err:
+                    if err.status not in REFUSED:
+                        raise  # 5xx, timeouts: the next pass tries again
+                    self._refused_job(result, action, job["metadata"]["name"], err)
+                    continue
+                if created:
                     log.info("%s/%s: created Job %s", ns, name, job["metadata"]["name"])
                     self.events.info(run, "StageStarted", f"step {action.step} ({action.dataset}): {action.stage} "
                                                           f"started as Job {job['metadata']['name']}")
@@ -246,6 +271,16 @@ class Reconciler:
                 if not action.used:
                     self.events.warn(run, "RetryIgnored", f"{RETRY_ANNOTATION} names no failed step; removed")
                 self.kube.patch("lifelongruns", ns, name, {"metadata": {"annotations": {RETRY_ANNOTATION: None}}})
+
+    @staticmethod
+    def _refused_job(result: Plan, action: CreateJob, job: str, err: KubeError) -> None:
+        """The API server refused the Job itself (validation, webhook, policy, quota): Stuck with the
+        server's words and the fields it names; the status is still written and the next pass retries."""
+        fields = f" (field{'s' if len(err.fields) > 1 else ''}: {', '.join(err.fields)})" if err.fields else ""
+        result.stuck_reason = "JobRefused"
+        result.stuck = (f"the API server refused Job {job} ({action.stage}, step {action.step}){fields}: "
+                        f"{err.status} {err.reason}: {err.message}")
+        result.active_job = None
 
     def _hold_dataset(self, ds: dict[str, Any]) -> None:
         meta = ds["metadata"]
@@ -344,8 +379,10 @@ class Reconciler:
     def _announce_run(self, run: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
         changed = st.flipped(old, new)
         by_type = {c["type"]: c for c in new}
-        if changed.get("Stuck") == "True":
-            self.events.warn(run, "Stuck", by_type["Stuck"]["message"])
+        was = next((c.get("reason") for c in old if c["type"] == "Stuck"), None)
+        if changed.get("Stuck") == "True" or (by_type["Stuck"]["status"] == "True" and by_type["Stuck"]["reason"] != was):
+            # The condition's reason (Unschedulable, PodsRefused, JobRefused) says what kind of stuck.
+            self.events.warn(run, by_type["Stuck"]["reason"], by_type["Stuck"]["message"])
         if changed.get("Suspended") == "True":
             self.events.info(run, "Suspended", by_type["Suspended"]["message"])
         if changed.get("UpToDate") == "True":

@@ -81,7 +81,9 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
     old = old or {}
     conds = list(old.get("conditions") or [])
     where = f"step {plan.step} ({plan.dataset}) {plan.stage}" if plan.step is not None else ""
-    if plan.phase == "Running":
+    if plan.phase == "Running" and plan.stuck and plan.stuck_reason == "JobRefused":
+        progressing = (False, "JobRefused", f"{where}: the API server refused its Job (see the Stuck condition)")
+    elif plan.phase == "Running":
         progressing = (True, "StageRunning", f"{where}: Job {plan.active_job or 'created'}")
     elif plan.phase == "Pending":
         progressing = (False, "NoDatasets", "no InstructionDataset names this run yet")
@@ -98,7 +100,7 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
                           f"spec.suspend is true: paused before {where}" if paused else
                           ("spec.suspend is true: pausing after the running stage" if suspended else ""),
                           now, generation)
-    conds = set_condition(conds, "Stuck", plan.stuck is not None, "Unschedulable" if plan.stuck else "NotStuck",
+    conds = set_condition(conds, "Stuck", plan.stuck is not None, plan.stuck_reason if plan.stuck else "NotStuck",
                           plan.stuck or "", now, generation)
     failure = plan.failure
     conds = set_condition(

@@ -46,6 +46,7 @@ class JobView:
     pending_for: float | None = None  # seconds the oldest Pending pod has waited
     reported: bool = False  # its success/failure Event was already posted
     detail: str = ""  # why its last pod failed: exit code, reason, last log line
+    refused: str = ""  # an active Job with no pod: why the API server refuses its pods (FailedCreate)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class Plan:
     steps_completed: int = 0
     active_job: str | None = None
     failure: Failure | None = None
-    stuck: str | None = None  # why a stage pod is stuck Pending
+    stuck: str | None = None  # why a stage pod is stuck Pending, or cannot be created at all
+    stuck_reason: str = "Unschedulable"  # | PodsRefused | JobRefused
     actions: list[Action] = field(default_factory=list)
     datasets: dict[str, DatasetState] = field(default_factory=dict)
 
@@ -187,7 +189,12 @@ def plan(obs: Observation) -> Plan:
         if job is not None and job.state == ACTIVE:
             out.phase = "Running"
             out.active_job = job.name
-            if job.pending_for is not None and job.pending_for > obs.pending_timeout:
+            if job.refused:  # no pod at all: nothing to wait for, say why at once
+                out.stuck_reason = "PodsRefused"
+                out.stuck = (f"Job {job.name} ({stage}, step {step}) cannot create its pod: {job.refused}. "
+                             "Fix the cause (ResourceQuota, ServiceAccount, LimitRange, admission policy); "
+                             "the Job controller keeps trying")
+            elif job.pending_for is not None and job.pending_for > obs.pending_timeout:
                 out.stuck = (f"a pod of Job {job.name} ({stage}, step {step}) has been Pending for "
                              f"{job.pending_for:.0f}s (> {obs.pending_timeout:.0f}s); check its events "
                              "(unschedulable: GPUs, nodeSelector, tolerations, quota)")

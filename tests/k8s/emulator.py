@@ -14,6 +14,9 @@ Kubernetes-style error bodies. This extension adds, in one place:
   start with the current objects, `timeoutSeconds`;
 - `Table` output for `kubectl get` (CRD printer columns; a few built-in columns);
 - Kubernetes error reasons: NotFound, AlreadyExists, Invalid, Conflict, MethodNotAllowed;
+- built-in admission as a real server does it (admission.py): label values (63 characters),
+  ResourceQuota (`count/<resource>`, `pods`, `requests.<resource>` of pods: 403 exceeded quota),
+  the ServiceAccount plugin (a pod naming a missing ServiceAccount: 403 Forbidden);
 - an audit log (JSON lines: verb, group, resource, subresource, namespace, name, user agent) so a
   test can check RBAC rules against what the operator really did.
 
@@ -40,6 +43,7 @@ from typing import Any, Callable
 import aiohttp.web
 import kmock
 
+import admission
 import schema as crdschema
 
 log = logging.getLogger("emulator")
@@ -54,6 +58,7 @@ BUILTINS = [
     ("", "v1", "configmaps", "ConfigMap", True, ["cm"], []),
     ("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"], []),
     ("", "v1", "events", "Event", True, ["ev"], []),
+    ("", "v1", "resourcequotas", "ResourceQuota", True, ["quota"], ["status"]),
     ("batch", "v1", "jobs", "Job", True, [], ["status"]),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
      ["crd", "crds"], ["status"]),
@@ -294,6 +299,11 @@ class Emulator(kmock.KubernetesEmulator):
         # and copying thousands of Jobs per list made the load test measure the emulator.
         return [raw for _, _, raw in sorted(found, key=lambda t: t[:2])]
 
+    def _namespaced_objects(self, ns: str) -> Callable[[str], list[dict[str, Any]]]:
+        """plural → the live objects of that resource in `ns` (for quota and service accounts)."""
+        return lambda plural: [o.raw for (r, n, _), o in self.objects.items()
+                               if r.plural == plural and n == ns and not o.deleted]
+
     def _next_rv(self) -> str:
         self.rv += 1
         return str(self.rv)
@@ -318,6 +328,11 @@ class Emulator(kmock.KubernetesEmulator):
             raise ApiError(422, "Invalid", f'{self.infos[res].kind} "{name}" is invalid: metadata.name: Invalid value: '
                                            f'"{name}": a lowercase RFC 1123 subdomain must consist of lower case '
                                            "alphanumeric characters, '-' or '.'", {"name": name, "kind": res.plural})
+        if bad := admission.label_errors(obj):
+            raise ApiError(422, "Invalid", f'{self.infos[res].kind}{"." + res.group if res.group else ""} "{name}" is '
+                                           "invalid: " + "; ".join(f"{f}: {m}" for f, m in bad),
+                           {"name": name, "group": res.group, "kind": self.infos[res].kind,
+                            "causes": [{"reason": "FieldValueInvalid", "field": f, "message": m} for f, m in bad]})
         if crd is None:
             return
         if strict:
@@ -355,6 +370,8 @@ class Emulator(kmock.KubernetesEmulator):
         if "status" in info.subresources:
             obj.pop("status", None)  # the main endpoint never writes status, not even on create
         self._admit(res, obj, q.get("fieldValidation") == "Strict")
+        if ns is not None:
+            admission.admit_create(res.plural, res.group, info.kind, obj, ns, self._namespaced_objects(ns))
         if res.plural == "customresourcedefinitions":
             self._register_crd(obj)
         self._store(key, obj)

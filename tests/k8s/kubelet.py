@@ -16,6 +16,10 @@ A process killed by a signal exits like a container does (128 + signal: 137 for 
 with `terminationMessagePolicy: FallbackToLogsOnError` a failed container's last log lines
 become its `terminated.message`, as on a real node.
 
+A pod the API server refuses (quota, a missing ServiceAccount: see admission.py) is not created:
+like the Job controller, the kubelet posts a Warning Event `FailedCreate` on the Job ("Error
+creating: ...") and tries again on a later pass; the Job stays active with no pods.
+
 A pod whose `nodeSelector` does not match this node's labels stays `Pending` with
 `PodScheduled=False, reason=Unschedulable`, as on a cluster without such nodes. When a Job is
 deleted its processes are killed and its Pods deleted (the emulator has no garbage collector).
@@ -68,6 +72,7 @@ class JobState:
     succeeded: set[int] = field(default_factory=set)  # completion indexes (0..n-1 for non-indexed too)
     failed: int = 0
     done: bool = False
+    refusals: set[str] = field(default_factory=set)  # FailedCreate messages already posted
 
 
 class Kubelet:
@@ -205,10 +210,16 @@ class Kubelet:
             pod_spec["nodeName"] = "emulated-node"
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
                  "controller": True, "blockOwnerDeletion": True}
-        self.api.create("pods", state.namespace, {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": labels, "annotations": annotations, "ownerReferences": [owner]},
-            "spec": pod_spec})
+        try:
+            self.api.create("pods", state.namespace, {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": labels, "annotations": annotations, "ownerReferences": [owner]},
+                "spec": pod_spec})
+        except ApiError as err:
+            if err.code not in (403, 422):
+                raise
+            self._failed_create(job, state, err)
+            return
         pod = PodRun(name, index, pod_spec["containers"][0]["name"],
                      logs_on_error=pod_spec["containers"][0].get("terminationMessagePolicy") == "FallbackToLogsOnError")
         state.pods[name] = pod
@@ -240,6 +251,22 @@ class Kubelet:
             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": container["name"], "ready": True, "restartCount": 0,
                                    "state": {"running": {"startedAt": now_iso()}}}]}}, sub="status")
+
+    def _failed_create(self, job: dict[str, Any], state: JobState, err: ApiError) -> None:
+        """The Job controller's `FailedCreate` Warning on the Job (once per distinct message)."""
+        message = f"Error creating: {err.body.get('message', err)}"
+        if message in state.refusals:
+            return
+        state.refusals.add(message)
+        meta = job["metadata"]
+        self.api.create("events", state.namespace, {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}."},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "namespace": state.namespace,
+                               "uid": meta["uid"]},
+            "reason": "FailedCreate", "message": message, "type": "Warning", "count": 1,
+            "firstTimestamp": now_iso(), "lastTimestamp": now_iso(), "source": {"component": "job-controller"}})
+        log.info("job %s/%s: %s", state.namespace, meta["name"], message)
 
     def _env(self, container: dict[str, Any], namespace: str, pod: str, index: int | None) -> dict[str, str]:
         env: dict[str, str] = {}

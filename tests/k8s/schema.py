@@ -108,6 +108,8 @@ def prune(obj: Any, schema: JSONSchema, path: str = "", *, root: bool = True) ->
         if _is_closed_object(schema):
             props = schema["properties"]
             for key in list(obj):
+                if root and key == "metadata":
+                    continue  # the server keeps all of metadata; a schema may only constrain name
                 if key in props:
                     pruned += prune(obj[key], props[key], f"{path}.{key}" if path else key, root=False)
                 elif not (root and key in _ROOT_KEYS):

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 import schema as crdschema
 from adaptinf.data.demo import dataset_manifest, run_manifest
-from adaptinf.spec import FULL_API_VERSION, SCORERS, STRATEGIES, InstructionDatasetSpec, LifelongRunSpec
+from adaptinf.spec import FULL_API_VERSION, QUANTITY, SCORERS, STRATEGIES, InstructionDatasetSpec, LifelongRunSpec
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 KINDS = {"LifelongRun": ("lifelongruns.yaml", LifelongRunSpec),
@@ -352,6 +352,8 @@ def _gen(node: dict, rng: random.Random, depth: int = 0) -> Any:
         return value if value > lo or not node.get("exclusiveMinimum") else hi
     if kind == "boolean":
         return rng.random() < 0.5
+    if node.get("pattern") == QUANTITY:
+        return rng.choice(["500m", "2", "16Gi", "1.5", "100M"])
     return "v" * rng.randint(max(1, node.get("minLength", 0)), 6)
 
 
@@ -388,6 +390,8 @@ def _invalid_mutations(node: dict, path: list[Any]) -> list[tuple[list[Any], Any
         if "maximum" in node:
             out.append((path, node["maximum"] + (0 if node.get("exclusiveMaximum") else 1)))
         out.append((path, "twelve"))
+    elif node.get("type") == "string" and node.get("pattern") == QUANTITY:
+        out.append((path, "16GB"))  # a unit Kubernetes does not know: the Job would be refused
     elif node.get("type") == "string" and node.get("minLength"):
         out.append((path, ""))
     elif node.get("type") == "array" and node.get("minItems"):

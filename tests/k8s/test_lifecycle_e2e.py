@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adaptinf.layout import STAGES
 from adaptinf.operator.jobs import job_name
@@ -115,3 +116,75 @@ def test_dataset_deleted_mid_step_finishes_its_step_first(cluster: Cluster, name
     step1_start = dict(jobs_created(cluster, ns))[job_name(run, 1, "extract")]
     assert step1_start >= step0_done - 1.0  # timestamps: the kubelet's and the audit log's clocks
     assert Counter((c["stage"], c["step"]) for c in calls(store)) == {(s, t): 1 for s in STAGES for t in (0, 1)}
+
+
+def quota(cluster: Cluster, ns: str, name: str, **hard: str) -> None:
+    cluster.api.create("resourcequotas", ns, {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
+                                              "spec": {"hard": hard}})
+
+
+def test_refused_jobs_are_visible_and_the_crd_refuses_what_it_can(cluster: Cluster, namespace: str, start_operator,
+                                                                  start_kubelet, tmp_path: Path) -> None:
+    ns, store, run = namespace, tmp_path / "store", "quota"
+    start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    start_operator()
+    data = write_records(tmp_path / "d0.jsonl", 6)
+
+    # What would be a 422 on every Job is refused when the resource is applied, naming the field.
+    long = "r" * 64
+    refused = cluster.kubectl("apply", "-n", ns, "-f", "-", check=False,
+                              input=yaml.safe_dump(run_manifest(long, store)))
+    assert refused.returncode != 0 and "metadata.name" in refused.stderr, refused.stderr
+    refused = cluster.kubectl("apply", "-n", ns, "-f", "-", check=False, input=yaml.safe_dump(
+        run_manifest("mem", store, resources={"default": {"memory": "16GB"}})))
+    assert refused.returncode != 0 and "spec.resources.default.memory" in refused.stderr, refused.stderr
+    refused = cluster.kubectl("apply", "-n", ns, "-f", "-", check=False, input=yaml.safe_dump(
+        dataset_manifest("d" * 64, run, data)))
+    assert refused.returncode != 0 and "metadata.name" in refused.stderr, refused.stderr
+
+    # A quota refuses the Job itself: the run says so (condition + Event), it does not loop silently.
+    quota(cluster, ns, "no-jobs", **{"count/jobs.batch": "0"})
+    cluster.apply(run_manifest(run, store), dataset_manifest("d0", run, data), namespace=ns)
+    cluster.kubectl("wait", "--for=condition=Stuck", f"llr/{run}", "-n", ns, "--timeout=30s")
+    stuck = condition(cluster, ns, "lifelongruns", run, "Stuck")
+    assert stuck["reason"] == "JobRefused", stuck
+    for words in (job_name(run, 0, "extract"), "403 Forbidden", "exceeded quota: no-jobs", "count/jobs.batch"):
+        assert words in stuck["message"], (words, stuck["message"])
+    s = status(cluster, ns, "lifelongruns", run)
+    assert s["observedGeneration"] == 1 and s["phase"] == "Running"
+    assert condition(cluster, ns, "lifelongruns", run, "Progressing")["reason"] == "JobRefused"
+    warned = [e for e in events(cluster, ns) if e["reason"] == "JobRefused"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning" and "count/jobs.batch" in warned[0]["message"]
+
+    # Lift the quota: the next pass creates the Job and the run finishes.
+    cluster.api.delete("resourcequotas", ns, "no-jobs")
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
+    assert condition(cluster, ns, "lifelongruns", run, "Stuck")["status"] == "False"
+
+
+def test_jobs_whose_pods_are_refused_are_stuck(cluster: Cluster, namespace: str, start_operator, start_kubelet,
+                                               tmp_path: Path) -> None:
+    ns, store, run = namespace, tmp_path / "store", "nopods"
+    start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    start_operator(ADAPTINF_SERVICE_ACCOUNT="adaptinf-stage", ADAPTINF_PENDING_TIMEOUT="3600")
+    cluster.apply(run_manifest(run, store, resources={"train": {"gpus": 1}}),
+                  dataset_manifest("d0", run, write_records(tmp_path / "d0.jsonl", 6)), namespace=ns)
+
+    # The stage ServiceAccount is missing in this namespace: the Job exists, its pod never does.
+    cluster.kubectl("wait", "--for=condition=Stuck", f"llr/{run}", "-n", ns, "--timeout=30s")
+    stuck = condition(cluster, ns, "lifelongruns", run, "Stuck")
+    assert stuck["reason"] == "PodsRefused" and job_name(run, 0, "extract") in stuck["message"], stuck
+    assert 'serviceaccount "adaptinf-stage" not found' in stuck["message"], stuck
+    assert any(e["reason"] == "PodsRefused" and e["type"] == "Warning" for e in events(cluster, ns))
+    assert cluster.api.list("pods", ns) == []
+
+    # A GPU quota of 0 refuses the train pod the same way; lifting it lets the run finish.
+    quota(cluster, ns, "no-gpus", **{"requests.nvidia.com/gpu": "0"})
+    cluster.api.create("serviceaccounts", ns, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                               "metadata": {"name": "adaptinf-stage"}})
+    wait_for(lambda: "exceeded quota: no-gpus" in condition(cluster, ns, "lifelongruns", run, "Stuck").get("message", ""),
+             60, "the train pod to be refused by the GPU quota")
+    assert job_name(run, 0, "train") in condition(cluster, ns, "lifelongruns", run, "Stuck")["message"]
+    cluster.api.delete("resourcequotas", ns, "no-gpus")
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
+    assert condition(cluster, ns, "lifelongruns", run, "Stuck")["status"] == "False"
