@@ -4,10 +4,12 @@ Names are deterministic (`<run>-s<step>-<stage>`, hashed down to 63 characters),
 Job twice is a 409 AlreadyExists, never a duplicate. The container runs the argv of
 docs/contracts.md §1 — never a shell — and gets the specs as JSON in its environment;
 credentials only ever arrive through `secretKeyRef`s. Exit code 2 (bad input) fails the Job at
-once through a `podFailurePolicy` instead of burning the retries of `backoffLimit`.
+once through a `podFailurePolicy` instead of burning the retries of `backoffLimit`; a disrupted pod
+(eviction, preemption, node drain) is retried without counting.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
@@ -31,6 +33,16 @@ CONTAINER = "stage"
 BAD_INPUT_EXIT_CODE = 2
 # Stages that need no accelerator: they run with 0 GPUs unless the run asks for some explicitly.
 CPU_STAGES = ("cluster-select", "prune")
+
+
+# Evicted, preempted or drained (the pod has condition DisruptionTarget): not the stage's fault, so
+# not counted against backoffLimit — a 12-hour train preempted three times must not fail the run.
+# Exit code 2 (bad input) fails the Job at once.
+POD_FAILURE_POLICY: dict[str, Any] = {"rules": [
+    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                          "values": [BAD_INPUT_EXIT_CODE]}},
+]}
 
 
 def job_name(run: str, step: int, stage: str) -> str:
@@ -132,16 +144,20 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
         pod_spec["tolerations"] = tolerations
     if cfg.service_account:
         pod_spec["serviceAccountName"] = cfg.service_account
+    backoff = res.backoff_limit if res.backoff_limit is not None else cfg.backoff_limit
     job_spec: dict[str, Any] = {
-        "backoffLimit": res.backoff_limit if res.backoff_limit is not None else cfg.backoff_limit,
+        "backoffLimit": backoff,
         "activeDeadlineSeconds": res.active_deadline_seconds or cfg.active_deadline,
-        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
-            "containerName": CONTAINER, "operator": "In", "values": [BAD_INPUT_EXIT_CODE]}}]},
+        "podFailurePolicy": copy.deepcopy(POD_FAILURE_POLICY),
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
     if stage == "extract":  # one pod per shard; the stage reads JOB_COMPLETION_INDEX
         shards = spec.extract.shards
         job_spec.update(completionMode="Indexed", completions=shards, parallelism=shards)
+        # Each shard its own retries (one flaky shard must not use up the others' budget); the
+        # first shard out of retries fails the Job at once rather than after the others finish.
+        del job_spec["backoffLimit"]
+        job_spec.update(backoffLimitPerIndex=backoff, maxFailedIndexes=0)
     if cfg.ttl_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = cfg.ttl_after_finished
     job = {"apiVersion": "batch/v1", "kind": "Job",

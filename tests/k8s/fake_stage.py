@@ -10,7 +10,7 @@ marker, `<run>/mlflow.json` and `<run>/summary.json`. Test hooks, all in the sto
 - `_fail/<stage>-<step>`: if present, exit with the code written in it (default 1) — remove it
   and retry to recover;
 - `_hold/<stage>-<step>`: while present, the stage waits (a test catches it mid-run for sure);
-- `_crash/<stage>-<step>`: holds a count N; while N > 0 an attempt decrements it, writes half of
+- `_crash/<stage>-<step>` (or `-shard-<i>` for one extract shard): holds a count N; while N > 0 an attempt decrements it, writes half of
   its output and SIGKILLs itself (an OOM kill mid-write; the Job sees exit code 137);
 - env `FAKE_STAGE_SECONDS`: sleep this long first (to catch a stage mid-run).
 
@@ -137,7 +137,10 @@ def _previous_pool(store, run: str, step: int) -> list[str]:
 
 
 def _maybe_crash(store, prefix: str, stage: str, step: int) -> None:
+    shard = os.environ.get("JOB_COMPLETION_INDEX")
     counter = store.local_path(f"_crash/{stage}-{step}")
+    if shard is not None and store.local_path(f"_crash/{stage}-{step}-shard-{shard}").exists():
+        counter = store.local_path(f"_crash/{stage}-{step}-shard-{shard}")  # one shard's own count
     if not counter.exists() or int(counter.read_text() or 0) <= 0:
         return
     counter.write_text(str(int(counter.read_text()) - 1))

@@ -6,7 +6,8 @@ the container's `command` + `args` as a local subprocess (argv, never a shell) w
 container's `env` (`value`, `valueFrom.secretKeyRef` read from the Secret in the emulator,
 `fieldRef` to the pod's name/namespace/completion-index annotation) over the `extra_env` the test
 injects (PATH, PYTHONPATH, ...), honour `completions`/`parallelism`/`completionMode: Indexed`
-(`JOB_COMPLETION_INDEX`), `backoffLimit`, `podFailurePolicy` (`FailJob` on exit codes),
+(`JOB_COMPLETION_INDEX`), `backoffLimit`, `backoffLimitPerIndex` + `maxFailedIndexes`,
+`podFailurePolicy` (`FailJob` on exit codes, `Ignore` on pod conditions such as `DisruptionTarget`),
 `activeDeadlineSeconds`, `suspend` and `ttlSecondsAfterFinished` (the TTL controller: a finished Job
 is deleted that many seconds after it ended, finalizers permitting), and patch the Job status (`active`, `ready`, `succeeded`,
 `failed`, `completedIndexes`, `startTime`, `completionTime`, conditions `Complete`/`Failed`) and
@@ -59,6 +60,7 @@ class PodRun:
     proc: subprocess.Popen | None = None  # None: not started (unschedulable or waiting for config)
     started: float = 0.0
     logs_on_error: bool = False  # terminationMessagePolicy: FallbackToLogsOnError
+    conditions: set[str] = field(default_factory=set)  # pod conditions set to True besides Ready (DisruptionTarget)
 
 
 @dataclass
@@ -73,6 +75,8 @@ class JobState:
     failed: int = 0
     done: bool = False
     refusals: set[str] = field(default_factory=set)  # FailedCreate messages already posted
+    index_failures: dict[int, int] = field(default_factory=dict)  # backoffLimitPerIndex: failures per index
+    failed_indexes: set[int] = field(default_factory=set)
 
 
 class Kubelet:
@@ -154,7 +158,8 @@ class Kubelet:
         completions = spec.get("completions", 1)
         parallelism = spec.get("parallelism", 1)
         indexed = spec.get("completionMode") == "Indexed"
-        backoff = spec.get("backoffLimit", 6)
+        per_index = spec.get("backoffLimitPerIndex") if indexed else None
+        backoff = spec.get("backoffLimit", 2**31 - 1 if per_index is not None else 6)
         failure: tuple[str, str] | None = None
 
         for pod in list(state.pods.values()):
@@ -166,13 +171,20 @@ class Kubelet:
             if rc == 0:
                 state.succeeded.add(pod.index if pod.index is not None else len(state.succeeded))
                 continue
-            action = _failure_policy(spec.get("podFailurePolicy"), rc)
+            action = _failure_policy(spec.get("podFailurePolicy"), rc, pod.conditions)
             if action == "Ignore":
-                continue
+                continue  # not counted: the pod is simply created again
             state.failed += 1
             if action == "FailJob":
                 failure = ("PodFailurePolicy", f"Container main for pod {pod.name} failed with exit code {rc} "
-                                               "matching FailJob rule at index 0")
+                                               "matching FailJob rule at index 1")
+            elif per_index is not None and pod.index is not None:
+                state.index_failures[pod.index] = state.index_failures.get(pod.index, 0) + 1
+                if state.index_failures[pod.index] > per_index:
+                    state.failed_indexes.add(pod.index)
+                    if len(state.failed_indexes) > spec.get("maxFailedIndexes", completions):
+                        failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of "
+                                                               "failed indexes")
             elif state.failed > backoff:
                 failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
 
@@ -186,7 +198,8 @@ class Kubelet:
             state.pods.clear()
         elif len(state.succeeded) < completions:
             running = {p.index for p in state.pods.values()}
-            todo = [i for i in range(completions) if i not in state.succeeded and i not in running] if indexed \
+            todo = [i for i in range(completions) if i not in state.succeeded and i not in running
+                    and i not in state.failed_indexes] if indexed \
                 else [None] * max(0, completions - len(state.succeeded) - len(state.pods))
             for index in todo[:max(0, parallelism - len(state.pods))]:
                 self._start_pod(job, state, index)
@@ -251,6 +264,31 @@ class Kubelet:
             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": container["name"], "ready": True, "restartCount": 0,
                                    "state": {"running": {"startedAt": now_iso()}}}]}}, sub="status")
+
+    def evict(self, pod_name: str) -> None:
+        """What an eviction (drain, preemption) does to a running pod: the API server sets condition
+        DisruptionTarget=True, then the kubelet sends SIGTERM (SIGKILL after the grace period)."""
+        for state in self.jobs.values():
+            pod = state.pods.get(pod_name)
+            if pod is None or pod.proc is None:
+                continue
+            self.api.patch("pods", state.namespace, pod_name, {"status": {"conditions": [
+                {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                 "message": "Eviction API: evicting", "lastTransitionTime": now_iso()}]}}, sub="status")
+            pod.conditions.add("DisruptionTarget")
+            self._terminate(pod)
+            return
+        raise KeyError(f"no running pod {pod_name}")
+
+    def _terminate(self, pod: PodRun, grace: float = 5.0) -> None:
+        if pod.proc is None or pod.proc.poll() is not None:
+            return
+        os.killpg(pod.proc.pid, signal.SIGTERM)
+        try:
+            pod.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(pod.proc.pid, signal.SIGKILL)
+            pod.proc.wait(timeout=10)
 
     def _failed_create(self, job: dict[str, Any], state: JobState, err: ApiError) -> None:
         """The Job controller's `FailedCreate` Warning on the Job (once per distinct message)."""
@@ -326,6 +364,10 @@ class Kubelet:
             "succeeded": len(state.succeeded), "failed": state.failed}
         if indexed:
             status["completedIndexes"] = ",".join(map(str, sorted(state.succeeded)))
+        if failure is None and state.failed_indexes and len(state.succeeded) + len(state.failed_indexes) >= completions:
+            failure = ("FailedIndexes", "Job has failed indexes")
+        if indexed and state.failed_indexes:
+            status["failedIndexes"] = ",".join(map(str, sorted(state.failed_indexes)))
         if failure is not None or len(state.succeeded) >= completions:
             state.done = True
             self.finished_at[job["metadata"]["uid"]] = time.time()
@@ -345,9 +387,12 @@ class Kubelet:
                     raise
 
 
-def _failure_policy(policy: dict[str, Any] | None, rc: int) -> str | None:
+def _failure_policy(policy: dict[str, Any] | None, rc: int, conditions: set[str] = frozenset()) -> str | None:
+    """The action of the first matching rule, as the Job controller reads them (in order)."""
     for rule in (policy or {}).get("rules", []):
         codes = rule.get("onExitCodes")
         if codes and (rc in codes["values"]) == (codes["operator"] == "In"):
+            return rule["action"]
+        if any(c.get("type") in conditions and c.get("status", "True") == "True" for c in rule.get("onPodConditions") or []):
             return rule["action"]
     return None

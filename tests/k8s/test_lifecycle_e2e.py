@@ -188,3 +188,38 @@ def test_jobs_whose_pods_are_refused_are_stuck(cluster: Cluster, namespace: str,
     cluster.api.delete("resourcequotas", ns, "no-gpus")
     cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
     assert condition(cluster, ns, "lifelongruns", run, "Stuck")["status"] == "False"
+
+
+def running_pod(kubelet, job: str, after: int = 0) -> str | None:
+    """The newest pod of `job` the kubelet started, once it has started more than `after` of them."""
+    pods = [p for j, p, _ in kubelet.started_pods if j == job]
+    return pods[-1] if len(pods) > after else None
+
+
+def test_preemption_is_not_a_failure_and_shards_retry_on_their_own(cluster: Cluster, namespace: str, start_operator,
+                                                                   start_kubelet, tmp_path: Path) -> None:
+    ns, store, run = namespace, tmp_path / "store", "spot"
+    (store / "_crash").mkdir(parents=True)
+    for shard in (0, 1):  # two crashes each: within each shard's budget, over a shared one (2)
+        (store / "_crash" / f"extract-0-shard-{shard}").write_text("2")
+    held = hold(store, "train", 0)
+    kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    start_operator()
+    cluster.apply(run_manifest(run, store, extract={"shards": 2}),
+                  dataset_manifest("d0", run, write_records(tmp_path / "d0.jsonl", 6)), namespace=ns)
+
+    # The train pod is evicted three times (a node drain, spot preemption): backoffLimit is 2.
+    train = job_name(run, 0, "train")
+    for n in range(3):
+        pod = wait_for(lambda: running_pod(kubelet, train, after=n), 60, f"train pod #{n + 1}")
+        wait_for(lambda: (cluster.api.find("pods", ns, pod) or {}).get("status", {}).get("phase") == "Running", 30,
+                 f"{pod} to run")
+        kubelet.evict(pod)
+    held.unlink()
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=90s")
+    job = cluster.api.get("jobs", ns, train)
+    assert (job["status"]["failed"], job["status"]["succeeded"]) == (0, 1)  # evictions are not counted
+    assert len([p for j, p, _ in kubelet.started_pods if j == train]) == 4
+    extract = cluster.api.get("jobs", ns, job_name(run, 0, "extract"))
+    assert (extract["status"]["failed"], extract["status"]["succeeded"]) == (4, 2)
+    assert condition(cluster, ns, "lifelongruns", run, "Failed")["status"] == "False"

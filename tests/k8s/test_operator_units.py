@@ -68,7 +68,9 @@ def test_train_job_manifest() -> None:
     assert owner == {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "name": "demo", "uid": "run-uid",
                      "controller": True, "blockOwnerDeletion": True}
     assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 86400 and spec["ttlSecondsAfterFinished"] == 600
-    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    disrupted, bad_input = spec["podFailurePolicy"]["rules"]
+    assert disrupted == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert bad_input["action"] == "FailJob" and bad_input["onExitCodes"]["values"] == [2]
     assert "completionMode" not in spec
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "stage-sa"
@@ -106,6 +108,9 @@ def test_extract_is_indexed_and_gpu_defaults() -> None:
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 4, 4)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ADAPTINF_SHARDS"] == "4"
+    # Each shard has its own retries; the first shard out of them fails the Job.
+    assert (job["spec"]["backoffLimitPerIndex"], job["spec"]["maxFailedIndexes"]) == (2, 0)
+    assert "backoffLimit" not in job["spec"]
     # resources.default.gpus (1) wins over ADAPTINF_DEFAULT_GPUS; no run resources → the env default.
     res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"]["amd.com/gpu"] == "1"
