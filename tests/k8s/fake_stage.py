@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="fake-stage %(levelname)s %(message)s")
 
     env = os.environ
+    if args.stage == "train" and int(env.get("ADAPTINF_TRAIN_PROCESSES", "1")) > 1:
+        group = _process_group(args, int(env["ADAPTINF_TRAIN_PROCESSES"]))
+        if group is not None:
+            return group
     store = open_store(env["ADAPTINF_STORE"])
     spec = LifelongRunSpec.model_validate(json.loads(env["ADAPTINF_RUN_SPEC"]))
     dataset = env["ADAPTINF_DATASET"]
@@ -134,6 +138,33 @@ def _previous_pool(store, run: str, step: int) -> list[str]:
         if store.exists(layout.pool_key(run, s)):
             return store.read_json(layout.pool_key(run, s))["members"]
     return []
+
+
+def _process_group(args: argparse.Namespace, processes: int) -> int | None:
+    """Like the real train stage: the parent runs the group (the real `run_group`, each process
+    this fake); each process, as the real stage's tracked_attempt does, handles SIGTERM, leaves a
+    trace `_terminated/train-<step>-rank-<r>` in the store and exits 143. Rank 0 does the work;
+    the others wait for the step's hold, if any. Returns None inside a process of the group."""
+    from adaptinf.training import distributed
+
+    if not distributed.in_launched_group():
+        distributed.launch_argv = lambda stage_args: [sys.executable, os.path.abspath(__file__), *stage_args]
+        return distributed.run_group(processes, sys.argv[1:])
+    store, rank = open_store(os.environ["ADAPTINF_STORE"]), os.environ.get("RANK", "0")
+
+    def terminated(signum: int, frame: object) -> None:
+        trace = store.local_path(f"_terminated/train-{args.step}-rank-{rank}")
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.touch()
+        log.error("rank %s: SIGTERM, exiting 143", rank)
+        os._exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, terminated)
+    if rank == "0":
+        return None
+    while store.local_path(f"_hold/train-{args.step}").exists():
+        time.sleep(0.05)
+    raise SystemExit(0)
 
 
 def _maybe_crash(store, prefix: str, stage: str, step: int) -> None:

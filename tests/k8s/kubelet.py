@@ -13,6 +13,12 @@ is deleted that many seconds after it ended, finalizers permitting), and patch t
 `failed`, `completedIndexes`, `startTime`, `completionTime`, conditions `Complete`/`Failed`) and
 each Pod's status (phase, container state, exit code).
 
+With `pid_namespace=True` each container process runs as PID 1 of its own PID namespace
+(`unshare --pid --fork`), and stopping a pod (eviction, Job deletion, `activeDeadlineSeconds`)
+signals that PID 1 only, as a container runtime does: SIGTERM, then SIGKILL after `grace`
+seconds. A PID 1 without a SIGTERM handler ignores SIGTERM (the kernel's rule), so such a pod
+waits out its grace period and ends with 137, as on a real node.
+
 A process killed by a signal exits like a container does (128 + signal: 137 for SIGKILL), and
 with `terminationMessagePolicy: FallbackToLogsOnError` a failed container's last log lines
 become its `terminated.message`, as on a real node.
@@ -82,8 +88,9 @@ class JobState:
 class Kubelet:
     def __init__(self, api: KubeApi, workdir: Path, extra_env: dict[str, str] | None = None,
                  command_map: dict[str, list[str]] | None = None, node_labels: dict[str, str] | None = None,
-                 poll: float = 0.2):
+                 poll: float = 0.2, pid_namespace: bool = False, grace: float = 5.0):
         self.api, self.workdir, self.poll = api, Path(workdir), poll
+        self.pid_namespace, self.grace = pid_namespace, grace
         self.extra_env = dict(extra_env or {})
         self.command_map = dict(command_map or {})
         self.node_labels = dict(node_labels or {})
@@ -191,10 +198,11 @@ class Kubelet:
         deadline = spec.get("activeDeadlineSeconds")
         if failure is None and deadline and time.monotonic() - state.started > deadline:
             failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
-        if failure is not None:
+        if failure is not None:  # the Job controller deletes the remaining pods: graceful stop
             for pod in list(state.pods.values()):
-                self._kill(pod)
-                self._pod_finished(state, pod, 137)
+                self._terminate(pod)
+                rc = pod.proc.poll() if pod.proc is not None else None
+                self._pod_finished(state, pod, 137 if rc is None else (128 - rc if rc < 0 else rc))
             state.pods.clear()
         elif len(state.succeeded) < completions:
             running = {p.index for p in state.pods.values()}
@@ -253,6 +261,8 @@ class Kubelet:
             env["JOB_COMPLETION_INDEX"] = str(index)
         cwd = self.workdir / "pods" / name
         cwd.mkdir(parents=True, exist_ok=True)
+        if self.pid_namespace:  # the container's process is PID 1; --kill-child: nothing outlives it
+            argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]
         with (self.workdir / "logs" / f"{name}.log").open("wb") as out:
             pod.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -280,12 +290,18 @@ class Kubelet:
             return
         raise KeyError(f"no running pod {pod_name}")
 
-    def _terminate(self, pod: PodRun, grace: float = 5.0) -> None:
+    def _terminate(self, pod: PodRun) -> None:
+        """SIGTERM, then SIGKILL after the grace period: how a kubelet stops a container."""
         if pod.proc is None or pod.proc.poll() is not None:
             return
-        os.killpg(pod.proc.pid, signal.SIGTERM)
+        if self.pid_namespace:  # the runtime signals the container's PID 1, nothing else
+            children = Path(f"/proc/{pod.proc.pid}/task/{pod.proc.pid}/children").read_text().split()
+            for child in children:
+                os.kill(int(child), signal.SIGTERM)
+        else:
+            os.killpg(pod.proc.pid, signal.SIGTERM)
         try:
-            pod.proc.wait(timeout=grace)
+            pod.proc.wait(timeout=self.grace)
         except subprocess.TimeoutExpired:
             os.killpg(pod.proc.pid, signal.SIGKILL)
             pod.proc.wait(timeout=10)
@@ -350,7 +366,7 @@ class Kubelet:
     def _forget(self, state: JobState) -> None:
         """The Job is gone: stop its processes and delete its pods (no GC in the emulator)."""
         for pod in state.pods.values():
-            self._kill(pod)
+            self._terminate(pod)
         for name in state.all_pods:
             self.api.delete("pods", state.namespace, name)
         log.info("job %s/%s deleted: cleaned %d pods", state.namespace, state.name, len(state.all_pods))

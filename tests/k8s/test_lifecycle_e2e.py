@@ -4,6 +4,7 @@ deleting finished Jobs, a run re-created under the same name, a dataset deleted 
 mid-step, refused Job and pod creations, preemption, and the Job manifest of multi-GPU runs."""
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -223,3 +224,46 @@ def test_preemption_is_not_a_failure_and_shards_retry_on_their_own(cluster: Clus
     extract = cluster.api.get("jobs", ns, job_name(run, 0, "extract"))
     assert (extract["status"]["failed"], extract["status"]["succeeded"]) == (4, 2)
     assert condition(cluster, ns, "lifelongruns", run, "Failed")["status"] == "False"
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a PID namespace")
+def test_multi_gpu_train_stops_on_sigterm_as_pid_1(cluster: Cluster, namespace: str, start_operator, start_kubelet,
+                                                   tmp_path: Path) -> None:
+    ns, store, run = namespace, tmp_path / "store", "gpus"
+    store.mkdir()
+    held = hold(store, "train", 0)
+    kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE}, pid_namespace=True, grace=6.0)
+    start_operator()
+    cluster.apply(run_manifest(run, store, resources={"default": {"gpus": 2}}),
+                  dataset_manifest("d0", run, write_records(tmp_path / "d0.jsonl", 6)), namespace=ns)
+    train = job_name(run, 0, "train")
+    pod = wait_for(lambda: running_pod(kubelet, train), 60, "the train pod")
+    wait_for(lambda: any(c["stage"] == "train" for c in calls(store)), 30, "rank 0 of the train group to start")
+    time.sleep(1.0)  # rank 1 too
+
+    # The Job manifest: /dev/shm for NCCL on the two-GPU train; extract and eval use one GPU.
+    spec = cluster.api.get("jobs", ns, train)["spec"]["template"]["spec"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in spec["containers"][0]["volumeMounts"]
+    assert spec["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    for stage in ("extract", "eval") if has_job(cluster, ns, job_name(run, 0, "eval")) else ("extract",):
+        limits = cluster.api.get("jobs", ns, job_name(run, 0, stage))["spec"]["template"]["spec"]["containers"][0][
+            "resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == "1", (stage, limits)
+
+    # Evicted: the runtime sends SIGTERM to the container's PID 1, the group's parent. It passes it
+    # on; every rank exits 143 at once, well inside the grace period, not SIGKILLed after it.
+    started = time.monotonic()
+    kubelet.evict(pod)
+    assert time.monotonic() - started < 5.0
+    wait_for(lambda: (((cluster.api.find("pods", ns, pod) or {}).get("status") or {}).get("containerStatuses")
+                      or [{}])[0].get("state", {}).get("terminated"), 30, "the evicted pod's exit")
+    terminated = cluster.api.get("pods", ns, pod)["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 143, terminated
+    assert sorted(p.name for p in (store / "_terminated").iterdir()) == ["train-0-rank-0", "train-0-rank-1"]
+
+    held.unlink()  # an eviction is not a failure: the next pod finishes the step
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=90s")
+    limits = cluster.api.get("jobs", ns, job_name(run, 0, "eval"))["spec"]["template"]["spec"]["containers"][0][
+        "resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"

@@ -115,8 +115,17 @@ def test_extract_is_indexed_and_gpu_defaults() -> None:
     res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"]["amd.com/gpu"] == "1"
     bare = {**RUN, "spec": {k: v for k, v in RUN["spec"].items() if k != "resources"}}
-    assert build_job(bare, 0, "eval", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+    assert build_job(bare, 0, "train", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
         "requests": {"amd.com/gpu": "2"}, "limits": {"amd.com/gpu": "2"}}
+    # extract and eval use one device: a default of 2 gives them 1 (per shard, for extract).
+    for stage in ("extract", "eval"):
+        assert build_job(bare, 0, stage, DATASET, cfg)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+            "requests": {"amd.com/gpu": "1"}, "limits": {"amd.com/gpu": "1"}}
+    # A multi-GPU train pod gets a memory-backed /dev/shm for NCCL; others keep the default.
+    train = build_job(bare, 0, "train", DATASET, cfg)["spec"]["template"]["spec"]
+    assert train["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert train["containers"][0]["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert "volumes" not in build_job(bare, 0, "eval", DATASET, cfg)["spec"]["template"]["spec"]
     # cluster-select and prune need no GPU unless the run says so.
     assert build_job(bare, 0, "cluster-select", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0][
         "resources"] == {}
