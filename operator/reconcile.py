@@ -187,8 +187,9 @@ class Reconciler:
         if recorded and not any((v.step, v.stage) == (recorded.get("step"), recorded.get("stage")) for v in views):
             views.append(recorded_failure(recorded))  # its Job was deleted (TTL): still failed
         dsv = tuple(dataset_view(d, name, run["metadata"].get("uid")) for d in datasets)
+        next_step = int((run.get("status") or {}).get("nextStep") or 0)
         obs = Observation(run=name, datasets=dsv, jobs=tuple(views), suspended=spec.suspend,
-                          retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout)
+                          retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout, next_step=next_step)
         # Markers only for open steps: finished steps are recorded in their dataset's status.
         committed, unusable = set(), set()
         for step, ds in schedule(obs):
@@ -204,7 +205,7 @@ class Reconciler:
                 break  # the first step with no trace at all: nothing later can have any
         return Observation(run=name, datasets=dsv, jobs=tuple(views), committed=frozenset(committed),
                            unusable_steps=frozenset(unusable), suspended=spec.suspend,
-                           retry_step=obs.retry_step, pending_timeout=self.cfg.pending_timeout)
+                           retry_step=obs.retry_step, pending_timeout=self.cfg.pending_timeout, next_step=next_step)
 
     def _refused_pods(self, job: dict[str, Any]) -> str:
         """The latest FailedCreate Warning the Job controller posted on this Job, or ''."""

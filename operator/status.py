@@ -107,7 +107,8 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
         conds, "Failed", failure is not None, "StageFailed" if failure else "NoFailure",
         f"stage {failure.stage} of step {failure.step} (dataset {failure.dataset}) failed: {failure.reason}: "
         f"{failure.message}. Fix the cause, then: {retry_hint}" if failure else "", now, generation)
-    status: dict[str, Any] = {"phase": plan.phase, "stepsCompleted": plan.steps_completed, "conditions": conds}
+    status: dict[str, Any] = {"phase": plan.phase, "stepsCompleted": plan.steps_completed, "conditions": conds,
+                              "nextStep": plan.next_step}
     if failure is not None:  # durable: the failed Job itself may be deleted (TTL) before a retry
         status["failure"] = failure_record(failure)
     for key, value in (("step", plan.step), ("stage", plan.stage), ("dataset", plan.dataset),

@@ -59,6 +59,7 @@ class Observation:
     suspended: bool = False
     retry_step: int | None = None  # the retry annotation, when set
     pending_timeout: float = 1800.0
+    next_step: int = 0  # the run's status.nextStep: steps below it were taken, even if nothing of them is left
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Plan:
     failure: Failure | None = None
     stuck: str | None = None  # why a stage pod is stuck Pending, or cannot be created at all
     stuck_reason: str = "Unschedulable"  # | PodsRefused | JobRefused
+    next_step: int = 0  # the first step number no dataset has taken (status.nextStep)
     actions: list[Action] = field(default_factory=list)
     datasets: dict[str, DatasetState] = field(default_factory=dict)
 
@@ -134,7 +136,9 @@ def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
         if ds.step is not None:
             fixed.setdefault(ds.name, ds.step)
     taken = sorted((step, by_name[name]) for name, step in fixed.items() if name in by_name)
-    nxt = max(fixed.values(), default=-1) + 1
+    # A step whose Jobs are gone (TTL) and whose dataset was deleted left no trace here but its
+    # markers in the store: never hand its number to another dataset (it would count as done).
+    nxt = max(max(fixed.values(), default=-1) + 1, obs.next_step)
     queue = sorted((d for d in obs.datasets if d.name not in fixed), key=arrival_key)
     return [(s, d) for s, d in taken] + [(nxt + i, d) for i, d in enumerate(queue)]
 
@@ -220,6 +224,9 @@ def plan(obs: Observation) -> Plan:
         # Stable text: naming the current step would rewrite every queued dataset at every step.
         out.datasets[ds.name] = DatasetState("Queued", None, None, "Queued",
                                              f"queued: waits for the earlier datasets of run {obs.run}")
+    taken = [s for s, d in steps if s < obs.next_step or d.step is not None or any(j.step == s for j in obs.jobs)]
+    taken += [a.step for a in out.actions if isinstance(a, CreateJob)]
+    out.next_step = max([obs.next_step, *(s + 1 for s in taken)])
     if obs.retry_step is not None and not retry_used:
         out.actions.append(ClearRetry(used=False))
     return out

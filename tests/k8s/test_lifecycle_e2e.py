@@ -56,6 +56,15 @@ def test_ttl_deleted_failed_job_is_not_recreated(cluster: Cluster, namespace: st
     assert "failure" not in status(cluster, ns, "lifelongruns", run)
     assert Counter(c["stage"] for c in calls(store)) == {**{s: 1 for s in STAGES}, "train": 2}
 
+    # Step 0's Jobs are gone (TTL); deleting its dataset too leaves only its markers in the store.
+    # The next dataset still becomes step 1 (status.nextStep), not a second "step 0" already done.
+    wait_for(lambda: not cluster.api.list("jobs", ns), 30, "the TTL controller to delete every Job")
+    cluster.kubectl("delete", "ids", "d0", "-n", ns, "--timeout=30s")
+    cluster.apply(dataset_manifest("d1", run, write_records(tmp_path / "d1.jsonl", 4)), namespace=ns)
+    cluster.kubectl("wait", "--for=condition=StepSucceeded", "ids/d1", "-n", ns, "--timeout=60s")
+    assert status(cluster, ns, "instructiondatasets", "d1")["step"] == 1
+    assert Counter(c["stage"] for c in calls(store) if c["step"] == 1) == {s: 1 for s in STAGES}
+
 
 def test_recreated_run_does_not_take_the_old_runs_store(cluster: Cluster, namespace: str, start_operator,
                                                         start_kubelet, tmp_path: Path) -> None:

@@ -313,3 +313,10 @@ def test_views_from_api_objects() -> None:
     done = {"metadata": {"name": "b"}, "status": {"run": "demo", "runUid": "old-uid", "step": 0, "phase": "Succeeded"}}
     assert dataset_view(done, "demo", "old-uid").outcome == "Succeeded"
     assert dataset_view(done, "demo", "new-uid").step is None  # the run was deleted and created again
+
+
+def test_step_numbers_already_taken_are_never_given_again() -> None:
+    # Step 1's dataset and Jobs are gone (deleted, TTL): only status.nextStep remembers it.
+    p = plan(obs([ds("c")], next_step=2))
+    assert p.actions == [CreateJob(2, "extract", "c")] and p.next_step == 3
+    assert plan(obs([ds("a", step=0, outcome="Succeeded")], next_step=0)).next_step == 1
