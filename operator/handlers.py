@@ -55,6 +55,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="adaptinf.dev")
     settings.persistence.finalizer = "adaptinf.dev/cleanup"
     settings.posting.level = logging.INFO
+    # Only the operator's own Jobs, filtered by the API server: not every Job of the cluster.
+    settings.watching.label_selectors["batch", "jobs"] = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
     memo.cfg = cfg
     memo.reconciler = Reconciler(Kube.from_environment(), cfg, KopfEvents())
     memo.pokes = {}  # (namespace, run) → asyncio.Event that wakes the run's daemon

@@ -168,8 +168,8 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
         job_spec.update(completionMode="Indexed", completions=shards, parallelism=shards)
         # Each shard its own retries (one flaky shard must not use up the others' budget); the
         # first shard out of retries fails the Job at once rather than after the others finish.
-        del job_spec["backoffLimit"]
-        job_spec.update(backoffLimitPerIndex=backoff, maxFailedIndexes=0)
+        # backoffLimit stays as the total (an API server before 1.29 drops the per-index fields).
+        job_spec.update(backoffLimit=backoff * shards, backoffLimitPerIndex=backoff, maxFailedIndexes=0)
     if cfg.ttl_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = cfg.ttl_after_finished
     job = {"apiVersion": "batch/v1", "kind": "Job",

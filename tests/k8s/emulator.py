@@ -17,7 +17,8 @@ Kubernetes-style error bodies. This extension adds, in one place:
 - built-in admission as a real server does it (admission.py): label values (63 characters),
   ResourceQuota (`count/<resource>`, `pods`, `requests.<resource>` of pods: 403 exceeded quota),
   the ServiceAccount plugin (a pod naming a missing ServiceAccount: 403 Forbidden);
-- an audit log (JSON lines: verb, group, resource, subresource, namespace, name, user agent) so a
+- an audit log (JSON lines: verb, group, resource, subresource, namespace, name, user agent, label
+  and field selectors) so a
   test can check RBAC rules against what the operator really did.
 
 Not emulated: authentication/authorization, garbage collection of dependents (ownerReferences),
@@ -160,7 +161,8 @@ class Emulator(kmock.KubernetesEmulator):
             self._register(res, names["kind"], spec.get("scope") == "Namespaced", names.get("shortNames", []),
                            names.get("categories", []), list(v.get("subresources", {})))
             self.crds[res] = {"schema": v["schema"]["openAPIV3Schema"], "kind": names["kind"],
-                              "columns": v.get("additionalPrinterColumns", [])}
+                              "columns": v.get("additionalPrinterColumns", []),
+                              "selectable": {f["jsonPath"].lstrip(".") for f in v.get("selectableFields", [])}}
         crd["status"] = {"acceptedNames": names, "storedVersions": [v["name"] for v in spec["versions"] if v.get("storage")],
                          "conditions": [{"type": t, "status": "True", "reason": r, "lastTransitionTime": now_iso(),
                                          "message": "emulated"} for t, r in
@@ -216,7 +218,8 @@ class Emulator(kmock.KubernetesEmulator):
                 "POST": "create", "PATCH": "patch", "PUT": "update",
                 "DELETE": "delete" if name else "deletecollection"}.get(raw.method, raw.method.lower())
         created = (body.get("metadata") or {}).get("name") if verb == "create" and isinstance(body, dict) else None
-        self._audit(verb, res, namespace, name or created, sub, raw.headers.get("User-Agent", ""))
+        self._audit(verb, res, namespace, name or created, sub, raw.headers.get("User-Agent", ""),
+                    q.get("labelSelector", ""), q.get("fieldSelector", ""))
         as_table = "as=Table" in raw.headers.get("Accept", "")
         async with self._lock:
             if verb == "watch":
@@ -225,6 +228,7 @@ class Emulator(kmock.KubernetesEmulator):
                 obj = self._get((res, namespace, name))
                 return aiohttp.web.json_response(self._table(res, [obj]) if as_table else obj)
             elif verb == "list":
+                self._check_fields(res, q.get("fieldSelector", ""))
                 items = self._select(res, namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
                 if as_table:
                     return aiohttp.web.json_response(self._table(res, items))
@@ -246,10 +250,11 @@ class Emulator(kmock.KubernetesEmulator):
         return await self._watch(raw, res, namespace, name, q)
 
     def _audit(self, verb: str, res: kmock.resource, ns: str | None, name: str | None, sub: str | None,
-               agent: str) -> None:
+               agent: str, labels: str = "", fields: str = "") -> None:
         if self.audit_path is not None:
             entry = {"verb": verb, "group": res.group, "version": res.version, "resource": res.plural,
-                     "subresource": sub, "namespace": ns, "name": name, "userAgent": agent, "ts": time.time()}
+                     "subresource": sub, "namespace": ns, "name": name, "userAgent": agent, "ts": time.time(),
+                     "labelSelector": labels, "fieldSelector": fields}
             with self.audit_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
 
@@ -303,6 +308,15 @@ class Emulator(kmock.KubernetesEmulator):
         """plural → the live objects of that resource in `ns` (for quota and service accounts)."""
         return lambda plural: [o.raw for (r, n, _), o in self.objects.items()
                                if r.plural == plural and n == ns and not o.deleted]
+
+    def _check_fields(self, res: kmock.resource, fields: str) -> None:
+        """A custom resource can be selected by metadata.name/namespace and its selectableFields only."""
+        crd = self.crds.get(res)
+        for req in (r for r in fields.split(",") if r) if crd is not None else ():
+            path = re.split(r"!?==?", req, maxsplit=1)[0].strip()
+            if path not in ("metadata.name", "metadata.namespace", *crd["selectable"]):
+                raise ApiError(400, "BadRequest", f'"{path}" is not a known field selector: only "metadata.name", '
+                                                  '"metadata.namespace"' + "".join(f', "{f}"' for f in sorted(crd["selectable"])), {})
 
     def _next_rv(self) -> str:
         self.rv += 1

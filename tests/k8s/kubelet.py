@@ -192,6 +192,8 @@ class Kubelet:
                     if len(state.failed_indexes) > spec.get("maxFailedIndexes", completions):
                         failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of "
                                                                "failed indexes")
+                if failure is None and state.failed > backoff:  # the Job-wide limit still applies
+                    failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
             elif state.failed > backoff:
                 failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
 

@@ -43,7 +43,7 @@ def version_schema(crd: dict[str, Any], version: str | None = None) -> JSONSchem
     raise KeyError(f"{crd['metadata']['name']}: no version {version or '(storage)'}")
 
 
-def to_json_schema(node: Any, *, reject_unknown: bool = True) -> Any:
+def to_json_schema(node: Any, *, reject_unknown: bool = True, _root: bool = True) -> Any:
     """Translate a Kubernetes OpenAPI v3 schema into JSON Schema (draft 2020-12).
 
     With `reject_unknown`, objects that declare `properties` forbid other keys — what the
@@ -57,9 +57,11 @@ def to_json_schema(node: Any, *, reject_unknown: bool = True) -> Any:
     preserve = bool(node.get("x-kubernetes-preserve-unknown-fields"))
     for key, value in node.items():
         if key in ("properties", "patternProperties"):
-            out[key] = {k: to_json_schema(v, reject_unknown=reject_unknown) for k, v in value.items()}
+            # A root `metadata` schema only constrains name/generateName: the rest stays open.
+            out[key] = {k: to_json_schema(v, reject_unknown=reject_unknown and not (_root and k == "metadata"),
+                                          _root=False) for k, v in value.items()}
         elif key in ("items", "additionalProperties", "not", "anyOf", "allOf", "oneOf"):
-            out[key] = to_json_schema(value, reject_unknown=reject_unknown)
+            out[key] = to_json_schema(value, reject_unknown=reject_unknown, _root=False)
         elif key == "x-kubernetes-int-or-string" and value and "anyOf" not in node:
             out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         elif key == "x-kubernetes-list-type" and value == "set":

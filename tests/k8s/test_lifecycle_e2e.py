@@ -65,6 +65,11 @@ def test_ttl_deleted_failed_job_is_not_recreated(cluster: Cluster, namespace: st
     assert status(cluster, ns, "instructiondatasets", "d1")["step"] == 1
     assert Counter(c["stage"] for c in calls(store) if c["step"] == 1) == {s: 1 for s in STAGES}
 
+    # The operator watches only its own Jobs, filtered by the API server, never every Job.
+    job_reads = [e for e in cluster.audit_entries() if (e["group"], e["resource"]) == ("batch", "jobs")
+                 and e["verb"] in ("list", "watch") and e["userAgent"].startswith("kopf") and e["namespace"] == ns]
+    assert job_reads and all("app.kubernetes.io/managed-by=adaptinf-operator" in e["labelSelector"] for e in job_reads)
+
 
 def test_recreated_run_does_not_take_the_old_runs_store(cluster: Cluster, namespace: str, start_operator,
                                                         start_kubelet, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_extract_is_indexed_and_gpu_defaults() -> None:
     assert env["ADAPTINF_SHARDS"] == "4"
     # Each shard has its own retries; the first shard out of them fails the Job.
     assert (job["spec"]["backoffLimitPerIndex"], job["spec"]["maxFailedIndexes"]) == (2, 0)
-    assert "backoffLimit" not in job["spec"]
+    assert job["spec"]["backoffLimit"] == 2 * 4  # the total, for API servers without per-index limits
     # resources.default.gpus (1) wins over ADAPTINF_DEFAULT_GPUS; no run resources → the env default.
     res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"]["amd.com/gpu"] == "1"
@@ -320,3 +320,19 @@ def test_step_numbers_already_taken_are_never_given_again() -> None:
     p = plan(obs([ds("c")], next_step=2))
     assert p.actions == [CreateJob(2, "extract", "c")] and p.next_step == 3
     assert plan(obs([ds("a", step=0, outcome="Succeeded")], next_step=0)).next_step == 1
+
+
+def test_a_refused_job_names_the_server_and_the_fields() -> None:
+    from adaptinf.operator.kube import KubeError
+    from adaptinf.operator.reconcile import Reconciler
+    from adaptinf.operator.steps import Plan
+
+    err = KubeError(422, {"reason": "Invalid", "message": 'Job.batch "x" is invalid: metadata.labels: Invalid value',
+                          "details": {"causes": [{"reason": "FieldValueInvalid", "field": "metadata.labels"}]}},
+                    "POST /apis/batch/v1/namespaces/ml/jobs")
+    p = Plan(phase="Running", step=0, stage="train", dataset="a", active_job="x")
+    Reconciler._refused_job(p, CreateJob(0, "train", "a"), "x", err)
+    assert p.stuck_reason == "JobRefused" and p.active_job is None
+    assert "Job x (train, step 0) (field: metadata.labels): 422 Invalid" in p.stuck
+    conds = {c["type"]: c for c in st.run_status(p, {}, {}, 1, False, "hint")["conditions"]}
+    assert (conds["Stuck"]["reason"], conds["Progressing"]["reason"]) == ("JobRefused", "JobRefused")
