@@ -18,7 +18,8 @@ from adaptinf import layout
 from adaptinf.spec import LifelongRunSpec
 from adaptinf.store import Store, StoreError, open_store
 
-from . import ownership, status as st
+from . import ownership
+from . import status as st
 from .config import OperatorConfig
 from .jobs import DATASET_LABEL, JOB_FINALIZER, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
 from .kube import Kube, KubeError

@@ -31,13 +31,12 @@ def label_errors(obj: dict[str, Any]) -> list[tuple[str, str]]:
     template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
     for where, labels in (("metadata.labels", (obj.get("metadata") or {}).get("labels")),
                           ("spec.template.metadata.labels", template.get("labels"))):
-        for key, value in (labels or {}).items():
-            value = str(value)
+        for value in map(str, (labels or {}).values()):
             if len(value) > 63:
                 out.append((where, f'Invalid value: "{value}": must be no more than 63 characters'))
             elif not LABEL_VALUE.fullmatch(value):
-                out.append((where, f'Invalid value: "{value}": a valid label must be an empty string or consist '
-                                   "of alphanumeric characters, '-', '_' or '.'"))
+                out.append((where, (f'Invalid value: "{value}": a valid label must be an empty string or consist '
+                                    "of alphanumeric characters, '-', '_' or '.'")))
     return out
 
 

@@ -4,6 +4,7 @@ deleting finished Jobs, a run re-created under the same name, a dataset deleted 
 mid-step, refused Job and pod creations, preemption, and the Job manifest of multi-GPU runs."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections import Counter
@@ -95,7 +96,7 @@ def test_recreated_run_does_not_take_the_old_runs_store(cluster: Cluster, namesp
     # A fresh location is all it takes: every stage runs for the new run.
     fresh = tmp_path / "fresh"
     cluster.kubectl("patch", "llr", run, "-n", ns, "--type=merge", "-p",
-                    '{"spec": {"storage": {"uri": "%s"}}}' % fresh)
+                    json.dumps({"spec": {"storage": {"uri": str(fresh)}}}))
     cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
     assert Counter(c["stage"] for c in calls(fresh)) == {s: 1 for s in STAGES}
     assert condition(cluster, ns, "lifelongruns", run, "Failed")["status"] == "False"
@@ -226,9 +227,9 @@ def test_preemption_is_not_a_failure_and_shards_retry_on_their_own(cluster: Clus
     # The train pod is evicted three times (a node drain, spot preemption): backoffLimit is 2.
     train = job_name(run, 0, "train")
     for n in range(3):
-        pod = wait_for(lambda: running_pod(kubelet, train, after=n), 60, f"train pod #{n + 1}")
-        wait_for(lambda: (cluster.api.find("pods", ns, pod) or {}).get("status", {}).get("phase") == "Running", 30,
-                 f"{pod} to run")
+        pod = wait_for(lambda n=n: running_pod(kubelet, train, after=n), 60, f"train pod #{n + 1}")
+        wait_for(lambda pod=pod: (cluster.api.find("pods", ns, pod) or {}).get("status", {}).get("phase") == "Running",
+                 30, f"{pod} to run")
         kubelet.evict(pod)
     held.unlink()
     cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=90s")
