@@ -55,6 +55,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="adaptinf.dev")
     settings.persistence.finalizer = "adaptinf.dev/cleanup"
     settings.posting.level = logging.INFO
+    # Only the operator's own Jobs, filtered by the API server: not every Job of the cluster.
+    settings.watching.label_selectors["batch", "jobs"] = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
     memo.cfg = cfg
     memo.reconciler = Reconciler(Kube.from_environment(), cfg, KopfEvents())
     memo.pokes = {}  # (namespace, run) → asyncio.Event that wakes the run's daemon
@@ -117,12 +119,13 @@ def run_deleted(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, **_
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY[0]: MANAGED_BY[1]})
 def job_changed(event: dict[str, Any], body: kopf.Body, namespace: str, labels: dict[str, str], memo: kopf.Memo,
                 **_: Any) -> None:
-    # Only a Job that ended (and is not yet handled) or vanished changes what the run does next;
+    # Only a Job that ended (and is not yet handled) or is being deleted changes what the run does next;
     # its creation and progress are ours or cosmetic (a Pending pod is seen by the periodic pass).
     status, meta = body.get("status") or {}, body.get("metadata") or {}
     ended = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
                 for c in status.get("conditions") or [])
-    if event.get("type") == "DELETED" or (ended and REPORTED_ANNOTATION not in (meta.get("annotations") or {})):
+    deleting = event.get("type") == "DELETED" or meta.get("deletionTimestamp")  # held by our finalizer
+    if deleting or (ended and REPORTED_ANNOTATION not in (meta.get("annotations") or {})):
         _poke(memo, namespace, labels.get(RUN_LABEL))
 
 

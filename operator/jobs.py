@@ -4,10 +4,12 @@ Names are deterministic (`<run>-s<step>-<stage>`, hashed down to 63 characters),
 Job twice is a 409 AlreadyExists, never a duplicate. The container runs the argv of
 docs/contracts.md §1 — never a shell — and gets the specs as JSON in its environment;
 credentials only ever arrive through `secretKeyRef`s. Exit code 2 (bad input) fails the Job at
-once through a `podFailurePolicy` instead of burning the retries of `backoffLimit`.
+once through a `podFailurePolicy` instead of burning the retries of `backoffLimit`; a disrupted pod
+(eviction, preemption, node drain) is retried without counting.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
@@ -23,10 +25,29 @@ STEP_LABEL = "adaptinf.dev/step"
 RUN_LABEL = "adaptinf.dev/run"
 DATASET_LABEL = "adaptinf.dev/dataset"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "adaptinf-operator")
+# Holds a finished Job until the operator has recorded its outcome (the run's status for a failure,
+# the store's commit markers for a success): the TTL controller or a `kubectl delete` cannot make a
+# failed stage look never-started, which would start it again.
+JOB_FINALIZER = "adaptinf.dev/outcome"
 CONTAINER = "stage"
 BAD_INPUT_EXIT_CODE = 2
 # Stages that need no accelerator: they run with 0 GPUs unless the run asks for some explicitly.
 CPU_STAGES = ("cluster-select", "prune")
+# Stages that run on one device whatever the default says (only train runs a process per GPU).
+ONE_DEVICE_STAGES = ("extract", "eval")
+# NCCL between the processes of a multi-GPU train goes through /dev/shm; a container's default
+# (64 MiB) is far too small. A memory-backed emptyDir (it counts against the memory limit).
+SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+
+
+# Evicted, preempted or drained (the pod has condition DisruptionTarget): not the stage's fault, so
+# not counted against backoffLimit — a 12-hour train preempted three times must not fail the run.
+# Exit code 2 (bad input) fails the Job at once.
+POD_FAILURE_POLICY: dict[str, Any] = {"rules": [
+    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                          "values": [BAD_INPUT_EXIT_CODE]}},
+]}
 
 
 def job_name(run: str, step: int, stage: str) -> str:
@@ -73,14 +94,18 @@ def stage_env(run: str, spec: LifelongRunSpec, stage: str, dataset: str, ds_spec
     return env
 
 
-def stage_gpus(res: StageResources, stage: str, cfg: OperatorConfig) -> int:
-    """The stage's own `gpus`, else `resources.default.gpus`, else ADAPTINF_DEFAULT_GPUS —
-    except cluster-select and prune, which default to 0 (faiss and bookkeeping only)."""
-    return res.gpus if res.gpus is not None else (0 if stage in CPU_STAGES else cfg.default_gpus)
+def stage_gpus(res: StageResources, stage: str, cfg: OperatorConfig, own: StageResources | None = None) -> int:
+    """The stage's own `gpus` (`own`: resources.<stage>), else `resources.default.gpus`, else
+    ADAPTINF_DEFAULT_GPUS — except cluster-select and prune, which default to 0 (faiss and
+    bookkeeping only), and extract and eval, which use one device: a default above 1 gives them 1
+    (extract would otherwise ask for it once per shard)."""
+    if own is not None and own.gpus is not None:
+        return own.gpus
+    gpus = res.gpus if res.gpus is not None else (0 if stage in CPU_STAGES else cfg.default_gpus)
+    return min(gpus, 1) if stage in ONE_DEVICE_STAGES else gpus
 
 
-def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig) -> dict[str, Any]:
-    gpus = stage_gpus(res, stage, cfg)
+def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig, gpus: int) -> dict[str, Any]:
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
     if res.cpu:
@@ -92,9 +117,8 @@ def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig) -> dic
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
-def _train_processes(stage: str, res: StageResources, cfg: OperatorConfig) -> list[dict[str, Any]]:
+def _train_processes(stage: str, gpus: int) -> list[dict[str, Any]]:
     """Train on several GPUs of one pod: one process per GPU (the stage launches torchrun)."""
-    gpus = stage_gpus(res, stage, cfg)
     return [{"name": "ADAPTINF_TRAIN_PROCESSES", "value": str(gpus)}] if stage == "train" and gpus > 1 else []
 
 
@@ -105,14 +129,15 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
     ds_name = dataset["metadata"]["name"]
     ds_spec = InstructionDatasetSpec.model_validate(dataset["spec"])
     res = spec.resources.for_stage(stage)
+    gpus = stage_gpus(res, stage, cfg, getattr(spec.resources, stage.replace("-", "_")))
     labels = job_labels(run_name, step, stage, ds_name)
     container = {
         "name": CONTAINER,
         "image": cfg.stage_image,
         "imagePullPolicy": cfg.image_pull_policy,
         "command": ["adaptinf", "stage", stage, "--run", run_name, "--step", str(step)],
-        "env": stage_env(run_name, spec, stage, ds_name, ds_spec, cfg) + _train_processes(stage, res, cfg),
-        "resources": stage_resources(res, stage, cfg),
+        "env": stage_env(run_name, spec, stage, ds_name, ds_spec, cfg) + _train_processes(stage, gpus),
+        "resources": stage_resources(res, stage, cfg, gpus),
         # A crashed stage's last log lines become its termination message: the operator puts
         # them into the run's Failed condition, so `kubectl describe` says why.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -120,6 +145,9 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
                             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
     }
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if stage == "train" and gpus > 1:
+        pod_spec["volumes"] = [dict(SHM_VOLUME)]
+        container["volumeMounts"] = [{"name": SHM_VOLUME["name"], "mountPath": "/dev/shm"}]
     node_selector = {**cfg.node_selector, **(res.node_selector or {})}
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
@@ -128,20 +156,24 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
         pod_spec["tolerations"] = tolerations
     if cfg.service_account:
         pod_spec["serviceAccountName"] = cfg.service_account
+    backoff = res.backoff_limit if res.backoff_limit is not None else cfg.backoff_limit
     job_spec: dict[str, Any] = {
-        "backoffLimit": res.backoff_limit if res.backoff_limit is not None else cfg.backoff_limit,
+        "backoffLimit": backoff,
         "activeDeadlineSeconds": res.active_deadline_seconds or cfg.active_deadline,
-        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
-            "containerName": CONTAINER, "operator": "In", "values": [BAD_INPUT_EXIT_CODE]}}]},
+        "podFailurePolicy": copy.deepcopy(POD_FAILURE_POLICY),
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
     if stage == "extract":  # one pod per shard; the stage reads JOB_COMPLETION_INDEX
         shards = spec.extract.shards
         job_spec.update(completionMode="Indexed", completions=shards, parallelism=shards)
+        # Each shard its own retries (one flaky shard must not use up the others' budget); the
+        # first shard out of retries fails the Job at once rather than after the others finish.
+        # backoffLimit stays as the total (an API server before 1.29 drops the per-index fields).
+        job_spec.update(backoffLimit=backoff * shards, backoffLimitPerIndex=backoff, maxFailedIndexes=0)
     if cfg.ttl_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = cfg.ttl_after_finished
     job = {"apiVersion": "batch/v1", "kind": "Job",
-           "metadata": {"name": job_name(run_name, step, stage), "labels": labels},
+           "metadata": {"name": job_name(run_name, step, stage), "labels": labels, "finalizers": [JOB_FINALIZER]},
            "spec": job_spec}
     kopf.adopt(job, owner=run, nested="spec.template")  # ownerReference, namespace, the run's labels
     return job

@@ -22,11 +22,14 @@ class KubeError(RuntimeError):
         reason = body.get("reason") if isinstance(body, dict) else None
         message = body.get("message") if isinstance(body, dict) else body
         super().__init__(f"{what}: {status} {reason}: {message}")
-        self.status = status
+        self.status, self.reason, self.message = status, reason, message
+        details = body.get("details") if isinstance(body, dict) else None
+        # The fields a 422 names (`metadata.labels`, `spec.resources...`): what the user must fix.
+        self.fields = sorted({c["field"] for c in (details or {}).get("causes") or [] if c.get("field")})
 
 
 def _path(plural: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-    base = {"jobs": "/apis/batch/v1", "pods": "/api/v1", "lifelongruns": f"/apis/{GROUP}/{VERSION}",
+    base = {"jobs": "/apis/batch/v1", "pods": "/api/v1", "events": "/api/v1", "lifelongruns": f"/apis/{GROUP}/{VERSION}",
             "instructiondatasets": f"/apis/{GROUP}/{VERSION}"}[plural]
     parts = [base, *(["namespaces", namespace] if namespace else []), plural, *([name] if name else []),
              *([sub] if sub else [])]
@@ -80,8 +83,8 @@ class Kube:
                 return None
             raise
 
-    def list(self, plural: str, namespace: str, labels: str = "") -> list[dict[str, Any]]:
-        query = {"labelSelector": labels} if labels else None
+    def list(self, plural: str, namespace: str, labels: str = "", fields: str = "") -> list[dict[str, Any]]:
+        query = {k: v for k, v in (("labelSelector", labels), ("fieldSelector", fields)) if v} or None
         return self.request("GET", _path(plural, namespace), query=query).get("items") or []
 
     # -- writes -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable, Protocol
 
 from pydantic import ValidationError
@@ -17,10 +18,11 @@ from adaptinf import layout
 from adaptinf.spec import LifelongRunSpec
 from adaptinf.store import Store, StoreError, open_store
 
+from . import ownership
 from . import status as st
 from .config import OperatorConfig
-from .jobs import DATASET_LABEL, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
-from .kube import Kube
+from .jobs import DATASET_LABEL, JOB_FINALIZER, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
+from .kube import Kube, KubeError
 from .steps import (ACTIVE, FAILED, SUCCEEDED, ClearRetry, CreateJob, DatasetState, DatasetView, DeleteJob, JobView,
                     Observation, Plan, ReportJob, plan, schedule)
 
@@ -30,6 +32,13 @@ RETRY_ANNOTATION = "adaptinf.dev/retry-step"
 REPORTED_ANNOTATION = "adaptinf.dev/reported"
 # Why a failed Job's last pod failed, kept on the Job once reported: its pods need not be read again.
 FAILURE_ANNOTATION = "adaptinf.dev/failure"
+# Statuses of a create the API server refused for a reason a user must fix (422 Invalid, 403
+# Forbidden: webhook, policy, quota, 400 BadRequest); others are transient and raised.
+REFUSED = (400, 403, 422)
+# On an InstructionDataset from its step's first Job until the step is over: deleting the dataset
+# mid-step must not let the next dataset's step start beside the running one (two GPU Jobs, a
+# lineage that depends on which finishes first). A deleted dataset's step runs to its end.
+DATASET_FINALIZER = "adaptinf.dev/step"
 # What an exit code usually means for a stage (docs/contracts.md §1, docs/failure-modes.md).
 EXIT_HINTS = {2: "bad input, not retried", 137: "SIGKILL: out of memory, or the node was lost",
               143: "SIGTERM: deleted, preempted or past activeDeadlineSeconds"}
@@ -92,6 +101,13 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Job
                    reported=REPORTED_ANNOTATION in annotations, detail=detail)
 
 
+def recorded_failure(record: dict[str, Any]) -> JobView:
+    """The run's recorded failure as the view of its failed Job, for when that Job is gone."""
+    return JobView(name=record.get("job", ""), step=int(record["step"]), stage=record["stage"],
+                   dataset=record["dataset"], state=FAILED, reason=record.get("reason", ""),
+                   message=record.get("message", ""), reported=True)
+
+
 def dataset_view(ds: dict[str, Any], run: str, run_uid: str | None = None) -> DatasetView:
     """Its status counts only if written for this very run object (a re-created run starts over)."""
     status = ds.get("status") or {}
@@ -121,6 +137,7 @@ class Reconciler:
                  store_opener: Callable[[str], Store] = open_store, clock: Callable[[], float] = time.time):
         self.kube, self.cfg, self.events = kube, cfg, events
         self.open_store, self.clock = store_opener, clock
+        self._owned: set[tuple[str, str | None]] = set()  # (store URI, run uid) claims already checked
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         run = self.kube.get("lifelongruns", namespace, name)
@@ -131,14 +148,25 @@ class Reconciler:
         except ValidationError as err:
             self._invalid(run, err)
             return None
+        # A dataset being deleted counts only if its step started (our finalizer holds it until the
+        # step ends); a queued one simply goes (no finalizer may be added to it any more).
         datasets = [d for d in self.kube.list("instructiondatasets", namespace)
-                    if (d.get("spec") or {}).get("run") == name]
+                    if (d.get("spec") or {}).get("run") == name and (not d["metadata"].get("deletionTimestamp")
+                                                                     or DATASET_FINALIZER in d["metadata"].get("finalizers", []))]
         jobs = self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}")
-        store = self.open_store(spec.storage.uri or self.cfg.store)
+        uri = spec.storage.uri or self.cfg.store
+        store = self.open_store(uri)
+        if (uri, run["metadata"].get("uid")) not in self._owned:
+            if (why := ownership.refusal(store, run, uri)) is not None:
+                self._refuse(run, "StoreInUse", why)
+                return None
+            self._owned.add((uri, run["metadata"].get("uid")))
         obs = self._observe(run, spec, datasets, jobs, store)
         result = plan(obs)
         self._act(run, result, {d["metadata"]["name"]: d for d in datasets}, {j["metadata"]["name"]: j for j in jobs})
         self._write_status(run, spec, result, datasets, store)
+        self._release_jobs(namespace, jobs)
+        self._release_datasets(datasets, result)
         return result
 
     # -- observe ------------------------------------------------------------------------------
@@ -152,10 +180,17 @@ class Reconciler:
             unexplained = "Failed" in done and FAILURE_ANNOTATION not in (job["metadata"].get("annotations") or {})
             pods = self.kube.list("pods", job["metadata"]["namespace"], labels=f"job-name={job['metadata']['name']}") \
                 if not done & {"Complete", "Failed"} or unexplained else []
-            views.append(job_view(job, pods, now))
+            view = job_view(job, pods, now)
+            if view.state == ACTIVE and not pods:  # no pod: refused at admission (quota, ServiceAccount)?
+                view = replace(view, refused=self._refused_pods(job))
+            views.append(view)
+        recorded = (run.get("status") or {}).get("failure")
+        if recorded and not any((v.step, v.stage) == (recorded.get("step"), recorded.get("stage")) for v in views):
+            views.append(recorded_failure(recorded))  # its Job was deleted (TTL): still failed
         dsv = tuple(dataset_view(d, name, run["metadata"].get("uid")) for d in datasets)
+        next_step = int((run.get("status") or {}).get("nextStep") or 0)
         obs = Observation(run=name, datasets=dsv, jobs=tuple(views), suspended=spec.suspend,
-                          retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout)
+                          retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout, next_step=next_step)
         # Markers only for open steps: finished steps are recorded in their dataset's status.
         committed, unusable = set(), set()
         for step, ds in schedule(obs):
@@ -171,7 +206,18 @@ class Reconciler:
                 break  # the first step with no trace at all: nothing later can have any
         return Observation(run=name, datasets=dsv, jobs=tuple(views), committed=frozenset(committed),
                            unusable_steps=frozenset(unusable), suspended=spec.suspend,
-                           retry_step=obs.retry_step, pending_timeout=self.cfg.pending_timeout)
+                           retry_step=obs.retry_step, pending_timeout=self.cfg.pending_timeout, next_step=next_step)
+
+    def _refused_pods(self, job: dict[str, Any]) -> str:
+        """The latest FailedCreate Warning the Job controller posted on this Job, or ''."""
+        meta = job["metadata"]
+        found = [e for e in self.kube.list("events", meta["namespace"],
+                                           fields=f"involvedObject.kind=Job,involvedObject.name={meta['name']}")
+                 if e.get("reason") == "FailedCreate" and (e.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
+        if not found:
+            return ""
+        latest = max(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return (latest.get("message") or "FailedCreate")[:600]
 
     @staticmethod
     def _committed(store: Store, run: str, step: int, stage: str, shards: int) -> bool:
@@ -196,9 +242,17 @@ class Reconciler:
                 fresh = self.kube.get("lifelongruns", ns, name)
                 if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                     return  # deleted meanwhile: create nothing it would orphan
+                self._hold_dataset(datasets[action.dataset])
                 job = build_job(run, action.step, action.stage, datasets[action.dataset], self.cfg)
                 result.active_job = job["metadata"]["name"]  # the status names it at once
-                if self.kube.create("jobs", ns, job):
+                try:
+                    created = self.kube.create("jobs", ns, job)
+                except KubeError as err:
+                    if err.status not in REFUSED:
+                        raise  # 5xx, timeouts: the next pass tries again
+                    self._refused_job(result, action, job["metadata"]["name"], err)
+                    continue
+                if created:
                     log.info("%s/%s: created Job %s", ns, name, job["metadata"]["name"])
                     self.events.info(run, "StageStarted", f"step {action.step} ({action.dataset}): {action.stage} "
                                                           f"started as Job {job['metadata']['name']}")
@@ -212,13 +266,78 @@ class Reconciler:
                 notes = {REPORTED_ANNOTATION: j.state, **({FAILURE_ANNOTATION: j.detail} if j.detail else {})}
                 self.kube.patch("jobs", ns, j.name, {"metadata": {"annotations": notes}})
             elif isinstance(action, DeleteJob):
-                self.kube.delete("jobs", ns, action.job.name)
+                self._delete_job(ns, jobs.get(action.job.name))
                 self.events.info(run, "RetryStarted", f"step {action.job.step}: deleted failed Job {action.job.name}; "
                                                       f"{action.job.stage} will run again")
             elif isinstance(action, ClearRetry):
                 if not action.used:
                     self.events.warn(run, "RetryIgnored", f"{RETRY_ANNOTATION} names no failed step; removed")
                 self.kube.patch("lifelongruns", ns, name, {"metadata": {"annotations": {RETRY_ANNOTATION: None}}})
+
+    @staticmethod
+    def _refused_job(result: Plan, action: CreateJob, job: str, err: KubeError) -> None:
+        """The API server refused the Job itself (validation, webhook, policy, quota): Stuck with the
+        server's words and the fields it names; the status is still written and the next pass retries."""
+        fields = f" (field{'s' if len(err.fields) > 1 else ''}: {', '.join(err.fields)})" if err.fields else ""
+        result.stuck_reason = "JobRefused"
+        result.stuck = (f"the API server refused Job {job} ({action.stage}, step {action.step}){fields}: "
+                        f"{err.status} {err.reason}: {err.message}")
+        result.active_job = None
+
+    def _hold_dataset(self, ds: dict[str, Any]) -> None:
+        meta = ds["metadata"]
+        held = meta.get("finalizers") or []
+        if DATASET_FINALIZER not in held:
+            self.kube.patch("instructiondatasets", meta["namespace"], meta["name"],
+                            {"metadata": {"finalizers": [*held, DATASET_FINALIZER]}})
+            meta["finalizers"] = [*held, DATASET_FINALIZER]
+
+    def _release_dataset(self, ds: dict[str, Any]) -> None:
+        meta = ds["metadata"]
+        held = meta.get("finalizers") or []
+        if DATASET_FINALIZER in held:
+            try:
+                self.kube.patch("instructiondatasets", meta["namespace"], meta["name"],
+                                {"metadata": {"finalizers": [f for f in held if f != DATASET_FINALIZER]}})
+            except KubeError as err:
+                if err.status != 404:
+                    raise
+
+    def _release_datasets(self, datasets: list[dict[str, Any]], result: Plan) -> None:
+        """A step that is over lets its dataset go; a deleted dataset whose step is not running
+        (queued, or failed and now abandoned) goes at once."""
+        for ds in datasets:
+            state = result.datasets.get(ds["metadata"]["name"])
+            over = state is not None and (state.phase == "Succeeded" or state.reason == "NoUsableRecords")
+            abandoned = ds["metadata"].get("deletionTimestamp") and (state is None or state.phase in ("Queued", "Failed"))
+            if over or abandoned:
+                self._release_dataset(ds)
+
+    def _delete_job(self, ns: str, job: dict[str, Any] | None) -> bool:
+        if job is None:
+            return False  # already gone (TTL): its failure was in the run's status
+        self._release(job)
+        return self.kube.delete("jobs", ns, job["metadata"]["name"])
+
+    def _release(self, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        held = meta.get("finalizers") or []
+        if JOB_FINALIZER in held:
+            try:
+                self.kube.patch("jobs", meta["namespace"], meta["name"],
+                                {"metadata": {"finalizers": [f for f in held if f != JOB_FINALIZER]}})
+            except KubeError as err:
+                if err.status != 404:
+                    raise
+
+    def _release_jobs(self, ns: str, jobs: list[dict[str, Any]]) -> None:
+        """Called after the status write: an ended Job's outcome is durable now (a failure in the
+        run's status, a success in the store's markers), so it may go; so may an active Job a user
+        deletes (the stage starts again)."""
+        for job in jobs:
+            conds = {c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+            if conds & {"Complete", "Failed"} or job["metadata"].get("deletionTimestamp"):
+                self._release(job)
 
     # -- status -------------------------------------------------------------------------------
     def _write_status(self, run: dict[str, Any], spec: LifelongRunSpec, result: Plan, datasets: list[dict[str, Any]],
@@ -262,8 +381,10 @@ class Reconciler:
     def _announce_run(self, run: dict[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
         changed = st.flipped(old, new)
         by_type = {c["type"]: c for c in new}
-        if changed.get("Stuck") == "True":
-            self.events.warn(run, "Stuck", by_type["Stuck"]["message"])
+        was = next((c.get("reason") for c in old if c["type"] == "Stuck"), None)
+        if changed.get("Stuck") == "True" or (by_type["Stuck"]["status"] == "True" and by_type["Stuck"]["reason"] != was):
+            # The condition's reason (Unschedulable, PodsRefused, JobRefused) says what kind of stuck.
+            self.events.warn(run, by_type["Stuck"]["reason"], by_type["Stuck"]["message"])
         if changed.get("Suspended") == "True":
             self.events.info(run, "Suspended", by_type["Suspended"]["message"])
         if changed.get("UpToDate") == "True":
@@ -272,14 +393,18 @@ class Reconciler:
             self.events.warn(run, "RunFailed", by_type["Failed"]["message"])
 
     def _invalid(self, run: dict[str, Any], err: ValidationError) -> None:
-        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
         message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        self._refuse(run, "InvalidSpec", message)
+
+    def _refuse(self, run: dict[str, Any], reason: str, message: str) -> None:
+        """Failed=True with `reason` (and a Warning once): the run starts nothing until fixed."""
+        ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
         old = run.get("status") or {}
-        conds = st.set_condition(list(old.get("conditions") or []), "Failed", True, "InvalidSpec", message,
+        conds = st.set_condition(list(old.get("conditions") or []), "Failed", True, reason, message,
                                  st.now_iso(), run["metadata"].get("generation"))
         new = {**old, "phase": "Failed", "conditions": conds, "observedGeneration": run["metadata"].get("generation")}
         if (patch := st.merge_patch(old, new)) is not None:
-            self.events.warn(run, "InvalidSpec", message)
+            self.events.warn(run, reason, message)
             self.kube.patch("lifelongruns", ns, name, {"status": patch}, status=True)
 
     # -- deletion -----------------------------------------------------------------------------
@@ -288,10 +413,12 @@ class Reconciler:
         no garbage collector) and mark its datasets as orphaned. Returns the number deleted."""
         deleted = 0
         for job in self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}"):
-            deleted += self.kube.delete("jobs", namespace, job["metadata"]["name"])
+            deleted += self._delete_job(namespace, job)
         for ds in self.kube.list("instructiondatasets", namespace):
             if (ds.get("spec") or {}).get("run") == name:
-                self.mark_orphan(ds)
+                if not ds["metadata"].get("deletionTimestamp"):
+                    self.mark_orphan(ds)
+                self._release_dataset(ds)  # no run, no step to finish
         return deleted
 
     def mark_orphan(self, ds: dict[str, Any]) -> None:

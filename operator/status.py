@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .steps import DatasetState, Plan
+from .steps import DatasetState, Failure, Plan
 
 RUN_CONDITIONS = ("Progressing", "UpToDate", "Suspended", "Stuck", "Failed")
 
@@ -81,7 +81,9 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
     old = old or {}
     conds = list(old.get("conditions") or [])
     where = f"step {plan.step} ({plan.dataset}) {plan.stage}" if plan.step is not None else ""
-    if plan.phase == "Running":
+    if plan.phase == "Running" and plan.stuck and plan.stuck_reason == "JobRefused":
+        progressing = (False, "JobRefused", f"{where}: the API server refused its Job (see the Stuck condition)")
+    elif plan.phase == "Running":
         progressing = (True, "StageRunning", f"{where}: Job {plan.active_job or 'created'}")
     elif plan.phase == "Pending":
         progressing = (False, "NoDatasets", "no InstructionDataset names this run yet")
@@ -98,20 +100,28 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
                           f"spec.suspend is true: paused before {where}" if paused else
                           ("spec.suspend is true: pausing after the running stage" if suspended else ""),
                           now, generation)
-    conds = set_condition(conds, "Stuck", plan.stuck is not None, "Unschedulable" if plan.stuck else "NotStuck",
+    conds = set_condition(conds, "Stuck", plan.stuck is not None, plan.stuck_reason if plan.stuck else "NotStuck",
                           plan.stuck or "", now, generation)
     failure = plan.failure
     conds = set_condition(
         conds, "Failed", failure is not None, "StageFailed" if failure else "NoFailure",
         f"stage {failure.stage} of step {failure.step} (dataset {failure.dataset}) failed: {failure.reason}: "
         f"{failure.message}. Fix the cause, then: {retry_hint}" if failure else "", now, generation)
-    status: dict[str, Any] = {"phase": plan.phase, "stepsCompleted": plan.steps_completed, "conditions": conds}
+    status: dict[str, Any] = {"phase": plan.phase, "stepsCompleted": plan.steps_completed, "conditions": conds,
+                              "nextStep": plan.next_step}
+    if failure is not None:  # durable: the failed Job itself may be deleted (TTL) before a retry
+        status["failure"] = failure_record(failure)
     for key, value in (("step", plan.step), ("stage", plan.stage), ("dataset", plan.dataset),
                        ("observedGeneration", generation)):
         if value is not None:
             status[key] = value
     status.update(measured)
     return status
+
+
+def failure_record(failure: Failure) -> dict[str, Any]:
+    return {"step": failure.step, "stage": failure.stage, "dataset": failure.dataset, "job": failure.job,
+            "reason": failure.reason, "message": failure.message[:1024]}
 
 
 def dataset_status(state: DatasetState | None, run: str, old: dict[str, Any] | None, ingest: dict[str, Any] | None,

@@ -46,6 +46,7 @@ class JobView:
     pending_for: float | None = None  # seconds the oldest Pending pod has waited
     reported: bool = False  # its success/failure Event was already posted
     detail: str = ""  # why its last pod failed: exit code, reason, last log line
+    refused: str = ""  # an active Job with no pod: why the API server refuses its pods (FailedCreate)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Observation:
     suspended: bool = False
     retry_step: int | None = None  # the retry annotation, when set
     pending_timeout: float = 1800.0
+    next_step: int = 0  # the run's status.nextStep: steps below it were taken, even if nothing of them is left
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Failure:
     dataset: str
     reason: str
     message: str
+    job: str = ""  # the failed Job's name (it may be gone by now: TTL, manual deletion)
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,9 @@ class Plan:
     steps_completed: int = 0
     active_job: str | None = None
     failure: Failure | None = None
-    stuck: str | None = None  # why a stage pod is stuck Pending
+    stuck: str | None = None  # why a stage pod is stuck Pending, or cannot be created at all
+    stuck_reason: str = "Unschedulable"  # | PodsRefused | JobRefused
+    next_step: int = 0  # the first step number no dataset has taken (status.nextStep)
     actions: list[Action] = field(default_factory=list)
     datasets: dict[str, DatasetState] = field(default_factory=dict)
 
@@ -131,7 +136,9 @@ def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
         if ds.step is not None:
             fixed.setdefault(ds.name, ds.step)
     taken = sorted((step, by_name[name]) for name, step in fixed.items() if name in by_name)
-    nxt = max(fixed.values(), default=-1) + 1
+    # A step whose Jobs are gone (TTL) and whose dataset was deleted left no trace here but its
+    # markers in the store: never hand its number to another dataset (it would count as done).
+    nxt = max(max(fixed.values(), default=-1) + 1, obs.next_step)
     queue = sorted((d for d in obs.datasets if d.name not in fixed), key=arrival_key)
     return [(s, d) for s, d in taken] + [(nxt + i, d) for i, d in enumerate(queue)]
 
@@ -177,7 +184,7 @@ def plan(obs: Observation) -> Plan:
                 f"no usable record in {ds.name}: step {step} skipped; see the step's ingest/report.json")
             continue
         if failed:
-            out.failure = Failure(step, stage, ds.name, job.reason or "JobFailed", job.message)
+            out.failure = Failure(step, stage, ds.name, job.reason or "JobFailed", job.message, job.name)
             out.phase = "Failed"
             out.datasets[ds.name] = DatasetState("Failed", step, stage, "StageFailed",
                                                  f"{stage} failed: {job.reason}: {job.message}")
@@ -186,7 +193,12 @@ def plan(obs: Observation) -> Plan:
         if job is not None and job.state == ACTIVE:
             out.phase = "Running"
             out.active_job = job.name
-            if job.pending_for is not None and job.pending_for > obs.pending_timeout:
+            if job.refused:  # no pod at all: nothing to wait for, say why at once
+                out.stuck_reason = "PodsRefused"
+                out.stuck = (f"Job {job.name} ({stage}, step {step}) cannot create its pod: {job.refused}. "
+                             "Fix the cause (ResourceQuota, ServiceAccount, LimitRange, admission policy); "
+                             "the Job controller keeps trying")
+            elif job.pending_for is not None and job.pending_for > obs.pending_timeout:
                 out.stuck = (f"a pod of Job {job.name} ({stage}, step {step}) has been Pending for "
                              f"{job.pending_for:.0f}s (> {obs.pending_timeout:.0f}s); check its events "
                              "(unschedulable: GPUs, nodeSelector, tolerations, quota)")
@@ -212,6 +224,9 @@ def plan(obs: Observation) -> Plan:
         # Stable text: naming the current step would rewrite every queued dataset at every step.
         out.datasets[ds.name] = DatasetState("Queued", None, None, "Queued",
                                              f"queued: waits for the earlier datasets of run {obs.run}")
+    taken = [s for s, d in steps if s < obs.next_step or d.step is not None or any(j.step == s for j in obs.jobs)]
+    taken += [a.step for a in out.actions if isinstance(a, CreateJob)]
+    out.next_step = max([obs.next_step, *(s + 1 for s in taken)])
     if obs.retry_step is not None and not retry_used:
         out.actions.append(ClearRetry(used=False))
     return out

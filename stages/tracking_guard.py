@@ -43,17 +43,29 @@ def _mark(ctx: StageContext, status: str) -> None:
 
 @contextlib.contextmanager
 def tracked_attempt(ctx: StageContext, stage: str) -> Iterator[None]:
-    """Run one stage attempt; on the way out through an error, record it in MLflow."""
-    if not ctx.tracker.enabled:
-        yield
-        return
+    """Run one stage attempt; on the way out through an error, record it in MLflow. SIGTERM is
+    handled with or without tracking: as a container's PID 1 a process without a handler ignores
+    it, and the pod would wait out its grace period and end in SIGKILL (137) instead of 143."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    try:
+        if not ctx.tracker.enabled:
+            yield
+        else:
+            with _recorded(ctx, stage):
+                yield
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _recorded(ctx: StageContext, stage: str) -> Iterator[None]:
     if stage != "extract":  # extract runs before the step's child exists (and in parallel shards)
         try:
             ctx.tracker.fail_open_runs(except_step=ctx.step)
         except Exception as err:
             log.warning("could not check MLflow for runs left open by a crash: %s", err)
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         yield
     except (Terminated, KeyboardInterrupt):
@@ -62,6 +74,3 @@ def tracked_attempt(ctx: StageContext, stage: str) -> Iterator[None]:
     except BaseException:
         _mark(ctx, "FAILED")
         raise
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)

@@ -5,6 +5,7 @@
     <run>/steps/<NNNN>/extract/shard-<i>-of-<n>/...     one extract shard
     <run>/pool/step-<NNNN>.json                     pool manifest after the step (kept forever)
     <run>/summary.json                              per-step metrics so far (DESIGN §2)
+    <run>/owner.json                                uid of the LifelongRun object that owns the prefix
 
 The marker of a finished stage carries a small `summary` dict (counts, metrics) that the
 operator copies into the resource status, so the operator never reads large artifacts.
@@ -44,3 +45,9 @@ def summary_key(run: str) -> str:
 def tracking_key(run: str) -> str:
     """MLflow ids of the run's parent run, so every pod attaches to the same one."""
     return f"{run}/mlflow.json"
+
+
+def owner_key(run: str) -> str:
+    """Which LifelongRun object (uid) the `<run>/` prefix belongs to: a re-created run of the same
+    name must not take the old one's markers for its own steps."""
+    return f"{run}/owner.json"

@@ -143,12 +143,16 @@ class Toleration(_Spec):
     toleration_seconds: int | None = None
 
 
+# A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity, without a sign).
+QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+
+
 class StageResources(_Spec):
     """Scheduling of one stage's Job (operator only; the local runner ignores it), and `threads`:
     the stage's CPU threads on either backend (default: CPU quota and affinity, adaptinf.threads)."""
-    gpus: int | None = Field(None, ge=0, le=64)
-    cpu: str | None = None
-    memory: str | None = None
+    gpus: int | None = Field(None, ge=0, le=8)  # one pod, one node: nodes have at most 8
+    cpu: str | None = Field(None, pattern=QUANTITY)
+    memory: str | None = Field(None, pattern=QUANTITY)  # "16Gi"; "16GB" is no Kubernetes quantity
     node_selector: dict[str, str] | None = None
     tolerations: list[Toleration] | None = None
     active_deadline_seconds: int | None = Field(None, ge=60)

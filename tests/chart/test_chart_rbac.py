@@ -5,7 +5,8 @@ it renders the chart, starts the API emulator of tests/k8s (kmock + emulator.py,
 audit log of every request), applies the chart's CRDs, and runs the operator with the chart's
 own Deployment command, args and env (only the liveness port and KUBECONFIG changed) next to the
 tests/k8s fake kubelet (stages replaced by tests/k8s/fake_stage.py). The session walks the
-operator through every API path it has: a step of five stage Jobs, their pods, status and events,
+operator through every API path it has: a pod refused by a quota (FailedCreate events), a step of
+five stage Jobs, their pods, status and events,
 a dataset naming a missing run, and the deletion of a run (finalizer cleanup deletes its Jobs).
 The operator's requests (user agents kopf/… and adaptinf-operator/…) are then checked against
 the rendered Role/ClusterRole with rbac_check.py.
@@ -107,8 +108,15 @@ def record_session(helm: str, mode: str, work: Path) -> tuple[list[dict[str, Any
         source = work / "records.jsonl"
         source.write_text(json.dumps({"id": "a", "conversations": [
             {"from": "human", "value": "What colour is the square?"}, {"from": "gpt", "value": "red"}]}) + "\n")
+        # A quota of no pods first: the first Job gets none, the operator reads its FailedCreate Event.
+        api.create("resourcequotas", RUN_NS, {"apiVersion": "v1", "kind": "ResourceQuota",
+                                              "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}})
         api.create("lifelongruns", RUN_NS, harness.run_manifest("r1", store))
         api.create("instructiondatasets", RUN_NS, harness.dataset_manifest("d0", "r1", source, 0))
+        wait_for(lambda: any(c.get("type") == "Stuck" and c.get("reason") == "PodsRefused"
+                             for c in (api.get("lifelongruns", RUN_NS, "r1").get("status") or {}).get("conditions", [])),
+                 60, "the run to be Stuck with its pods refused")
+        api.delete("resourcequotas", RUN_NS, "no-pods")
         wait_for(lambda: (api.get("lifelongruns", RUN_NS, "r1").get("status") or {}).get("stepsCompleted") == 1,
                  90, "step 0 of the run to finish")
         # A dataset for a run that does not exist: status RunFound=False and a Warning event.

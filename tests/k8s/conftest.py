@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -78,11 +78,11 @@ def start_kubelet(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Ku
     started: list[Kubelet] = []
 
     def start(command_map: dict[str, list[str]] | None = None, extra_env: dict[str, str] | None = None,
-              node_labels: dict[str, str] | None = None) -> Kubelet:
+              node_labels: dict[str, str] | None = None, **options: Any) -> Kubelet:
         base_env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "LANG") if k in os.environ}
         kubelet = Kubelet(KubeApi(cluster.server, "adaptinf-test-kubelet"), tmp_path / "kubelet",
                           extra_env={**base_env, **(extra_env or {})}, command_map=command_map,
-                          node_labels=node_labels).start()
+                          node_labels=node_labels, **options).start()
         started.append(kubelet)
         return kubelet
 

@@ -14,12 +14,16 @@ Kubernetes-style error bodies. This extension adds, in one place:
   start with the current objects, `timeoutSeconds`;
 - `Table` output for `kubectl get` (CRD printer columns; a few built-in columns);
 - Kubernetes error reasons: NotFound, AlreadyExists, Invalid, Conflict, MethodNotAllowed;
-- an audit log (JSON lines: verb, group, resource, subresource, namespace, name, user agent) so a
+- built-in admission as a real server does it (admission.py): label values (63 characters),
+  ResourceQuota (`count/<resource>`, `pods`, `requests.<resource>` of pods: 403 exceeded quota),
+  the ServiceAccount plugin (a pod naming a missing ServiceAccount: 403 Forbidden);
+- an audit log (JSON lines: verb, group, resource, subresource, namespace, name, user agent, label
+  and field selectors) so a
   test can check RBAC rules against what the operator really did.
 
 Not emulated: authentication/authorization, garbage collection of dependents (ownerReferences),
 strategic-merge semantics for lists (merge patches replace lists), server-side apply, pagination,
-namespace existence checks, CEL rules. Run: `python emulator.py --port-file F --audit A`.
+namespace existence checks, CEL rules (but `self == oldSelf`). Run: `python emulator.py --port-file F --audit A`.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from typing import Any, Callable
 import aiohttp.web
 import kmock
 
+import admission
 import schema as crdschema
 
 log = logging.getLogger("emulator")
@@ -54,6 +59,7 @@ BUILTINS = [
     ("", "v1", "configmaps", "ConfigMap", True, ["cm"], []),
     ("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"], []),
     ("", "v1", "events", "Event", True, ["ev"], []),
+    ("", "v1", "resourcequotas", "ResourceQuota", True, ["quota"], ["status"]),
     ("batch", "v1", "jobs", "Job", True, [], ["status"]),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
      ["crd", "crds"], ["status"]),
@@ -155,7 +161,8 @@ class Emulator(kmock.KubernetesEmulator):
             self._register(res, names["kind"], spec.get("scope") == "Namespaced", names.get("shortNames", []),
                            names.get("categories", []), list(v.get("subresources", {})))
             self.crds[res] = {"schema": v["schema"]["openAPIV3Schema"], "kind": names["kind"],
-                              "columns": v.get("additionalPrinterColumns", [])}
+                              "columns": v.get("additionalPrinterColumns", []),
+                              "selectable": {f["jsonPath"].lstrip(".") for f in v.get("selectableFields", [])}}
         crd["status"] = {"acceptedNames": names, "storedVersions": [v["name"] for v in spec["versions"] if v.get("storage")],
                          "conditions": [{"type": t, "status": "True", "reason": r, "lastTransitionTime": now_iso(),
                                          "message": "emulated"} for t, r in
@@ -211,7 +218,8 @@ class Emulator(kmock.KubernetesEmulator):
                 "POST": "create", "PATCH": "patch", "PUT": "update",
                 "DELETE": "delete" if name else "deletecollection"}.get(raw.method, raw.method.lower())
         created = (body.get("metadata") or {}).get("name") if verb == "create" and isinstance(body, dict) else None
-        self._audit(verb, res, namespace, name or created, sub, raw.headers.get("User-Agent", ""))
+        self._audit(verb, res, namespace, name or created, sub, raw.headers.get("User-Agent", ""),
+                    q.get("labelSelector", ""), q.get("fieldSelector", ""))
         as_table = "as=Table" in raw.headers.get("Accept", "")
         async with self._lock:
             if verb == "watch":
@@ -220,6 +228,7 @@ class Emulator(kmock.KubernetesEmulator):
                 obj = self._get((res, namespace, name))
                 return aiohttp.web.json_response(self._table(res, [obj]) if as_table else obj)
             elif verb == "list":
+                self._check_fields(res, q.get("fieldSelector", ""))
                 items = self._select(res, namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
                 if as_table:
                     return aiohttp.web.json_response(self._table(res, items))
@@ -241,10 +250,11 @@ class Emulator(kmock.KubernetesEmulator):
         return await self._watch(raw, res, namespace, name, q)
 
     def _audit(self, verb: str, res: kmock.resource, ns: str | None, name: str | None, sub: str | None,
-               agent: str) -> None:
+               agent: str, labels: str = "", fields: str = "") -> None:
         if self.audit_path is not None:
             entry = {"verb": verb, "group": res.group, "version": res.version, "resource": res.plural,
-                     "subresource": sub, "namespace": ns, "name": name, "userAgent": agent, "ts": time.time()}
+                     "subresource": sub, "namespace": ns, "name": name, "userAgent": agent, "ts": time.time(),
+                     "labelSelector": labels, "fieldSelector": fields}
             with self.audit_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
 
@@ -294,6 +304,20 @@ class Emulator(kmock.KubernetesEmulator):
         # and copying thousands of Jobs per list made the load test measure the emulator.
         return [raw for _, _, raw in sorted(found, key=lambda t: t[:2])]
 
+    def _namespaced_objects(self, ns: str) -> Callable[[str], list[dict[str, Any]]]:
+        """plural → the live objects of that resource in `ns` (for quota and service accounts)."""
+        return lambda plural: [o.raw for (r, n, _), o in self.objects.items()
+                               if r.plural == plural and n == ns and not o.deleted]
+
+    def _check_fields(self, res: kmock.resource, fields: str) -> None:
+        """A custom resource can be selected by metadata.name/namespace and its selectableFields only."""
+        crd = self.crds.get(res)
+        for req in (r for r in fields.split(",") if r) if crd is not None else ():
+            path = re.split(r"!?==?", req, maxsplit=1)[0].strip()
+            if path not in ("metadata.name", "metadata.namespace", *crd["selectable"]):
+                raise ApiError(400, "BadRequest", f'"{path}" is not a known field selector: only "metadata.name", '
+                                                  '"metadata.namespace"' + "".join(f', "{f}"' for f in sorted(crd["selectable"])), {})
+
     def _next_rv(self) -> str:
         self.rv += 1
         return str(self.rv)
@@ -310,7 +334,7 @@ class Emulator(kmock.KubernetesEmulator):
                     creationTimestamp=now_iso())
         return obj
 
-    def _admit(self, res: kmock.resource, obj: dict[str, Any], strict: bool) -> None:
+    def _admit(self, res: kmock.resource, obj: dict[str, Any], strict: bool, old: dict[str, Any] | None = None) -> None:
         """Prune unknown fields (or reject them), fill defaults, validate: a real server's CRD path."""
         crd = self.crds.get(res)
         name = obj.get("metadata", {}).get("name", "")
@@ -318,6 +342,11 @@ class Emulator(kmock.KubernetesEmulator):
             raise ApiError(422, "Invalid", f'{self.infos[res].kind} "{name}" is invalid: metadata.name: Invalid value: '
                                            f'"{name}": a lowercase RFC 1123 subdomain must consist of lower case '
                                            "alphanumeric characters, '-' or '.'", {"name": name, "kind": res.plural})
+        if bad := admission.label_errors(obj):
+            raise ApiError(422, "Invalid", f'{self.infos[res].kind}{"." + res.group if res.group else ""} "{name}" is '
+                                           "invalid: " + "; ".join(f"{f}: {m}" for f, m in bad),
+                           {"name": name, "group": res.group, "kind": self.infos[res].kind,
+                            "causes": [{"reason": "FieldValueInvalid", "field": f, "message": m} for f, m in bad]})
         if crd is None:
             return
         if strict:
@@ -327,6 +356,8 @@ class Emulator(kmock.KubernetesEmulator):
             errors = []
         crdschema.apply_defaults(obj, crd["schema"])
         errors = errors or crdschema.validation_errors(obj, crd["schema"], reject_unknown=False)
+        if old is not None:  # an update: CEL transition rules (immutability)
+            errors = errors or crdschema.transition_errors(obj, old, crd["schema"])
         if errors:
             kind = f"{crd['kind']}.{res.group}"
             causes = [{"reason": "FieldValueInvalid", "field": e.split(": ", 1)[0], "message": e.split(": ", 1)[1]}
@@ -353,6 +384,8 @@ class Emulator(kmock.KubernetesEmulator):
         if "status" in info.subresources:
             obj.pop("status", None)  # the main endpoint never writes status, not even on create
         self._admit(res, obj, q.get("fieldValidation") == "Strict")
+        if ns is not None:
+            admission.admit_create(res.plural, res.group, info.kind, obj, ns, self._namespaced_objects(ns))
         if res.plural == "customresourcedefinitions":
             self._register_crd(obj)
         self._store(key, obj)
@@ -390,7 +423,7 @@ class Emulator(kmock.KubernetesEmulator):
                 meta[fixed] = old["metadata"][fixed]
             else:
                 meta.pop(fixed, None)
-        self._admit(res, new, q.get("fieldValidation") == "Strict")
+        self._admit(res, new, q.get("fieldValidation") == "Strict", old)
         spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
         if spec_of(new) != spec_of(old):
             meta["generation"] = old["metadata"].get("generation", 1) + 1

@@ -10,7 +10,7 @@ marker, `<run>/mlflow.json` and `<run>/summary.json`. Test hooks, all in the sto
 - `_fail/<stage>-<step>`: if present, exit with the code written in it (default 1) — remove it
   and retry to recover;
 - `_hold/<stage>-<step>`: while present, the stage waits (a test catches it mid-run for sure);
-- `_crash/<stage>-<step>`: holds a count N; while N > 0 an attempt decrements it, writes half of
+- `_crash/<stage>-<step>` (or `-shard-<i>` for one extract shard): holds a count N; while N > 0 an attempt decrements it, writes half of
   its output and SIGKILLs itself (an OOM kill mid-write; the Job sees exit code 137);
 - env `FAKE_STAGE_SECONDS`: sleep this long first (to catch a stage mid-run).
 
@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="fake-stage %(levelname)s %(message)s")
 
     env = os.environ
+    if args.stage == "train" and int(env.get("ADAPTINF_TRAIN_PROCESSES", "1")) > 1:
+        group = _process_group(args, int(env["ADAPTINF_TRAIN_PROCESSES"]))
+        if group is not None:
+            return group
     store = open_store(env["ADAPTINF_STORE"])
     spec = LifelongRunSpec.model_validate(json.loads(env["ADAPTINF_RUN_SPEC"]))
     dataset = env["ADAPTINF_DATASET"]
@@ -136,8 +140,38 @@ def _previous_pool(store, run: str, step: int) -> list[str]:
     return []
 
 
+def _process_group(args: argparse.Namespace, processes: int) -> int | None:
+    """Like the real train stage: the parent runs the group (the real `run_group`, each process
+    this fake); each process, as the real stage's tracked_attempt does, handles SIGTERM, leaves a
+    trace `_terminated/train-<step>-rank-<r>` in the store and exits 143. Rank 0 does the work;
+    the others wait for the step's hold, if any. Returns None inside a process of the group."""
+    from adaptinf.training import distributed
+
+    if not distributed.in_launched_group():
+        distributed.launch_argv = lambda stage_args: [sys.executable, os.path.abspath(__file__), *stage_args]
+        return distributed.run_group(processes, sys.argv[1:])
+    store, rank = open_store(os.environ["ADAPTINF_STORE"]), os.environ.get("RANK", "0")
+
+    def terminated(signum: int, frame: object) -> None:
+        trace = store.local_path(f"_terminated/train-{args.step}-rank-{rank}")
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.touch()
+        log.error("rank %s: SIGTERM, exiting 143", rank)
+        os._exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, terminated)
+    if rank == "0":
+        return None
+    while store.local_path(f"_hold/train-{args.step}").exists():
+        time.sleep(0.05)
+    raise SystemExit(0)
+
+
 def _maybe_crash(store, prefix: str, stage: str, step: int) -> None:
+    shard = os.environ.get("JOB_COMPLETION_INDEX")
     counter = store.local_path(f"_crash/{stage}-{step}")
+    if shard is not None and store.local_path(f"_crash/{stage}-{step}-shard-{shard}").exists():
+        counter = store.local_path(f"_crash/{stage}-{step}-shard-{shard}")  # one shard's own count
     if not counter.exists() or int(counter.read_text() or 0) <= 0:
         return
     counter.write_text(str(int(counter.read_text()) - 1))

@@ -6,14 +6,26 @@ the container's `command` + `args` as a local subprocess (argv, never a shell) w
 container's `env` (`value`, `valueFrom.secretKeyRef` read from the Secret in the emulator,
 `fieldRef` to the pod's name/namespace/completion-index annotation) over the `extra_env` the test
 injects (PATH, PYTHONPATH, ...), honour `completions`/`parallelism`/`completionMode: Indexed`
-(`JOB_COMPLETION_INDEX`), `backoffLimit`, `podFailurePolicy` (`FailJob` on exit codes),
-`activeDeadlineSeconds` and `suspend`, and patch the Job status (`active`, `ready`, `succeeded`,
+(`JOB_COMPLETION_INDEX`), `backoffLimit`, `backoffLimitPerIndex` + `maxFailedIndexes`,
+`podFailurePolicy` (`FailJob` on exit codes, `Ignore` on pod conditions such as `DisruptionTarget`),
+`activeDeadlineSeconds`, `suspend` and `ttlSecondsAfterFinished` (the TTL controller: a finished Job
+is deleted that many seconds after it ended, finalizers permitting), and patch the Job status (`active`, `ready`, `succeeded`,
 `failed`, `completedIndexes`, `startTime`, `completionTime`, conditions `Complete`/`Failed`) and
 each Pod's status (phase, container state, exit code).
+
+With `pid_namespace=True` each container process runs as PID 1 of its own PID namespace
+(`unshare --pid --fork`), and stopping a pod (eviction, Job deletion, `activeDeadlineSeconds`)
+signals that PID 1 only, as a container runtime does: SIGTERM, then SIGKILL after `grace`
+seconds. A PID 1 without a SIGTERM handler ignores SIGTERM (the kernel's rule), so such a pod
+waits out its grace period and ends with 137, as on a real node.
 
 A process killed by a signal exits like a container does (128 + signal: 137 for SIGKILL), and
 with `terminationMessagePolicy: FallbackToLogsOnError` a failed container's last log lines
 become its `terminated.message`, as on a real node.
+
+A pod the API server refuses (quota, a missing ServiceAccount: see admission.py) is not created:
+like the Job controller, the kubelet posts a Warning Event `FailedCreate` on the Job ("Error
+creating: ...") and tries again on a later pass; the Job stays active with no pods.
 
 A pod whose `nodeSelector` does not match this node's labels stays `Pending` with
 `PodScheduled=False, reason=Unschedulable`, as on a cluster without such nodes. When a Job is
@@ -54,6 +66,7 @@ class PodRun:
     proc: subprocess.Popen | None = None  # None: not started (unschedulable or waiting for config)
     started: float = 0.0
     logs_on_error: bool = False  # terminationMessagePolicy: FallbackToLogsOnError
+    conditions: set[str] = field(default_factory=set)  # pod conditions set to True besides Ready (DisruptionTarget)
 
 
 @dataclass
@@ -67,19 +80,25 @@ class JobState:
     succeeded: set[int] = field(default_factory=set)  # completion indexes (0..n-1 for non-indexed too)
     failed: int = 0
     done: bool = False
+    refusals: set[str] = field(default_factory=set)  # FailedCreate messages already posted
+    index_failures: dict[int, int] = field(default_factory=dict)  # backoffLimitPerIndex: failures per index
+    failed_indexes: set[int] = field(default_factory=set)
 
 
 class Kubelet:
     def __init__(self, api: KubeApi, workdir: Path, extra_env: dict[str, str] | None = None,
                  command_map: dict[str, list[str]] | None = None, node_labels: dict[str, str] | None = None,
-                 poll: float = 0.2):
+                 poll: float = 0.2, pid_namespace: bool = False, grace: float = 5.0):
         self.api, self.workdir, self.poll = api, Path(workdir), poll
+        self.pid_namespace, self.grace = pid_namespace, grace
         self.extra_env = dict(extra_env or {})
         self.command_map = dict(command_map or {})
         self.node_labels = dict(node_labels or {})
         self.jobs: dict[str, JobState] = {}
         self.started_pods: list[tuple[str, str, int | None]] = []  # (job, pod, index) in start order
         self.completed_at: dict[tuple[str, str], float] = {}  # (namespace, job) → wall time it was marked Complete
+        self.finished_at: dict[str, float] = {}  # Job uid → wall time it ended (Complete or Failed)
+        self.ttl_deleted: list[str] = []  # Jobs the TTL controller deleted, in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -117,18 +136,37 @@ class Kubelet:
             self._forget(self.jobs.pop(uid))
         for uid, job in jobs.items():
             conds = {c["type"] for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
-            if conds & {"Complete", "Failed"} or (job["spec"].get("suspend") and uid not in self.jobs):
+            if conds & {"Complete", "Failed"}:
+                self._expire(job, uid)
+                continue
+            if job["spec"].get("suspend") and uid not in self.jobs:
                 continue
             state = self.jobs.setdefault(uid, JobState(job["metadata"]["namespace"], job["metadata"]["name"]))
             if not state.done:
                 self._sync_job(job, state)
+
+    def _expire(self, job: dict[str, Any], uid: str) -> None:
+        """The TTL-after-finished controller: delete a finished Job once its TTL has passed."""
+        ttl, meta = job["spec"].get("ttlSecondsAfterFinished"), job["metadata"]
+        if ttl is None or meta.get("deletionTimestamp"):
+            return
+        ended = self.finished_at.setdefault(uid, time.time())
+        if time.time() - ended >= ttl:
+            try:
+                self.api.delete("jobs", meta["namespace"], meta["name"])
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+            self.ttl_deleted.append(meta["name"])
+            log.info("ttl controller: deleted job %s/%s", meta["namespace"], meta["name"])
 
     def _sync_job(self, job: dict[str, Any], state: JobState) -> None:
         spec = job["spec"]
         completions = spec.get("completions", 1)
         parallelism = spec.get("parallelism", 1)
         indexed = spec.get("completionMode") == "Indexed"
-        backoff = spec.get("backoffLimit", 6)
+        per_index = spec.get("backoffLimitPerIndex") if indexed else None
+        backoff = spec.get("backoffLimit", 2**31 - 1 if per_index is not None else 6)
         failure: tuple[str, str] | None = None
 
         for pod in list(state.pods.values()):
@@ -140,27 +178,38 @@ class Kubelet:
             if rc == 0:
                 state.succeeded.add(pod.index if pod.index is not None else len(state.succeeded))
                 continue
-            action = _failure_policy(spec.get("podFailurePolicy"), rc)
+            action = _failure_policy(spec.get("podFailurePolicy"), rc, pod.conditions)
             if action == "Ignore":
-                continue
+                continue  # not counted: the pod is simply created again
             state.failed += 1
             if action == "FailJob":
                 failure = ("PodFailurePolicy", f"Container main for pod {pod.name} failed with exit code {rc} "
-                                               "matching FailJob rule at index 0")
+                                               "matching FailJob rule at index 1")
+            elif per_index is not None and pod.index is not None:
+                state.index_failures[pod.index] = state.index_failures.get(pod.index, 0) + 1
+                if state.index_failures[pod.index] > per_index:
+                    state.failed_indexes.add(pod.index)
+                    if len(state.failed_indexes) > spec.get("maxFailedIndexes", completions):
+                        failure = ("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of "
+                                                               "failed indexes")
+                if failure is None and state.failed > backoff:  # the Job-wide limit still applies
+                    failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
             elif state.failed > backoff:
                 failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
 
         deadline = spec.get("activeDeadlineSeconds")
         if failure is None and deadline and time.monotonic() - state.started > deadline:
             failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
-        if failure is not None:
+        if failure is not None:  # the Job controller deletes the remaining pods: graceful stop
             for pod in list(state.pods.values()):
-                self._kill(pod)
-                self._pod_finished(state, pod, 137)
+                self._terminate(pod)
+                rc = pod.proc.poll() if pod.proc is not None else None
+                self._pod_finished(state, pod, 137 if rc is None else (128 - rc if rc < 0 else rc))
             state.pods.clear()
         elif len(state.succeeded) < completions:
             running = {p.index for p in state.pods.values()}
-            todo = [i for i in range(completions) if i not in state.succeeded and i not in running] if indexed \
+            todo = [i for i in range(completions) if i not in state.succeeded and i not in running
+                    and i not in state.failed_indexes] if indexed \
                 else [None] * max(0, completions - len(state.succeeded) - len(state.pods))
             for index in todo[:max(0, parallelism - len(state.pods))]:
                 self._start_pod(job, state, index)
@@ -184,10 +233,16 @@ class Kubelet:
             pod_spec["nodeName"] = "emulated-node"
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
                  "controller": True, "blockOwnerDeletion": True}
-        self.api.create("pods", state.namespace, {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": labels, "annotations": annotations, "ownerReferences": [owner]},
-            "spec": pod_spec})
+        try:
+            self.api.create("pods", state.namespace, {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": labels, "annotations": annotations, "ownerReferences": [owner]},
+                "spec": pod_spec})
+        except ApiError as err:
+            if err.code not in (403, 422):
+                raise
+            self._failed_create(job, state, err)
+            return
         pod = PodRun(name, index, pod_spec["containers"][0]["name"],
                      logs_on_error=pod_spec["containers"][0].get("terminationMessagePolicy") == "FallbackToLogsOnError")
         state.pods[name] = pod
@@ -208,6 +263,8 @@ class Kubelet:
             env["JOB_COMPLETION_INDEX"] = str(index)
         cwd = self.workdir / "pods" / name
         cwd.mkdir(parents=True, exist_ok=True)
+        if self.pid_namespace:  # the container's process is PID 1; --kill-child: nothing outlives it
+            argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]
         with (self.workdir / "logs" / f"{name}.log").open("wb") as out:
             pod.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -219,6 +276,53 @@ class Kubelet:
             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": container["name"], "ready": True, "restartCount": 0,
                                    "state": {"running": {"startedAt": now_iso()}}}]}}, sub="status")
+
+    def evict(self, pod_name: str) -> None:
+        """What an eviction (drain, preemption) does to a running pod: the API server sets condition
+        DisruptionTarget=True, then the kubelet sends SIGTERM (SIGKILL after the grace period)."""
+        for state in self.jobs.values():
+            pod = state.pods.get(pod_name)
+            if pod is None or pod.proc is None:
+                continue
+            self.api.patch("pods", state.namespace, pod_name, {"status": {"conditions": [
+                {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                 "message": "Eviction API: evicting", "lastTransitionTime": now_iso()}]}}, sub="status")
+            pod.conditions.add("DisruptionTarget")
+            self._terminate(pod)
+            return
+        raise KeyError(f"no running pod {pod_name}")
+
+    def _terminate(self, pod: PodRun) -> None:
+        """SIGTERM, then SIGKILL after the grace period: how a kubelet stops a container."""
+        if pod.proc is None or pod.proc.poll() is not None:
+            return
+        if self.pid_namespace:  # the runtime signals the container's PID 1, nothing else
+            children = Path(f"/proc/{pod.proc.pid}/task/{pod.proc.pid}/children").read_text().split()
+            for child in children:
+                os.kill(int(child), signal.SIGTERM)
+        else:
+            os.killpg(pod.proc.pid, signal.SIGTERM)
+        try:
+            pod.proc.wait(timeout=self.grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(pod.proc.pid, signal.SIGKILL)
+            pod.proc.wait(timeout=10)
+
+    def _failed_create(self, job: dict[str, Any], state: JobState, err: ApiError) -> None:
+        """The Job controller's `FailedCreate` Warning on the Job (once per distinct message)."""
+        message = f"Error creating: {err.body.get('message', err)}"
+        if message in state.refusals:
+            return
+        state.refusals.add(message)
+        meta = job["metadata"]
+        self.api.create("events", state.namespace, {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}."},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "namespace": state.namespace,
+                               "uid": meta["uid"]},
+            "reason": "FailedCreate", "message": message, "type": "Warning", "count": 1,
+            "firstTimestamp": now_iso(), "lastTimestamp": now_iso(), "source": {"component": "job-controller"}})
+        log.info("job %s/%s: %s", state.namespace, meta["name"], message)
 
     def _env(self, container: dict[str, Any], namespace: str, pod: str, index: int | None) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -264,7 +368,7 @@ class Kubelet:
     def _forget(self, state: JobState) -> None:
         """The Job is gone: stop its processes and delete its pods (no GC in the emulator)."""
         for pod in state.pods.values():
-            self._kill(pod)
+            self._terminate(pod)
         for name in state.all_pods:
             self.api.delete("pods", state.namespace, name)
         log.info("job %s/%s deleted: cleaned %d pods", state.namespace, state.name, len(state.all_pods))
@@ -278,8 +382,13 @@ class Kubelet:
             "succeeded": len(state.succeeded), "failed": state.failed}
         if indexed:
             status["completedIndexes"] = ",".join(map(str, sorted(state.succeeded)))
+        if failure is None and state.failed_indexes and len(state.succeeded) + len(state.failed_indexes) >= completions:
+            failure = ("FailedIndexes", "Job has failed indexes")
+        if indexed and state.failed_indexes:
+            status["failedIndexes"] = ",".join(map(str, sorted(state.failed_indexes)))
         if failure is not None or len(state.succeeded) >= completions:
             state.done = True
+            self.finished_at[job["metadata"]["uid"]] = time.time()
             kind, (reason, message) = ("Failed", failure) if failure else ("Complete", ("Completed", "Job completed"))
             status["conditions"] = [{"type": kind, "status": "True", "reason": reason, "message": message,
                                      "lastProbeTime": now_iso(), "lastTransitionTime": now_iso()}]
@@ -296,9 +405,12 @@ class Kubelet:
                     raise
 
 
-def _failure_policy(policy: dict[str, Any] | None, rc: int) -> str | None:
+def _failure_policy(policy: dict[str, Any] | None, rc: int, conditions: set[str] = frozenset()) -> str | None:
+    """The action of the first matching rule, as the Job controller reads them (in order)."""
     for rule in (policy or {}).get("rules", []):
         codes = rule.get("onExitCodes")
         if codes and (rc in codes["values"]) == (codes["operator"] == "In"):
+            return rule["action"]
+        if any(c.get("type") in conditions and c.get("status", "True") == "True" for c in rule.get("onPodConditions") or []):
             return rule["action"]
     return None

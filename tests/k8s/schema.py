@@ -8,7 +8,8 @@ helpers, and `tests/k8s/test_crd_schema.py` validates example objects with `to_j
 The translation covers the Kubernetes dialect used in `crds/`: `nullable`, boolean
 `exclusiveMinimum`/`exclusiveMaximum` (OpenAPI 3.0), `x-kubernetes-int-or-string`,
 `x-kubernetes-list-type: set` and `x-kubernetes-preserve-unknown-fields`. CEL rules
-(`x-kubernetes-validations`) are dropped: there is no CEL evaluator here.
+(`x-kubernetes-validations`) are dropped: there is no CEL evaluator here — except the one
+transition rule `self == oldSelf` (immutable fields), which `transition_errors` checks on updates.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def version_schema(crd: dict[str, Any], version: str | None = None) -> JSONSchem
     raise KeyError(f"{crd['metadata']['name']}: no version {version or '(storage)'}")
 
 
-def to_json_schema(node: Any, *, reject_unknown: bool = True) -> Any:
+def to_json_schema(node: Any, *, reject_unknown: bool = True, _root: bool = True) -> Any:
     """Translate a Kubernetes OpenAPI v3 schema into JSON Schema (draft 2020-12).
 
     With `reject_unknown`, objects that declare `properties` forbid other keys — what the
@@ -56,9 +57,11 @@ def to_json_schema(node: Any, *, reject_unknown: bool = True) -> Any:
     preserve = bool(node.get("x-kubernetes-preserve-unknown-fields"))
     for key, value in node.items():
         if key in ("properties", "patternProperties"):
-            out[key] = {k: to_json_schema(v, reject_unknown=reject_unknown) for k, v in value.items()}
+            # A root `metadata` schema only constrains name/generateName: the rest stays open.
+            out[key] = {k: to_json_schema(v, reject_unknown=reject_unknown and not (_root and k == "metadata"),
+                                          _root=False) for k, v in value.items()}
         elif key in ("items", "additionalProperties", "not", "anyOf", "allOf", "oneOf"):
-            out[key] = to_json_schema(value, reject_unknown=reject_unknown)
+            out[key] = to_json_schema(value, reject_unknown=reject_unknown, _root=False)
         elif key == "x-kubernetes-int-or-string" and value and "anyOf" not in node:
             out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         elif key == "x-kubernetes-list-type" and value == "set":
@@ -107,6 +110,8 @@ def prune(obj: Any, schema: JSONSchema, path: str = "", *, root: bool = True) ->
         if _is_closed_object(schema):
             props = schema["properties"]
             for key in list(obj):
+                if root and key == "metadata":
+                    continue  # the server keeps all of metadata; a schema may only constrain name
                 if key in props:
                     pruned += prune(obj[key], props[key], f"{path}.{key}" if path else key, root=False)
                 elif not (root and key in _ROOT_KEYS):
@@ -135,3 +140,20 @@ def apply_defaults(obj: Any, schema: JSONSchema) -> None:
     elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
         for item in obj:
             apply_defaults(item, schema["items"])
+
+
+IMMUTABLE_RULE = "self == oldSelf"
+
+
+def transition_errors(new: Any, old: Any, schema: JSONSchema, path: str = "") -> list[str]:
+    """Errors for fields whose `self == oldSelf` rule an update breaks (a real server's CEL
+    transition rules: checked only where the field exists in both the old and new object)."""
+    errors: list[str] = []
+    for rule in schema.get("x-kubernetes-validations") or []:
+        if rule.get("rule", "").strip() == IMMUTABLE_RULE and new != old:
+            errors.append(f"{path or '<root>'}: Invalid value: {rule.get('message') or 'is immutable'}")
+    if isinstance(new, dict) and isinstance(old, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in new and key in old:
+                errors += transition_errors(new[key], old[key], sub, f"{path}.{key}" if path else key)
+    return errors

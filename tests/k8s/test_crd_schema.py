@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 import schema as crdschema
 from adaptinf.data.demo import dataset_manifest, run_manifest
-from adaptinf.spec import FULL_API_VERSION, SCORERS, STRATEGIES, InstructionDatasetSpec, LifelongRunSpec
+from adaptinf.spec import FULL_API_VERSION, QUANTITY, SCORERS, STRATEGIES, InstructionDatasetSpec, LifelongRunSpec
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 KINDS = {"LifelongRun": ("lifelongruns.yaml", LifelongRunSpec),
@@ -60,6 +60,7 @@ def test_crd_metadata(kind: str) -> None:
     assert spec["names"]["kind"] == kind
     assert spec["names"]["shortNames"] == [{"LifelongRun": "llr", "InstructionDataset": "ids"}[kind]]
     assert "adaptinf" in spec["names"]["categories"]
+    assert "all" not in spec["names"]["categories"]  # `kubectl delete all --all` must not delete runs
     (version,) = spec["versions"]
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
@@ -91,6 +92,15 @@ def test_status_is_small_and_has_conditions(kind: str) -> None:
     assert {"phase", "step", "observedGeneration", "conditions"} <= set(status)
     cond = status["conditions"]["items"]
     assert set(cond["properties"]) >= {"type", "status", "reason", "message", "lastTransitionTime"}
+    # metav1.Condition's shape: the operator's conditions pass it, an empty reason does not.
+    assert set(cond["required"]) == {"type", "status", "reason", "message", "lastTransitionTime"}
+    from adaptinf.operator.status import set_condition
+    conds = set_condition([], "Failed", True, "StageFailed", "m", "2024-01-01T00:00:00Z", 3)
+    obj = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": kind, "metadata": {"name": "x"},
+           "spec": {**(MIN_RUN if kind == "LifelongRun" else MIN_DS)}, "status": {"conditions": conds}}
+    assert crdschema.validation_errors(obj, crd_schema(kind)) == []
+    obj["status"]["conditions"][0]["reason"] = ""
+    assert crdschema.validation_errors(obj, crd_schema(kind))
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
     # Bounded status: no unbounded per-step history arrays besides conditions.
     assert [k for k, v in status.items() if v.get("type") == "array"] == ["conditions"]
@@ -352,6 +362,8 @@ def _gen(node: dict, rng: random.Random, depth: int = 0) -> Any:
         return value if value > lo or not node.get("exclusiveMinimum") else hi
     if kind == "boolean":
         return rng.random() < 0.5
+    if node.get("pattern") == QUANTITY:
+        return rng.choice(["500m", "2", "16Gi", "1.5", "100M"])
     return "v" * rng.randint(max(1, node.get("minLength", 0)), 6)
 
 
@@ -388,6 +400,8 @@ def _invalid_mutations(node: dict, path: list[Any]) -> list[tuple[list[Any], Any
         if "maximum" in node:
             out.append((path, node["maximum"] + (0 if node.get("exclusiveMaximum") else 1)))
         out.append((path, "twelve"))
+    elif node.get("type") == "string" and node.get("pattern") == QUANTITY:
+        out.append((path, "16GB"))  # a unit Kubernetes does not know: the Job would be refused
     elif node.get("type") == "string" and node.get("minLength"):
         out.append((path, ""))
     elif node.get("type") == "array" and node.get("minItems"):

@@ -3,7 +3,7 @@
 The stage command is `true` (a stage that finishes at once), so what is measured is the operator
 (and the emulated API server it talks to): every dataset must become exactly its own step, every
 stage Job must exist exactly once and run exactly once. Printed (and recorded in docs/operator.md,
-"Load"): the operator's resident memory, and the time from a Job's completion (the kubelet marking
+"Load"): the operator's resident memory, its API requests per minute, and the time from a Job's completion (the kubelet marking
 it Complete) to the creation of the run's next Job.
 
     nice -n 19 python -m pytest -q -s tests/k8s/test_load.py
@@ -78,8 +78,13 @@ def test_many_runs_with_queued_datasets(cluster, namespace, start_operator, star
             done = kubelet.completed_at[(ns, job_name(run, t0, s0))]
             latencies.append(created[job_name(run, t1, s1)] - done)
     latencies.sort()
+    # The operator's API requests (its two clients: Kopf's and the reconciler's), per minute.
+    ours = [e for e in cluster.audit_entries() if e["userAgent"].split("/")[0] in ("kopf", "adaptinf-operator")
+            and e["namespace"] == ns]
+    per_minute = len(ours) / (elapsed / 60)
     p50, p95 = statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))]
     print(f"\nload: {RUNS} runs x {DATASETS} datasets = {len(expected)} Jobs in {elapsed:.1f}s; "
           f"operator RSS {rss:.0f} MiB (peak {peak:.0f} MiB); completion -> next Job: "
-          f"median {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+          f"median {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms; "
+          f"operator API requests {len(ours)} ({per_minute:.0f}/min, {len(ours) / len(expected):.1f} per Job)")
     assert min(latencies) > 0  # the next Job never appears before its predecessor completed

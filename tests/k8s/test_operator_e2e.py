@@ -110,9 +110,9 @@ def test_two_steps_with_operator_restarts(cluster: Cluster, namespace: str, star
     # What the operator did in its namespace, i.e. what its RBAC Role must allow (docs/operator.md).
     assert cluster.permissions_used(namespace=ns) <= {
         ("adaptinf.dev", "lifelongruns", v) for v in ("get", "list", "watch", "patch")} | {
-        ("adaptinf.dev", "instructiondatasets", v) for v in ("get", "list", "watch")} | {
+        ("adaptinf.dev", "instructiondatasets", v) for v in ("get", "list", "watch", "patch")} | {
         ("adaptinf.dev", "lifelongruns/status", "patch"), ("adaptinf.dev", "instructiondatasets/status", "patch"),
-        ("", "pods", "list"), ("", "events", "create")} | {
+        ("", "pods", "list"), ("", "events", "create"), ("", "events", "list")} | {
         ("batch", "jobs", v) for v in ("list", "watch", "create", "patch", "delete")}
     assert ("batch", "jobs", "create") in cluster.permissions_used(namespace=ns)
 
@@ -191,7 +191,7 @@ def test_unusable_dataset_stuck_pods_and_missing_run(cluster: Cluster, namespace
     cluster.kubectl("wait", "--for=condition=Stuck", f"llr/{RUN}", "-n", ns, "--timeout=60s")
     stuck = condition(cluster, ns, "lifelongruns", RUN, "Stuck")
     assert stuck["reason"] == "Unschedulable" and job_name(RUN, 1, "cluster-select") in stuck["message"]
-    assert any(e["reason"] == "Stuck" and e["type"] == "Warning" for e in events(cluster, ns))
+    assert any(e["reason"] == "Unschedulable" and e["type"] == "Warning" for e in events(cluster, ns))
     bad = status(cluster, ns, "instructiondatasets", "bad")
     assert (bad["phase"], bad["step"], bad["accepted"], bad["rejected"]) == ("Failed", 0, 0, 3)
     assert condition(cluster, ns, "instructiondatasets", "bad", "StepSucceeded")["reason"] == "NoUsableRecords"

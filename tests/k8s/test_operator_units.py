@@ -68,7 +68,9 @@ def test_train_job_manifest() -> None:
     assert owner == {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "name": "demo", "uid": "run-uid",
                      "controller": True, "blockOwnerDeletion": True}
     assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 86400 and spec["ttlSecondsAfterFinished"] == 600
-    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    disrupted, bad_input = spec["podFailurePolicy"]["rules"]
+    assert disrupted == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert bad_input["action"] == "FailJob" and bad_input["onExitCodes"]["values"] == [2]
     assert "completionMode" not in spec
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "stage-sa"
@@ -106,12 +108,24 @@ def test_extract_is_indexed_and_gpu_defaults() -> None:
     assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 4, 4)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ADAPTINF_SHARDS"] == "4"
+    # Each shard has its own retries; the first shard out of them fails the Job.
+    assert (job["spec"]["backoffLimitPerIndex"], job["spec"]["maxFailedIndexes"]) == (2, 0)
+    assert job["spec"]["backoffLimit"] == 2 * 4  # the total, for API servers without per-index limits
     # resources.default.gpus (1) wins over ADAPTINF_DEFAULT_GPUS; no run resources → the env default.
     res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"]["amd.com/gpu"] == "1"
     bare = {**RUN, "spec": {k: v for k, v in RUN["spec"].items() if k != "resources"}}
-    assert build_job(bare, 0, "eval", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+    assert build_job(bare, 0, "train", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
         "requests": {"amd.com/gpu": "2"}, "limits": {"amd.com/gpu": "2"}}
+    # extract and eval use one device: a default of 2 gives them 1 (per shard, for extract).
+    for stage in ("extract", "eval"):
+        assert build_job(bare, 0, stage, DATASET, cfg)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+            "requests": {"amd.com/gpu": "1"}, "limits": {"amd.com/gpu": "1"}}
+    # A multi-GPU train pod gets a memory-backed /dev/shm for NCCL; others keep the default.
+    train = build_job(bare, 0, "train", DATASET, cfg)["spec"]["template"]["spec"]
+    assert train["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert train["containers"][0]["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert "volumes" not in build_job(bare, 0, "eval", DATASET, cfg)["spec"]["template"]["spec"]
     # cluster-select and prune need no GPU unless the run says so.
     assert build_job(bare, 0, "cluster-select", DATASET, cfg)["spec"]["template"]["spec"]["containers"][0][
         "resources"] == {}
@@ -299,3 +313,26 @@ def test_views_from_api_objects() -> None:
     done = {"metadata": {"name": "b"}, "status": {"run": "demo", "runUid": "old-uid", "step": 0, "phase": "Succeeded"}}
     assert dataset_view(done, "demo", "old-uid").outcome == "Succeeded"
     assert dataset_view(done, "demo", "new-uid").step is None  # the run was deleted and created again
+
+
+def test_step_numbers_already_taken_are_never_given_again() -> None:
+    # Step 1's dataset and Jobs are gone (deleted, TTL): only status.nextStep remembers it.
+    p = plan(obs([ds("c")], next_step=2))
+    assert p.actions == [CreateJob(2, "extract", "c")] and p.next_step == 3
+    assert plan(obs([ds("a", step=0, outcome="Succeeded")], next_step=0)).next_step == 1
+
+
+def test_a_refused_job_names_the_server_and_the_fields() -> None:
+    from adaptinf.operator.kube import KubeError
+    from adaptinf.operator.reconcile import Reconciler
+    from adaptinf.operator.steps import Plan
+
+    err = KubeError(422, {"reason": "Invalid", "message": 'Job.batch "x" is invalid: metadata.labels: Invalid value',
+                          "details": {"causes": [{"reason": "FieldValueInvalid", "field": "metadata.labels"}]}},
+                    "POST /apis/batch/v1/namespaces/ml/jobs")
+    p = Plan(phase="Running", step=0, stage="train", dataset="a", active_job="x")
+    Reconciler._refused_job(p, CreateJob(0, "train", "a"), "x", err)
+    assert p.stuck_reason == "JobRefused" and p.active_job is None
+    assert "Job x (train, step 0) (field: metadata.labels): 422 Invalid" in p.stuck
+    conds = {c["type"]: c for c in st.run_status(p, {}, {}, 1, False, "hint")["conditions"]}
+    assert (conds["Stuck"]["reason"], conds["Progressing"]["reason"]) == ("JobRefused", "JobRefused")

@@ -109,15 +109,16 @@ operator and these rules together.
 - apiGroups: ["adaptinf.dev"]
   resources: ["lifelongruns/status"]
   verbs: ["patch"]
-# InstructionDatasets: watched (Kopf), listed per reconcile; the operator only writes their status.
+# InstructionDatasets: watched (Kopf), listed per reconcile; the operator writes their status and
+# keeps its adaptinf.dev/step finalizer on a dataset while its step runs (patch).
 - apiGroups: ["adaptinf.dev"]
   resources: ["instructiondatasets"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["adaptinf.dev"]
   resources: ["instructiondatasets/status"]
   verbs: ["patch"]
-# Stage Jobs: created per stage and step, watched and listed, annotated once reported (patch),
-# deleted on retry and when their run is deleted.
+# Stage Jobs: created per stage and step, watched and listed, annotated once reported and their
+# adaptinf.dev/outcome finalizer removed once recorded (patch), deleted on retry and with their run.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "list", "watch", "patch", "delete"]
@@ -125,10 +126,11 @@ operator and these rules together.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Kubernetes Events about runs and datasets (Kopf's poster).
+# Kubernetes Events about runs and datasets (Kopf's poster); listed for a Job that has no pod
+# (the Job controller's FailedCreate: quota, a missing ServiceAccount, an admission policy).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end -}}
 
 {{/*

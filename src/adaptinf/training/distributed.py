@@ -10,13 +10,16 @@ MLflow, and the others wait for it at a barrier so nobody reads an artifact befo
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from functools import lru_cache
 
 PROCESSES_ENV = "ADAPTINF_TRAIN_PROCESSES"
+SIGTERM_EXIT = 128 + signal.SIGTERM  # what a pod stopped by SIGTERM exits with
 
 
 def in_launched_group() -> bool:
@@ -41,14 +44,40 @@ def run_group(processes: int, stage_args: list[str]) -> int:
     not used because its argument parser swallows stage flags such as `--run`.
 
     Returns 0 if every process succeeded, else the first failure's exit code (so exit code 2,
-    bad input, still reaches the Job); the others are stopped then.
+    bad input, still reaches the Job); the others are stopped then. A SIGTERM to this parent is
+    passed on to the group, and the group's end is then reported as 143.
     """
     if processes < 2:
         raise ValueError(f"a process group needs at least 2 processes, got {processes}")
     base = {**os.environ, "WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes),
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    procs = [subprocess.Popen(launch_argv(stage_args), env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})
-             for r in range(processes)]
+    procs: list[subprocess.Popen] = []
+    stopped: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        # This parent is the container's PID 1: without a handler SIGTERM (pod deletion, eviction,
+        # activeDeadlineSeconds) would be ignored and the pod SIGKILLed after its grace period. The
+        # processes get it instead, mark MLflow KILLED, and the pod exits 143.
+        stopped.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, forward) if main_thread else None
+    try:
+        for r in range(processes):  # spawned after the handler: their own SIGTERM stays the default
+            procs.append(subprocess.Popen(launch_argv(stage_args), env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}))
+            if stopped:
+                forward(stopped[0], None)
+        failed = _wait_all(list(procs))
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return SIGTERM_EXIT if stopped else failed
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> int:
     failed = 0
     while procs:
         for p in list(procs):
