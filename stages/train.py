@@ -14,7 +14,7 @@ from typing import Any
 
 from adaptinf.data.pool import load_records
 from adaptinf.model.encoding import Encoder
-from adaptinf.model.loading import attach_adapter, load_base
+from adaptinf.model.loading import attach_adapter, load_base, save_preprocessing
 from adaptinf.training import TrainConfig, distributed, train_model
 
 from . import continual
@@ -48,9 +48,7 @@ def _initial_tuning(ctx: StageContext, records) -> dict[str, Any]:
     if distributed.is_main():
         with tempfile.TemporaryDirectory() as tmp:
             bundle.model.save_pretrained(tmp)
-            bundle.tokenizer.save_pretrained(tmp)
-            if bundle.image_processor is not None:
-                bundle.image_processor.save_pretrained(tmp)
+            save_preprocessing(bundle, tmp)  # AutoProcessor/AutoTokenizer load the stored base
             ctx.store.upload_dir(tmp, base_prefix(ctx.run), {"from": m.base, "epochs": m.initial_epochs})
     distributed.barrier()  # the other processes load this base next
     return {"initial_loss": result.losses, "initial_seconds": result.seconds}

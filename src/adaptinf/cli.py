@@ -1,4 +1,4 @@
-"""The `adaptinf` command: demo-data, run-local, stage, compare, pool."""
+"""The `adaptinf` command: demo-data, run-local, stage, compare, pool, models."""
 from __future__ import annotations
 
 import argparse
@@ -97,6 +97,7 @@ def _step_number(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from adaptinf.stages.cli import add_parser as add_stage
     from adaptinf.pool_admin import add_parser as add_pool
+    from adaptinf.model.prepare import add_parser as add_models
     parser = argparse.ArgumentParser(prog="adaptinf", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_stage(sub)
     add_pool(sub)
+    add_models(sub)
     for command in sub.choices.values():  # `adaptinf run-local … -v` works as well as `adaptinf -v run-local …`
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="debug logging")

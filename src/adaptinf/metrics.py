@@ -1,9 +1,10 @@
 """Evaluation metrics: per-sample scores and the lifelong aggregates of Table 2 (PAPER_NOTES §7).
 
-Per sample: exact match, box IoU and sentence BLEU, the metrics the eval suite names
-(`spec.EvalTask.metric`). Aggregates over the per-step skill scores P_s^t: average accuracy,
-forgetting rate (the paper's S×T denominator, and the "taught pairs only" variant) and relative
-gain, all pure functions of plain dicts.
+Per sample: exact match (on the first line), box IoU and sentence BLEU, the metrics the eval
+suite names (`spec.EvalTask.metric`); the comparison rule of each is above `METRICS`.
+Aggregates over the per-step skill scores P_s^t: average accuracy, forgetting rate (the paper's
+S×T denominator, and the "taught pairs only" variant) and relative gain, all pure functions of
+plain dicts.
 """
 from __future__ import annotations
 
@@ -22,9 +23,17 @@ def normalise_answer(text: str) -> str:
     return _SPACE.sub(" ", text.lower().strip()).rstrip(string.punctuation).rstrip()
 
 
+def first_line(text: str) -> str:
+    """The first non-blank line: an instruct model may add an explanation after its answer."""
+    return next((line for line in text.strip().splitlines() if line.strip()), "")
+
+
 def exact_match(pred: str, ref: str) -> float:
-    """1.0 if the normalised answers are equal, else 0.0."""
-    return float(normalise_answer(pred) == normalise_answer(ref))
+    """1.0 if the normalised first line of the prediction equals the normalised reference,
+    else 0.0. A reference of several lines is compared with the whole prediction."""
+    ref_lines = [line for line in ref.strip().splitlines() if line.strip()]
+    candidate = first_line(pred) if len(ref_lines) <= 1 else pred
+    return float(normalise_answer(candidate) == normalise_answer(ref))
 
 
 def parse_box(text: str) -> tuple[float, float, float, float] | None:
@@ -84,6 +93,10 @@ def bleu(pred: str, ref: str, max_n: int = 4) -> float:
     return brevity * math.exp(log_p / max_n)
 
 
+# The comparison rule of each metric. Every prediction has already been cut at the model's
+# end-of-turn / EOS token (evaluation.generate). exact_match: the prediction's first non-blank
+# line, normalised (`normalise_answer`), equals the normalised reference. iou: the first four
+# numbers of the prediction form the box. bleu: the whole prediction against the reference.
 METRICS: dict[str, Callable[[str, str], float]] = {"exact_match": exact_match, "iou": box_iou, "bleu": bleu}
 
 

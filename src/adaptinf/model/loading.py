@@ -1,7 +1,9 @@
 """Load a base model (local path, s3:// URI or hub id) and its adapter.
 
-Any LLaVA-1.5-style image-text model (a fixed number of image tokens per image) or any causal
-LM loads through `from_pretrained`; the tiny demo models take the very same path.
+Supported families: any LLaVA-1.5-style image-text model (a fixed number of image tokens per
+image) and any causal LM (Llama, SmolLM2, Qwen2, Gemma, ...: `AutoModelForCausalLM`); both load
+through `from_pretrained`, and the tiny demo models and the prepared SmolLM2
+(`adaptinf models prepare`) take the very same path.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class ModelBundle:
     image_token_id: int | None
     n_image_tokens: int
     source: str
+    config: Any = None             # the model's config (also without weights)
 
     @property
     def multimodal(self) -> bool:
@@ -92,7 +95,35 @@ def load_base(source: str, dtype: str = "auto", device: torch.device | None = No
         model.eval()
         log.info("loaded %s (%s, %.2fM parameters) on %s", source, type(model).__name__,
                  sum(p.numel() for p in model.parameters()) / 1e6, device)
-    return ModelBundle(model, tokenizer, image_processor, image_token_id, n_image_tokens, source)
+    return ModelBundle(model, tokenizer, image_processor, image_token_id, n_image_tokens, source, config)
+
+
+def llava_processor(config: Any, tokenizer: Any, image_processor: Any) -> Any:
+    """A LlavaProcessor that expands `<image>` itself: without `patch_size` (a folder holding only
+    a tokenizer and an image processor) AutoProcessor loads one that fails on its first image."""
+    from transformers import LlavaProcessor
+    strategy = getattr(config, "vision_feature_select_strategy", "default")
+    image_token = tokenizer.convert_ids_to_tokens(getattr(config, "image_token_index", None)
+                                                  or config.image_token_id)
+    # CLIP-style towers emit a CLS position; the "default" strategy drops it again.
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                          patch_size=config.vision_config.patch_size, vision_feature_select_strategy=strategy,
+                          num_additional_image_tokens=1, image_token=image_token,
+                          chat_template=getattr(tokenizer, "chat_template", None))
+
+
+def save_preprocessing(bundle: ModelBundle, out: str | Path) -> None:
+    """Save what `AutoTokenizer` / `AutoProcessor` load beside the weights: the tokenizer (with
+    its chat template) and, for a LLaVA-style model, a working processor."""
+    if bundle.image_processor is None:
+        bundle.tokenizer.save_pretrained(out)
+        return
+    config = bundle.config if bundle.config is not None else bundle.model.config
+    if getattr(config, "model_type", None) == "llava":
+        llava_processor(config, bundle.tokenizer, bundle.image_processor).save_pretrained(out)
+    else:
+        bundle.tokenizer.save_pretrained(out)
+        bundle.image_processor.save_pretrained(out)
 
 
 def _count_image_tokens(config: Any) -> int:

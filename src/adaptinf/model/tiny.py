@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .loading import llava_processor
 from .tokenizer import IMAGE, build_char_tokenizer
 
 
@@ -43,23 +44,24 @@ def build_tiny_model(out: str | Path, multimodal: bool = True, hidden: int = 128
                           image_seq_length=(image_size // patch) ** 2,
                           vision_feature_select_strategy="default", vision_feature_layer=-1, **special)
         model = LlavaForConditionalGeneration(cfg)
-        _save_image_processor(out, image_size)
     else:
         model = LlamaForCausalLM(text_cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
     model.save_pretrained(out)
-    tok.save_pretrained(out)
+    if multimodal:  # a processor that AutoProcessor loads and that expands <image> itself
+        llava_processor(cfg, tok, _image_processor(image_size)).save_pretrained(out)
+    else:
+        tok.save_pretrained(out)
     return out
 
 
-def _save_image_processor(out: Path, image_size: int) -> None:
+def _image_processor(image_size: int):
     # Pixels in [-1, 1]: with CLIP's default mean/std, black backgrounds left colour at chance.
     try:
         from transformers import CLIPImageProcessorPil as Processor
     except ImportError:  # transformers < 5
         from transformers import CLIPImageProcessor as Processor
-    proc = Processor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+    return Processor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                      image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
-    proc.save_pretrained(out)

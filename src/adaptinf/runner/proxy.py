@@ -25,7 +25,7 @@ def build_proxy(stream: str | Path, out: str | Path, multimodal: bool, seed: int
 
     from adaptinf.data.records import read_records
     from adaptinf.model.encoding import Encoder
-    from adaptinf.model.loading import load_base
+    from adaptinf.model.loading import load_base, save_preprocessing
     from adaptinf.model.tiny import build_tiny_model
     from adaptinf.runner import collect
     from adaptinf.training import TrainConfig, train_model
@@ -45,9 +45,7 @@ def build_proxy(stream: str | Path, out: str | Path, multimodal: bool, seed: int
                                          learning_rate=spec.model.initial_learning_rate, seed=seed), progress=False)
         tuned = Path(tmp) / "tuned"
         bundle.model.save_pretrained(tuned)
-        bundle.tokenizer.save_pretrained(tuned)
-        if bundle.image_processor is not None:
-            bundle.image_processor.save_pretrained(tuned)
+        save_preprocessing(bundle, tuned)
         shutil.rmtree(out, ignore_errors=True)
         tuned.rename(out)
     log.info("proxy model: %.2fM parameters, tuned on %s (loss %.3f → %.3f) → %s",
