@@ -5,8 +5,8 @@ process; mapped to this script, it runs it in the stage image instead, the way a
     here:    podman run … --entrypoint adaptinf IMAGE stage <stage> --run R --step T
 
 Kubernetes' `command` replaces the image's ENTRYPOINT, hence --entrypoint. The container gets the
-Job's environment and nothing of this machine's: every variable the kubelet set, except PATH and
-the IMAGES_* / CONTAINERS_* settings below, which are podman's. Pod security as the operator's
+Job's environment and nothing of this machine's: every variable the kubelet set, except PATH,
+HOME and the IMAGES_* / CONTAINERS_* settings below, which are podman's. Pod security as the operator's
 Jobs and the chart ask: the image's non-root USER, read-only root filesystem, /tmp (an emptyDir
 there) the only writable path besides the store's mount, no capabilities, no privilege escalation.
 

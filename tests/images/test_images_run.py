@@ -115,7 +115,8 @@ def test_operator_image_reconciles_a_run_whose_jobs_run_in_the_stage_image(
 
     ns = "images"
     cluster.api.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    # A copy readable by the images' user: the demo writer's files are private (0600) to root.
+    # A copy the images' user may read: pytest makes its tmp folders 0700 and demo-data writes
+    # model.safetensors 0600 (root only).
     demo = tmp_path / "demo"
     shutil.copytree(demo_quick, demo)
     for path in [demo, *demo.rglob("*")]:
