@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 DEMO ?= demo
 WORK ?= adaptinf-work
 
-.PHONY: install install-dev quickstart test demo-data
+.PHONY: install install-dev quickstart test demo-data images-test images-lock
 
 # torch first: 2.13.0 is the local CPU build here; an unpinned resolve would pull CUDA wheels.
 install:
@@ -27,3 +27,15 @@ quickstart: install
 
 test: install-dev
 	$(PYTHON) -m pytest -q
+
+# Build both images with podman from a debootstrap'd bookworm and run them: the operator image
+# against the API emulator, the CPU stage image's extract and cluster-select (tools/images-test.sh;
+# needs root and `apt-get install podman buildah runc debootstrap`). Not part of `make test`: it
+# takes minutes (docs/install.md, "Build the images without Docker"). Run `make install-dev` first.
+images-test:
+	PYTHON=$(PYTHON) tools/images-test.sh
+
+# Regenerate images/*/requirements.lock from the dev venv (after changing pyproject's ranges or
+# images/operator/requirements.txt).
+images-lock:
+	$(PYTHON) tools/lock-images.py

@@ -26,8 +26,13 @@ from dockerfile_parse import is_excluded, parse, read_dockerignore
 
 OPERATOR = REPO / "images" / "operator" / "Dockerfile"
 STAGE = REPO / "images" / "stage" / "Dockerfile"
+STAGE_CPU = REPO / "images" / "stage" / "Dockerfile.cpu"
 REQUIREMENTS = REPO / "images" / "operator" / "requirements.txt"
-DOCKERFILES = {"operator": OPERATOR, "stage": STAGE}
+DOCKERFILES = {"operator": OPERATOR, "stage": STAGE, "stage-cpu": STAGE_CPU}
+# tools/lock-images.py writes these; each Dockerfile installs exactly one of them.
+LOCKS = {"operator": REPO / "images" / "operator" / "requirements.lock",
+         "stage": REPO / "images" / "stage" / "requirements.lock"}
+LOCK_OF = {"operator": "operator", "stage": "stage", "stage-cpu": "stage"}
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 OPERATOR_MODULE = "adaptinf.operator.main"
 # Modules the operator image must never need (DESIGN: the operator image has no torch).
@@ -141,8 +146,9 @@ def test_chart_runs_the_same_command_as_the_operator_image(render):
     assert c["command"] == entrypoint(OPERATOR)
 
 
-def test_stage_entrypoint_is_the_adaptinf_console_script():
-    argv = entrypoint(STAGE)
+@pytest.mark.parametrize("path", [STAGE, STAGE_CPU], ids=["cuda", "cpu"])
+def test_stage_entrypoint_is_the_adaptinf_console_script(path):
+    argv = entrypoint(path)
     assert argv == ["adaptinf", "stage"]
     target = PYPROJECT["project"]["scripts"][argv[0]]
     module, _, func = target.partition(":")
@@ -201,12 +207,16 @@ def test_operator_requirements_pin_within_pyproject_ranges_and_exclude_torch():
                 f"{r} is outside pyproject's {want}"
 
 
-def test_operator_base_python_satisfies_requires_python():
+@pytest.mark.parametrize("path", [OPERATOR, STAGE_CPU], ids=["operator", "stage-cpu"])
+def test_python_base_is_the_locks_python_and_satisfies_requires_python(path):
     from packaging.specifiers import SpecifierSet
-    base = parse(OPERATOR)
+    base = parse(path)
+    assert base.stages[0].base == base.final.base == "${PYTHON_IMAGE}", "one base, set by a build arg"
     image = base.expand(base.stages[0].base)
     m = re.match(r"python:(\d+\.\d+)", image)
     assert m, image
+    # The locks are resolved for one interpreter (tools/lock-images.py); bookworm's python3 is it too.
+    assert m.group(1) == "3.11", f"{image}: the locks are for Python 3.11"
     assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(m.group(1) + ".0")
 
 
@@ -293,3 +303,82 @@ def test_image_site_really_hides_the_training_stack(tmp_path):
     bad = subprocess.run([sys.executable, "-S", "-c", "import torch"], capture_output=True, text=True,
                          timeout=60, cwd=str(tmp_path), env=env)
     assert bad.returncode != 0 and "No module named 'torch'" in bad.stderr
+
+
+# --- lock files (tools/lock-images.py) ------------------------------------------------------------
+
+def lock(image: str) -> dict[str, Version]:
+    """{distribution: version} of a lock file; every line must be an exact `name==version` pin."""
+    pins: dict[str, Version] = {}
+    for n, line in enumerate(LOCKS[image].read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        r = Requirement(line)
+        (spec,) = r.specifier
+        assert spec.operator == "==" and not r.marker and not r.extras, f"{LOCKS[image].name}:{n}: {line!r} is no pin"
+        name = canonicalize_name(r.name)
+        assert name not in pins, f"{LOCKS[image].name}:{n}: {name} pinned twice"
+        pins[name] = Version(spec.version)
+    return pins
+
+
+def pyproject_ranges(*extras: str) -> dict[str, Requirement]:
+    reqs = PYPROJECT["project"]["dependencies"] + [r for e in extras for r in PYPROJECT["project"]["optional-dependencies"][e]]
+    return {canonicalize_name(Requirement(r).name): Requirement(r) for r in reqs}
+
+
+@pytest.mark.parametrize("image", LOCKS)
+def test_lock_pins_lie_within_pyproject_ranges(image):
+    pins = lock(image)
+    ranges = pyproject_ranges("operator")
+    ranges["setuptools"] = Requirement(next(r for r in PYPROJECT["build-system"]["requires"] if r.startswith("setuptools")))
+    checked = [n for n in pins if n in ranges]
+    assert "setuptools" in checked, "the build backend is locked too (the images build with --no-build-isolation)"
+    for name in checked:
+        assert ranges[name].specifier.contains(pins[name], prereleases=True), \
+            f"{LOCKS[image].name}: {name}=={pins[name]} outside pyproject's {ranges[name]}"
+
+
+def test_stage_lock_holds_every_dependency_and_the_cpu_torch_without_cuda():
+    pins = lock("stage")
+    missing = sorted(set(pyproject_ranges()) - set(pins))
+    assert not missing, f"pyproject dependencies missing from the stage lock: {missing}"
+    assert pins["torch"] == Version("2.13.0")  # the CPU build's version (the local label is the index's business)
+    cuda = sorted(n for n in pins if n.startswith(("nvidia-", "triton", "cuda-")))
+    assert not cuda, f"CUDA wheels in the lock (resolved against PyPI's CUDA torch?): {cuda}"
+    assert "adaptinf" not in pins  # installed from the build context, not from an index
+
+
+def test_operator_lock_is_requirements_txt_closed_and_without_the_training_stack():
+    pins = lock("operator")
+    for r in requirements():
+        (spec,) = r.specifier
+        assert pins.get(canonicalize_name(r.name)) == Version(spec.version), f"{r} differs in requirements.lock"
+    heavy = sorted(n for n in pins if n in ("torch", "transformers", "peft", "accelerate", "faiss-cpu", "matplotlib",
+                                            "mlflow-skinny", "tokenizers", "safetensors"))
+    assert not heavy, heavy
+
+
+@pytest.mark.parametrize("image", DOCKERFILES)
+def test_dockerfile_installs_only_its_lock(image):
+    """Every `pip install` in the build uses --no-deps (nothing resolved outside the lock), the
+    lock is copied in, and `pip check` proves the installed set consistent."""
+    df = parse(DOCKERFILES[image])
+    runs = [i.value for st in df.stages for i in st.all("RUN")]
+    installs = [cmd for run in runs for cmd in re.split(r"&&|;", run) if re.search(r"\bpip install\b", cmd)]
+    assert installs, f"{image}: no pip install?"
+    for cmd in installs:
+        assert "--no-deps" in cmd, f"{image}: {cmd.strip()!r} may resolve beyond the lock"
+        assert "-r /tmp/" in cmd or "/src" in cmd, f"{image}: {cmd.strip()!r} installs neither the lock nor the project"
+    lock_name = LOCKS[LOCK_OF[image]].relative_to(REPO).as_posix()
+    copies = [i.flags_and_args()[1] for st in df.stages for i in st.all("COPY")]
+    assert any(lock_name in words[:-1] for words in copies), f"{image}: {lock_name} is not copied in"
+    assert any("pip check" in run for run in runs), f"{image}: no `pip check`"
+
+
+def test_lock_generator_resolves_what_the_dockerfiles_pin():
+    """tools/lock-images.py and the Dockerfiles agree on the torch the CPU image gets."""
+    text = (REPO / "tools" / "lock-images.py").read_text(encoding="utf-8")
+    m = re.search(r'^TORCH = "torch==([\d.]+)"', text, flags=re.M)
+    assert m and Version(m.group(1)) == lock("stage")["torch"]
