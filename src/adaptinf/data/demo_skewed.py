@@ -25,13 +25,14 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from adaptinf.data import shapes
-from adaptinf.data.demo import IMAGE_TOKEN, SIZES, _clear_previous, _rng, _write_yaml, allocate, dataset_manifest
+from adaptinf.data.demo import IMAGE_TOKEN, SIZES, _clear_previous, _rng, _write_yaml, dataset_manifest
 from adaptinf.spec import FULL_API_VERSION
 
 log = logging.getLogger(__name__)
