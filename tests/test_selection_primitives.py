@@ -301,3 +301,18 @@ def test_adapt_inf_clusters_hidden_states_for_the_ablation():
                                                                    cluster_features="hidden", k_rule="gain"))
     assert res.report["k"] == 2 and res.report["cluster_features"] == "hidden"
     assert res.labels[:100].tolist() == [res.labels[0]] * 100
+
+
+def test_stage_builds_the_selection_context_from_the_spec():
+    from types import SimpleNamespace
+
+    from adaptinf.spec import LifelongRunSpec
+    from adaptinf.stages.cluster_select import selection_context
+    spec = LifelongRunSpec.model_validate({
+        "model": {"base": "m"}, "trainBudget": 10, "storage": {"uri": "s"},
+        "clustering": {"kRule": "elbow", "nredo": 2, "features": "hidden"},
+        "selection": {"ccsBins": 20, "budgetSplit": "density", "mastered": "none", "diffuseRatio": 0.4}})
+    ctx = selection_context(SimpleNamespace(spec=spec, step=2), ("perplexity",))
+    assert (ctx.k_rule, ctx.nredo, ctx.cluster_features, ctx.ccs_bins, ctx.ccs_bin_rule, ctx.budget_split,
+            ctx.mastered, ctx.diffuse, ctx.diffuse_ratio, ctx.stability_seeds, ctx.seed) == \
+        ("elbow", 2, "hidden", 20, "quota", "density", "none", "size", 0.4, 2, 2)
