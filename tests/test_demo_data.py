@@ -388,3 +388,11 @@ def test_skewed_text_stream_for_a_real_lm(tmp_path):
     assert demo_skewed.TEXT["dashed"].answer("hot", ()) == "t-o-h"
     assert demo_skewed.TEXT["tag"].answer("France", ()) == "[FRANCE]"
     assert (tmp_path / "eval" / "capital.jsonl").exists()
+
+
+def test_cli_writes_the_skewed_stream_and_a_model(tmp_path):
+    from adaptinf.cli import main
+    assert main(["demo-data", "--out", str(tmp_path), "--size", "quick", "--modality", "text",
+                 "--stream", "skewed"]) == 0
+    assert load_resources(tmp_path / "lifelongrun.yaml")[0].name == "skewed-text"
+    assert (tmp_path / "model" / "config.json").exists()
