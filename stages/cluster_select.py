@@ -26,13 +26,22 @@ def initial_tuning_step(ctx: StageContext) -> bool:
     return ctx.spec.model.initial_tuning != "none" and previous_pool(ctx).step < 0
 
 
+def selection_context(ctx: StageContext, scorers: tuple[str, ...]) -> SelectionContext:
+    """The SelectionContext of this step from the spec's clustering and selection sections."""
+    c, sel = ctx.spec.clustering, ctx.spec.selection
+    return SelectionContext(
+        budget=ctx.spec.train_budget, seed=ctx.spec.seed + ctx.step, k_min=c.k_min, k_max=c.k_max,
+        niter=c.niter, scorers=scorers, nredo=c.nredo, k_rule=c.k_rule, min_gain=c.min_gain,
+        stability_seeds=c.stability_seeds, cluster_features=c.features, ccs_bin_rule=sel.ccs_bin_rule,
+        ccs_bins=sel.ccs_bins, budget_split=sel.budget_split, diffuse=sel.diffuse,
+        diffuse_ratio=sel.diffuse_ratio, mastered=sel.mastered, mastered_loss=sel.mastered_loss)
+
+
 def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     pool = candidate_pool(ctx)
     feats = load_features(ctx, pool)
     strategy = get_strategy(ctx.spec.strategy)
-    c = ctx.spec.clustering
-    sel_ctx = SelectionContext(budget=ctx.spec.train_budget, seed=ctx.spec.seed + ctx.step, k_min=c.k_min,
-                               k_max=c.k_max, niter=c.niter, scorers=tuple(s for s in ctx.spec.scorers if s in feats.scores))
+    sel_ctx = selection_context(ctx, tuple(s for s in ctx.spec.scorers if s in feats.scores))
     result = strategy.select(feats, sel_ctx)
     indices = result.indices
     if initial_tuning_step(ctx):

@@ -37,6 +37,8 @@ def needed_features(ctx: StageContext) -> set[str]:
     needs = set(strategy.needs)
     if strategy.prunes_pool and ctx.spec.pool_budget is not None:
         needs |= {"hidden", "grads"}
+    if "grads" in needs and ctx.spec.clustering.features == "hidden":
+        needs.add("hidden")  # the Table-3 ablation clusters hidden states
     return needs
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptinf.clustering import choose_k, elbow_k, k_range, kmeans
+from adaptinf.clustering import choose_k, elbow_k, gain_k, k_range, k_stability, kmeans, nmi, pick_k
 
 
 def blobs(seed: int, centres: int = 7, per: int = 120, dim: int = 16, spread: float = 0.3):
@@ -111,3 +111,56 @@ def test_kmeans_rejects_bad_input():
         kmeans(np.zeros((0, 2), np.float32), 1)
     with pytest.raises(ValueError):
         kmeans(x, 2, nredo=0)
+
+
+# ---- the relative-gain k rule, k stability, NMI ------------------------------------------
+
+def test_gain_rule_on_hand_made_curves():
+    ks = [2, 3, 4, 5, 6]
+    # 50%, 50%, 4%, 2%: the first step that gains under 5% is 4 -> 5.
+    assert gain_k(ks, [100, 50, 25, 24, 23.5], 0.05) == 4
+    # every step gains 3% (no structure): the smallest k, not the sweep's end
+    assert gain_k(ks, [100 * 0.97**i for i in range(5)], 0.05) == 2
+    # every step gains 10%: the largest k
+    assert gain_k(ks, [100 * 0.9**i for i in range(5)], 0.05) == 6
+    # unsorted input is sorted by k first
+    assert gain_k([4, 2, 3], [25, 100, 50], 0.05) == 4
+    with pytest.raises(ValueError, match="min_gain"):
+        gain_k(ks, [5, 4, 3, 2, 1], 0.0)
+    with pytest.raises(ValueError, match="unknown k rule"):
+        pick_k(ks, [5, 4, 3, 2, 1], "silhouette")
+
+
+@pytest.mark.parametrize("data_seed", [0, 1])
+def test_gain_rule_finds_the_number_of_blobs(data_seed):
+    x, truth = blobs(data_seed)
+    res = choose_k(x, k_min=2, k_max=15, seed=0, nredo=3, rule="gain")
+    assert res.k == 7, res.wss_by_k
+    assert nmi(res.labels, truth) == pytest.approx(1.0)
+
+
+def test_gain_rule_does_not_follow_k_max_on_structureless_data():
+    # Isotropic noise has no number of groups: the elbow runs with the sweep's end, the gain
+    # rule stays put when kMax grows.
+    x = np.random.default_rng(0).normal(size=(600, 32)).astype(np.float32)
+    small = choose_k(x, 2, 12, seed=0, rule="gain").k
+    large = choose_k(x, 2, 24, seed=0, rule="gain").k
+    assert small == large
+
+
+def test_nmi_known_answers():
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert nmi(a, np.array([5, 5, 3, 3, 9, 9])) == pytest.approx(1.0)   # a relabelling
+    assert nmi(a, np.zeros(6)) == pytest.approx(0.0)                    # one cluster: no information
+    # two independent balanced halves: MI = 0
+    assert nmi(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        nmi(a, a[:3])
+
+
+def test_k_stability_reports_each_seed():
+    x, _ = blobs(0)
+    chosen = choose_k(x, 2, 15, seed=0, nredo=3, rule="gain")
+    st = k_stability(x, chosen, [1, 2], 2, 15, nredo=3, rule="gain")
+    assert [r["k"] for r in st["runs"]] == [7, 7]
+    assert st["k_min_seen"] == st["k_max_seen"] == 7 and st["mean_nmi"] == pytest.approx(1.0)

@@ -286,3 +286,113 @@ def test_allocate_hits_total_and_keeps_rare_keys():
     assert sum(allocate(97, {"a": 0.5, "b": 0.3, "c": 0.2}).values()) == 97
     assert allocate(10, {"a": 0.99, "b": 0.01}) == {"a": 9, "b": 1}
     assert allocate(100, {"a": 0.35, "b": 0.65}) == {"a": 35, "b": 65}
+
+
+# ---- the skewed stream (`demo-data --stream skewed`) ---------------------------------------
+
+from adaptinf.data import demo_skewed  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory):
+    """The multimodal skewed stream with the synthetic fallback (tests never need the package)."""
+    out = tmp_path_factory.mktemp("skewed")
+    info = demo_skewed.write_skewed_stream(out, size="quick", fashion_root=out / "no-fashion-mnist")
+    return out, info
+
+
+def _records(out: Path) -> list[list[dict]]:
+    return [read_jsonl(p) for p in sorted((out / "datasets").glob("*.jsonl"))]
+
+
+def test_skewed_fallback_is_stated_and_resources_validate(skewed):
+    out, info = skewed
+    assert info["real_images"] is False
+    assert "synthetic fallback" in (out / "README.md").read_text()
+    runs = load_resources(out / "lifelongrun.yaml")
+    assert runs[0].name == "skewed" and len(runs[0].spec.eval.suite) == len(demo_skewed.MULTIMODAL)
+    assert [load_resources(p)[0].spec.order for p in sorted((out / "datasets").glob("*.yaml"))] == [0, 1, 2]
+
+
+def test_skewed_has_one_dominant_skill_and_a_rare_one_with_its_own_format(skewed):
+    out, _ = skewed
+    per = [Counter(r["skill"] for r in recs) for recs in _records(out)]
+    for counts in per:
+        largest_other = max(n for s, n in counts.items() if s != "colour")
+        assert counts["colour"] >= 9 * largest_other, counts            # ~10x the others
+    assert [("box" in c) for c in per] == [False, False, True]         # rare, last dataset only
+    answers = {r["skill"]: r["conversations"][1]["value"] for recs in _records(out) for r in recs}
+    box_answers = [r["conversations"][1]["value"] for recs in _records(out) for r in recs if r["skill"] == "box"]
+    assert box_answers and all(BOX.match(a) for a in box_answers)
+    assert not any(BOX.match(a) for s, a in answers.items() if s != "box")  # the format is its own
+
+
+def test_skewed_prompts_are_paraphrased_and_images_shared_across_skills(skewed):
+    out, _ = skewed
+    recs = [r for rs in _records(out) for r in rs]
+    colour_prompts = {question(r) for r in recs if r["skill"] == "colour"}
+    assert len(colour_prompts) == len(demo_skewed.MULTIMODAL["colour"].prompts) >= 3
+    skills_per_image = defaultdict(set)
+    for r in recs:
+        skills_per_image[r["image"]].add(r["skill"])
+    assert any(len(s) >= 2 for s in skills_per_image.values())       # one picture, several questions
+    assert len(skills_per_image) < len(recs)
+
+
+def test_skewed_answers_follow_from_the_scene():
+    sc = demo_skewed.Scene(item=2, colour="red", quadrants=(1, 3))
+    classes = demo_skewed.SYNTHETIC_CLASSES
+    sk = demo_skewed.MULTIMODAL
+    assert sk["count"].answer(sc, classes) == "2"
+    assert sk["item"].answer(sc, classes) == "triangle"
+    assert sk["box"].answer(sc, classes) == "[16, 0, 32, 16]"        # quadrant 1: top right
+    assert sk["code"].answer(sc, classes) == demo_skewed._code(2) != demo_skewed._code(3)
+
+
+def test_fashion_items_read_from_idx_files(tmp_path):
+    import gzip
+    imgs = np.arange(2 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(2, 28, 28)
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(bytes(16) + imgs.tobytes())
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes(8) + bytes([7, 3]))
+    x, y = demo_skewed.fashion_items(tmp_path)
+    assert y.tolist() == [7, 3] and np.array_equal(x, imgs)
+    assert demo_skewed.fashion_items(tmp_path / "absent") is None
+    painter = demo_skewed.ItemPainter((x, y))
+    assert painter.classes == demo_skewed.FASHION_CLASSES
+    img = Image.new("RGB", (32, 32))
+    painter.paint(img, demo_skewed.Scene(item=3, colour="white", quadrants=(0,)), np.random.default_rng(0))
+    px = np.asarray(img)
+    assert px[:16, :16].any() and not px[16:, :].any()                 # only quadrant 0 painted
+
+
+def test_skewed_text_stream_for_a_real_lm(tmp_path):
+    info = demo_skewed.write_skewed_stream(tmp_path, size="quick", modality="text")
+    assert info["run"] == "skewed-text" and not list(tmp_path.glob("images/**/*.png"))
+    recs = [r for rs in _records(tmp_path) for r in rs]
+    assert all("image" not in r and r["conversations"][1]["value"].isascii() for r in recs)
+    assert all(len(r["conversations"][1]["value"].split()) == 1 for r in recs)   # short, exact answers
+    ans = {(question(r), r["conversations"][1]["value"]) for r in recs}
+    about_hot = {a for q, a in ans if re.search(r"\bhot\b", q)}
+    assert about_hot and about_hot <= {"cold", "[HOT]", demo_skewed._zorbian("hot"), "t-o-h"}
+    # one subject, several skills: the word does not name the skill
+    by_word = defaultdict(set)
+    for r in recs:
+        for w in demo_skewed.TEXT_WORDS:
+            if f" {w}" in question(r):
+                by_word[w].add(r["skill"])
+    assert any(len(s) >= 2 for s in by_word.values())
+    rare = [r["conversations"][1]["value"] for r in recs if r["skill"] == "dashed"]
+    assert rare and all(re.fullmatch(r"[a-z](-[a-z])+", a) for a in rare)
+    assert demo_skewed.TEXT["dashed"].answer("hot", ()) == "t-o-h"
+    assert demo_skewed.TEXT["tag"].answer("France", ()) == "[FRANCE]"
+    assert (tmp_path / "eval" / "capital.jsonl").exists()
+
+
+def test_cli_writes_the_skewed_stream_and_a_model(tmp_path):
+    from adaptinf.cli import main
+    assert main(["demo-data", "--out", str(tmp_path), "--size", "quick", "--modality", "text",
+                 "--stream", "skewed"]) == 0
+    assert load_resources(tmp_path / "lifelongrun.yaml")[0].name == "skewed-text"
+    assert (tmp_path / "model" / "config.json").exists()

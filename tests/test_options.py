@@ -146,3 +146,17 @@ def test_gradient_sources_bench_runs(capsys, demo_quick):
         assert result[source]["wall_s"] > 0 and result[source]["grad_dim"] > 0
     assert result["proxy"]["grad_dim"] < result["backprop"]["grad_dim"] == result["zero_order"]["grad_dim"]
     assert result["zero_order"]["cosine_agreement_with_backprop"] > 0.3
+
+
+def test_table3_and_paper_variants_set_the_spec():
+    from adaptinf.spec import LifelongRunSpec, Resource
+    spec = LifelongRunSpec.model_validate({"model": {"base": "m"}, "trainBudget": 10, "storage": {"uri": "s"}})
+    run = Resource(kind="LifelongRun", name="r", spec=spec)
+    hidden, strategy = variants.apply(run, "adapt-inf@hidden-clusters", ".")
+    assert strategy == "adapt-inf" and hidden.spec.clustering.features == "hidden"
+    assert run.spec.clustering.features == "gradients"                   # the original is untouched
+    assert variants.apply(run, "adapt-inf@density-split", ".")[0].spec.selection.budget_split == "density"
+    paper = variants.apply(run, "lite-adapt-inf@paper", ".")[0].spec
+    assert (paper.clustering.k_rule, paper.clustering.nredo, paper.selection.ccs_bin_rule,
+            paper.selection.diffuse, paper.selection.mastered, paper.prune.max_cluster_fraction,
+            paper.prune.redundancy) == ("elbow", 1, "fixed", "none", "none", 1.0, "hidden")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptinf.prune import prune_pool, removal_counts
+from adaptinf.prune import answer_groups, prune_pool, removal_counts
 
 
 def brute_force(hidden, labels, counts_by_label, protect=None):
@@ -160,3 +160,42 @@ def test_prune_rejects_bad_arguments():
         prune_pool(hidden, np.zeros(4, int), 2, protect=np.zeros(3, bool))
     with pytest.raises(ValueError):
         prune_pool(hidden, np.zeros(4, int), 2, neighbours=1)
+
+
+# ---- safeguards: per-cluster cap, answer-aware redundancy ---------------------------------
+
+def test_cluster_fraction_caps_removals_and_reports_the_shortfall():
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(110, 8))
+    labels = np.repeat([0, 1], [100, 10])
+    res = prune_pool(hidden, labels, 20, max_cluster_fraction=0.5)
+    assert res.per_cluster_removed == {0: 50, 1: 5}
+    assert len(res.keep) == 55 and res.shortfall == 35
+    # the paper (no cap) reaches the target, cutting the large cluster to the small one's level
+    paper = prune_pool(hidden, labels, 20)
+    assert len(paper.keep) == 20 and paper.shortfall == 0 and paper.per_cluster_removed == {0: 90}
+
+
+def test_same_prompt_different_answers_are_not_duplicates():
+    # 10 rows of a table that look alike (one hidden state) with their own labels, and 10
+    # copies of one question with the same answer, all in one cluster.
+    hidden = np.vstack([np.tile([1.0, 0.0, 0.0], (10, 1)),
+                        np.tile([0.0, 1.0, 0.0], (10, 1))]) + 1e-3 * np.arange(20)[:, None]
+    labels = np.zeros(20, dtype=int)
+    answers = [f"label {i}" for i in range(10)] + ["same"] * 10
+    res = prune_pool(hidden, labels, 11, answers=answers)
+    assert sorted(res.keep.tolist())[:10] == list(range(10))     # every distinct answer kept
+    assert len(res.keep) == 11 and res.shortfall == 0            # 9 of the 10 copies went
+    paper = prune_pool(hidden, labels, 11)
+    assert sum(i < 10 for i in paper.keep) < 10                  # the paper's rule removes rows too
+
+
+def test_answer_groups_normalise_and_keep_one_per_answer():
+    assert answer_groups(["Paris", " paris ", "Rome", "a  b", "A B"]).tolist() == [1, 1, 2, 0, 0]
+    hidden = np.eye(4)
+    res = prune_pool(hidden, np.zeros(4, int), 0, answers=["x", "x", "y", "z"])
+    assert len(res.keep) == 3 and res.shortfall == 3             # one "x" may go, nothing else
+    with pytest.raises(ValueError, match="answers"):
+        prune_pool(hidden, np.zeros(4, int), 2, answers=["x"])
+    with pytest.raises(ValueError, match="max_cluster_fraction"):
+        prune_pool(hidden, np.zeros(4, int), 2, max_cluster_fraction=0.0)

@@ -9,6 +9,8 @@ import pytest
 from adaptinf.selection.primitives import (ccs_sample, choose_scorer, proportional_quotas, round_quotas,
                                            shifted_quotas, softmax, split_budget, trimmed_histogram_entropy,
                                            water_fill)
+from adaptinf.selection.safeguards import (ccs_bins, cluster_cosines, diffuse_clusters, guarded_split,
+                                           mastered_mask)
 
 
 def uniform_core_with_outliers() -> np.ndarray:
@@ -206,3 +208,111 @@ def test_round_quotas_largest_remainder():
     assert round_quotas(np.array([2.0, 2.9, 0.1]), np.array([9, 2, 9]), 5).tolist() == [2, 2, 1]
     # short allocation filled evenly over the room left
     assert round_quotas(np.zeros(3), np.array([1, 5, 5]), 6).tolist() == [1, 2, 3]
+
+
+# ---- safeguards: CCS bins, diffuse clusters, mastered samples, guarded budget split ------
+
+def test_ccs_bin_rule():
+    assert ccs_bins("fixed", 50, 15) == 50          # the paper: 50 strata whatever the quota
+    assert ccs_bins("quota", 50, 15) == 15          # one stratum per sample the quota allows
+    assert ccs_bins("quota", 50, 80) == 50
+    assert ccs_bins("quota", 50, 0) == 1
+    with pytest.raises(ValueError, match="bin rule"):
+        ccs_bins("sqrt", 50, 10)
+
+
+def test_cluster_cosines_and_diffuse_flag():
+    e = np.eye(4, dtype=np.float32)
+    # cluster 0: one direction repeated (cosine 1); cluster 1: 4 orthogonal directions
+    # (mean direction (1,1,1,1)/2: cosine 0.5 each); cluster 2: two opposite directions (0).
+    x = np.vstack([e[[0, 0, 0]], e, e[[1]], -e[[1]]])
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    cos = cluster_cosines(x, labels, 4)
+    assert cos[:3] == pytest.approx([1.0, 0.5, 0.0])
+    assert np.isnan(cos[3])                                    # empty cluster
+    # median of (1, 0.5, 0) is 0.5: below 0.5 × 0.5 only cluster 2
+    assert diffuse_clusters(cos, 0.5).tolist() == [False, False, True, False]
+    assert not diffuse_clusters(np.array([0.3]), 0.5).any()   # nothing to compare with
+
+
+def test_mastered_mask_is_a_loss_threshold():
+    ppl = np.array([1.01, math.exp(0.049), math.exp(0.051), 3.0, np.nan])
+    assert mastered_mask(ppl, 0.05).tolist() == [True, True, False, False, False]
+    assert mastered_mask(None, 0.05) is None
+
+
+def test_guarded_split_known_answers():
+    sizes = np.array([100, 10, 10, 10])
+    # paper: uniform water-fill, 10 each
+    assert guarded_split(sizes, 40).tolist() == [10, 10, 10, 10]
+    # the flagged catch-all gets its size share floor(40·100/130) = 30; the other 10 are
+    # water-filled over the three small clusters (3, 3, 4)
+    assert guarded_split(sizes, 40, flagged=np.array([True, False, False, False])).tolist() == [30, 3, 3, 4]
+    # a small flagged cluster keeps its uniform share (larger than its size share)
+    assert guarded_split(np.array([10, 100, 100]), 30, flagged=np.array([True, False, False])).tolist() == [10, 10, 10]
+    # Table-3 "density": by size
+    assert guarded_split(np.array([60, 30, 10]), 10, "density").tolist() == [6, 3, 1]
+    # the flagged share cannot take more than the cluster has; leftovers go back
+    q = guarded_split(np.array([5, 2]), 7, flagged=np.array([True, False]))
+    assert q.tolist() == [5, 2]
+    with pytest.raises(ValueError, match="budget split"):
+        guarded_split(sizes, 10, "size")
+
+
+def _mastered_pool(seed: int = 0):
+    from adaptinf.selection import PoolFeatures
+    rng = np.random.default_rng(seed)
+    centres = np.eye(16)[:3] * 10
+    skills = np.repeat(np.arange(3), 50)
+    grads = np.vstack([centres[skills] + rng.normal(size=(150, 16)),
+                       rng.normal(size=(60, 16))])              # 60 mastered: noise directions
+    grads /= np.linalg.norm(grads, axis=1, keepdims=True)
+    ppl = np.concatenate([rng.uniform(2, 5, 150), np.full(60, 1.001)])
+    n = len(ppl)
+    return PoolFeatures(uids=[f"d/{i}" for i in range(n)], datasets=["d"] * n, is_new=np.ones(n, bool),
+                        grads=grads.astype(np.float32), scores={"perplexity": ppl, "el2n": rng.uniform(0, 1, n)})
+
+
+def test_adapt_inf_mastered_group_and_quota_bins():
+    from adaptinf.selection import SelectionContext, get_strategy
+    feats = _mastered_pool()
+    ctx = SelectionContext(budget=40, seed=0, k_min=2, k_max=8, nredo=3, k_rule="gain",
+                           mastered="group", ccs_bin_rule="quota", scorers=("perplexity", "el2n"))
+    res = get_strategy("adapt-inf").select(feats, ctx)
+    rep = res.report
+    assert rep["mastered"] == 60 and rep["k"] == 4            # 3 skills + the mastered group
+    assert (res.labels[150:] == 3).all() and len(set(res.labels[:150].tolist())) == 3
+    # 4 groups of (50, 50, 50, 60), T = 40: the group's size share floor(40·60/210) = 11 beats
+    # its uniform 10; the skills share the other 29 (9, 10, 10)
+    assert rep["quotas"][3] == 11 and sum(rep["quotas"]) == 40
+    assert all(c["bins"] == min(50, c["quota"]) for c in rep["clusters"])
+    paper = get_strategy("adapt-inf").select(feats, SelectionContext(budget=40, seed=0, k_min=2, k_max=8,
+                                                                     scorers=("perplexity", "el2n")))
+    assert paper.report["mastered"] == 0 and all(c["bins"] == 50 for c in paper.report["clusters"])
+
+
+def test_adapt_inf_clusters_hidden_states_for_the_ablation():
+    from adaptinf.selection import SelectionContext, get_strategy
+    feats = _mastered_pool()
+    with pytest.raises(ValueError, match="hidden"):
+        get_strategy("adapt-inf").select(feats, SelectionContext(budget=20, seed=0, cluster_features="hidden"))
+    feats.hidden = np.repeat(np.eye(8, dtype=np.float32)[:2], [100, 110], axis=0)
+    res = get_strategy("adapt-inf").select(feats, SelectionContext(budget=20, seed=0, k_min=2, k_max=4,
+                                                                   cluster_features="hidden", k_rule="gain"))
+    assert res.report["k"] == 2 and res.report["cluster_features"] == "hidden"
+    assert res.labels[:100].tolist() == [res.labels[0]] * 100
+
+
+def test_stage_builds_the_selection_context_from_the_spec():
+    from types import SimpleNamespace
+
+    from adaptinf.spec import LifelongRunSpec
+    from adaptinf.stages.cluster_select import selection_context
+    spec = LifelongRunSpec.model_validate({
+        "model": {"base": "m"}, "trainBudget": 10, "storage": {"uri": "s"},
+        "clustering": {"kRule": "elbow", "nredo": 2, "features": "hidden"},
+        "selection": {"ccsBins": 20, "budgetSplit": "density", "mastered": "none", "diffuseRatio": 0.4}})
+    ctx = selection_context(SimpleNamespace(spec=spec, step=2), ("perplexity",))
+    assert (ctx.k_rule, ctx.nredo, ctx.cluster_features, ctx.ccs_bins, ctx.ccs_bin_rule, ctx.budget_split,
+            ctx.mastered, ctx.diffuse, ctx.diffuse_ratio, ctx.stability_seeds, ctx.seed) == \
+        ("elbow", 2, "hidden", 20, "quota", "density", "none", "size", 0.4, 2, 2)

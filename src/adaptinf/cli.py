@@ -11,8 +11,10 @@ from pathlib import Path
 
 def _demo_data(args: argparse.Namespace) -> int:
     from adaptinf.data.demo import write_demo_stream
+    from adaptinf.data.demo_skewed import write_skewed_stream
     from adaptinf.model.tiny import build_tiny_model
-    info = write_demo_stream(args.out, seed=args.seed, size=args.size, modality=args.modality)
+    write = write_skewed_stream if args.stream == "skewed" else write_demo_stream
+    info = write(args.out, seed=args.seed, size=args.size, modality=args.modality)
     build_tiny_model(Path(args.out) / "model", multimodal=args.modality == "multimodal", seed=args.seed)
     print(f"wrote {len(info['datasets'])} datasets, {len(info['eval'])} eval sets and a tiny model to {args.out}")
     print(f"next: adaptinf run-local {args.out} --workdir WORKDIR")
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=("default", "quick"), default="default")
     p.add_argument("--modality", choices=("multimodal", "text"), default="multimodal")
+    p.add_argument("--stream", choices=("default", "skewed"), default="default",
+                   help="skewed: paraphrased prompts, shared images/words, 10x size skew, a rare skill")
     p.set_defaults(func=_demo_data)
 
     p = sub.add_parser("run-local", help="run a LifelongRun over its datasets on this machine")

@@ -146,6 +146,65 @@ def elbow_k(ks: list[int] | np.ndarray, wss: list[float] | np.ndarray) -> int:
     return int(ks_arr[best])
 
 
+def gain_k(ks: list[int] | np.ndarray, wss: list[float] | np.ndarray, min_gain: float = 0.05) -> int:
+    """The smallest k whose next cluster cuts the WSS by less than `min_gain` (relative).
+
+    One more cluster is worth having while it removes at least that share of the remaining
+    within-cluster scatter: WSS(k+1) <= (1 - min_gain) · WSS(k). On a curve without an elbow
+    (every step a few percent) this stops early instead of following the sweep's upper bound,
+    as the elbow does (the chord then runs to kMax); on well-separated groups WSS collapses
+    until the true k and barely moves after it. WSS is floored at 1e-6 of its largest value
+    (a perfect fit leaves only float noise). If every step gains, the largest k is returned.
+    """
+    if not 0.0 < min_gain < 1.0:
+        raise ValueError(f"min_gain must be in (0, 1), got {min_gain}")
+    ks_arr = np.asarray(ks, dtype=np.float64)
+    w = np.asarray(wss, dtype=np.float64)
+    if ks_arr.shape != w.shape or ks_arr.ndim != 1 or ks_arr.size == 0:
+        raise ValueError("ks and wss must be non-empty 1-d sequences of the same length")
+    order = np.argsort(ks_arr, kind="stable")
+    ks_arr, w = ks_arr[order], w[order]
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError("WSS values must be finite and non-negative")
+    w = np.maximum(w, w.max() * 1e-6) if w.max() > 0 else np.ones_like(w)
+    for i in range(len(w) - 1):
+        if w[i + 1] > (1.0 - min_gain) * w[i]:
+            return int(ks_arr[i])
+    return int(ks_arr[-1])
+
+
+K_RULES = ("gain", "elbow")
+
+
+def pick_k(ks: list[int], wss: list[float], rule: str = "elbow", min_gain: float = 0.05) -> int:
+    """The k the named rule picks from a WSS curve."""
+    if rule == "elbow":
+        return elbow_k(ks, wss)
+    if rule == "gain":
+        return gain_k(ks, wss, min_gain)
+    raise ValueError(f"unknown k rule {rule!r}; known: {', '.join(K_RULES)}")
+
+
+def nmi(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised mutual information (arithmetic mean of the entropies) of two labelings."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("labelings must be 1-d and of the same length")
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    joint = np.zeros((ai.max() + 1, bi.max() + 1))
+    np.add.at(joint, (ai, bi), 1.0)
+    p = joint / joint.sum()
+    pa, pb = p.sum(1), p.sum(0)
+    nz = p > 0
+    mi = float((p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum())
+    ha = float(-(pa[pa > 0] * np.log(pa[pa > 0])).sum())
+    hb = float(-(pb[pb > 0] * np.log(pb[pb > 0])).sum())
+    if ha + hb == 0.0:
+        return 1.0  # both a single cluster: identical
+    return max(0.0, 2.0 * mi / (ha + hb))
+
+
 def k_range(n: int, k_min: int, k_max: int) -> tuple[int, int]:
     """The k range actually swept for a pool of n points.
 
@@ -165,10 +224,10 @@ def k_range(n: int, k_min: int, k_max: int) -> tuple[int, int]:
 
 
 def choose_k(x: np.ndarray, k_min: int = 5, k_max: int = 50, seed: int = 0,
-             niter: int = 25, nredo: int = 1) -> ClusterResult:
-    """k-means for every k in the (clamped) range, k chosen at the WSS elbow.
+             niter: int = 25, nredo: int = 1, rule: str = "elbow", min_gain: float = 0.05) -> ClusterResult:
+    """k-means for every k in the (clamped) range, k chosen by `rule` (`pick_k`).
 
-    Every k uses the same seed, so the result is a function of (x, range, seed, niter, nredo).
+    Every k uses the same seed, so the result is a function of (x, range, seed, niter, nredo, rule).
     """
     x = _as_matrix(x)
     lo, hi = k_range(x.shape[0], k_min, k_max)
@@ -178,7 +237,24 @@ def choose_k(x: np.ndarray, k_min: int = 5, k_max: int = 50, seed: int = 0,
         for k in range(lo, hi + 1):
             centroids_by_k[k] = _train_centroids(x, k, seed, niter, nredo)
             _, wss_by_k[k] = _assign(x, centroids_by_k[k])
-        k = elbow_k(list(wss_by_k), list(wss_by_k.values()))
+        k = pick_k(list(wss_by_k), list(wss_by_k.values()), rule, min_gain)
         labels, _ = _assign(x, centroids_by_k[k])
     logger.debug("chose k=%d from WSS %s", k, wss_by_k)
     return ClusterResult(k=k, labels=labels, centroids=centroids_by_k[k], wss_by_k=wss_by_k)
+
+
+def k_stability(x: np.ndarray, chosen: ClusterResult, seeds: list[int], k_min: int, k_max: int,
+                niter: int = 25, nredo: int = 1, rule: str = "elbow", min_gain: float = 0.05) -> dict:
+    """How much the choice of k and the labels depend on the k-means seed.
+
+    Re-runs the whole k choice once per seed; reports each run's k and the NMI of its labels
+    with the chosen ones (1.0: the same partition). A k that moves a lot between seeds says the
+    data has no clear number of groups, which the selection report should show.
+    """
+    runs = []
+    for s in seeds:
+        other = choose_k(x, k_min, k_max, s, niter, nredo, rule, min_gain)
+        runs.append({"seed": int(s), "k": other.k, "nmi": round(nmi(chosen.labels, other.labels), 4)})
+    ks = [chosen.k] + [r["k"] for r in runs]
+    return {"k": chosen.k, "runs": runs, "k_min_seen": min(ks), "k_max_seen": max(ks),
+            "mean_nmi": round(float(np.mean([r["nmi"] for r in runs])), 4) if runs else None}

@@ -47,6 +47,7 @@ class PruneResult:
     removed: list[tuple[int, int, float | None, int | None]]     # (index, cluster, max_sim, nearest_index),
     #                                                              in removal order; None: no kept neighbour
     per_cluster_removed: dict[int, int]                          # cluster label -> samples removed
+    shortfall: int = 0                                           # samples kept above the target by the caps
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -203,8 +204,30 @@ class _ClusterGreedy:
         return removed
 
 
+def answer_groups(answers: list[str] | np.ndarray) -> np.ndarray:
+    """An id per distinct normalised answer (stripped, lower case, inner whitespace collapsed)."""
+    keys = [" ".join(str(a).split()).lower() for a in answers]
+    _, ids = np.unique(np.array(keys, dtype=object), return_inverse=True)
+    return ids.astype(np.int64)
+
+
+def _cluster_capacity(members: np.ndarray, protect: np.ndarray, groups: np.ndarray | None,
+                      fraction: float) -> int:
+    """How many of one cluster's members may go: unprotected ones, at most `fraction` of the
+    cluster, and (with answer groups) never the last kept sample of an answer."""
+    free = int((~protect[members]).sum())
+    if groups is not None:
+        g = groups[members]
+        _, inv = np.unique(g, return_inverse=True)
+        size = np.bincount(inv)
+        unprot = np.bincount(inv, weights=~protect[members]).astype(np.int64)
+        free = int(np.minimum(unprot, size - 1).sum())
+    return min(free, int(np.floor(fraction * len(members))))
+
+
 def prune_pool(hidden: np.ndarray, labels: np.ndarray, target_size: int,
-               protect: np.ndarray | None = None, neighbours: int = DEFAULT_NEIGHBOURS) -> PruneResult:
+               protect: np.ndarray | None = None, neighbours: int = DEFAULT_NEIGHBOURS,
+               max_cluster_fraction: float = 1.0, answers: list[str] | None = None) -> PruneResult:
     """Cut the pool to `target_size` samples by removing the most redundant ones.
 
     hidden: (n, h) hidden-state features; labels: (n,) cluster per sample; protect: optional
@@ -212,6 +235,14 @@ def prune_pool(hidden: np.ndarray, labels: np.ndarray, target_size: int,
     protected samples alone exceed the target, every unprotected sample is removed and a
     warning is logged. Clusters are processed in label order; `removed` lists removals in
     that order.
+
+    Safeguards (the paper has neither; the defaults here are its behaviour):
+    `max_cluster_fraction` caps the removals from one cluster at that share of it, so one
+    step cannot gut a cluster's rare members. `answers` (one per sample) makes only samples
+    with the same normalised answer candidates for redundancy: inside a cluster the removals
+    are split over its answer groups, largest first (`removal_counts`), the greedy runs within
+    each group, and the last sample of an answer is never removed. What the caps keep above
+    the target is `shortfall` (logged).
     """
     hidden = np.asarray(hidden)
     labels = np.asarray(labels)
@@ -225,15 +256,32 @@ def prune_pool(hidden: np.ndarray, labels: np.ndarray, target_size: int,
         raise ValueError(f"protect must be a bool mask of shape ({n},)")
     if neighbours < 2:
         raise ValueError("neighbours must be >= 2: the greedy's tie-break needs the top two")
+    if not 0.0 < max_cluster_fraction <= 1.0:
+        raise ValueError(f"max_cluster_fraction must be in (0, 1], got {max_cluster_fraction}")
+    if answers is not None and len(answers) != n:
+        raise ValueError(f"answers has {len(answers)} entries for {n} samples")
+    groups = None if answers is None else answer_groups(answers)
 
     clusters, inverse = np.unique(labels, return_inverse=True)
     sizes = np.bincount(inverse, minlength=len(clusters))
-    capacity = sizes - np.bincount(inverse, weights=protect, minlength=len(clusters)).astype(np.int64)
+    members_of = [np.flatnonzero(inverse == c) for c in range(len(clusters))]
+    capped = max_cluster_fraction < 1.0 or groups is not None
+    if capped:
+        capacity = np.array([_cluster_capacity(m, protect, groups, max_cluster_fraction) for m in members_of],
+                            dtype=np.int64)
+    else:
+        capacity = sizes - np.bincount(inverse, weights=protect, minlength=len(clusters)).astype(np.int64)
     excess = n - target_size
-    if capacity.sum() < excess:
+    unprotected = int((~protect).sum())
+    if unprotected < excess:
         logger.warning("%d protected samples exceed the pool budget %d; keeping %d",
                        int(protect.sum()), target_size, int(protect.sum()))
     counts = removal_counts(sizes, excess, capacity)
+    shortfall = max(0, min(excess, unprotected) - int(counts.sum()))
+    if shortfall:
+        logger.warning("pruning caps (max %.0f%% of a cluster%s) keep %d samples above the pool budget %d",
+                       100 * max_cluster_fraction, ", one sample per answer" if groups is not None else "",
+                       shortfall, target_size)
 
     removed: list[tuple[int, int, float | None, int | None]] = []
     per_cluster: dict[int, int] = {}
@@ -241,12 +289,28 @@ def prune_pool(hidden: np.ndarray, labels: np.ndarray, target_size: int,
     for c, label in enumerate(clusters):
         if counts[c] == 0:
             continue
-        members = np.flatnonzero(inverse == c)
-        greedy = _ClusterGreedy(l2_normalise(hidden[members]), protect[members], neighbours)
-        for local, sim, nearest in greedy.run(int(counts[c])):
-            keep[members[local]] = False
-            removed.append((int(members[local]), label.item(), sim,
-                            None if nearest is None else int(members[nearest])))
+        members = members_of[c]
+        for part, count in _parts(members, int(counts[c]), protect, groups):
+            greedy = _ClusterGreedy(l2_normalise(hidden[part]), protect[part], neighbours)
+            for local, sim, nearest in greedy.run(count):
+                keep[part[local]] = False
+                removed.append((int(part[local]), label.item(), sim,
+                                None if nearest is None else int(part[nearest])))
         per_cluster[label.item()] = int(counts[c])
         logger.debug("cluster %s: removed %d of %d", label, counts[c], sizes[c])
-    return PruneResult(keep=np.flatnonzero(keep), removed=removed, per_cluster_removed=per_cluster)
+    return PruneResult(keep=np.flatnonzero(keep), removed=removed, per_cluster_removed=per_cluster,
+                       shortfall=shortfall)
+
+
+def _parts(members: np.ndarray, count: int, protect: np.ndarray,
+           groups: np.ndarray | None) -> list[tuple[np.ndarray, int]]:
+    """(pool indices, removals) per part of a cluster the greedy runs on: the whole cluster, or
+    its answer groups with the removals water-filled from the largest (each keeps one)."""
+    if groups is None:
+        return [(members, count)]
+    ids, inv = np.unique(groups[members], return_inverse=True)
+    parts = [members[inv == g] for g in range(len(ids))]
+    sizes = np.array([len(p) for p in parts], dtype=np.int64)
+    cap = np.array([min(len(p) - 1, int((~protect[p]).sum())) for p in parts], dtype=np.int64)
+    take = removal_counts(sizes, count, cap)
+    return [(p, int(t)) for p, t in zip(parts, take) if t > 0]

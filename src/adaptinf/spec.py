@@ -91,12 +91,51 @@ class ClusteringSpec(_Spec):
     k_max: int = Field(50, ge=1)
     seed: int = 0
     niter: int = Field(25, ge=1, le=1000)
+    # k-means restarts per k, best WSS kept (the paper: 1; one run's k followed its seed).
+    nredo: int = Field(3, ge=1, le=100)
+    # "gain": the smallest k whose next cluster cuts WSS by less than minGain (relative);
+    # "elbow": the paper's elbow (kneedle on log WSS), which follows kMax on a curve without one.
+    k_rule: Literal["gain", "elbow"] = "gain"
+    min_gain: float = Field(0.05, gt=0, lt=1)
+    # Re-runs of the k choice with other seeds, reported as k's stability (0: none).
+    stability_seeds: int = Field(2, ge=0, le=10)
+    # What is clustered: the paper's projected gradients, or hidden states (its Table-3 ablation).
+    features: Literal["gradients", "hidden"] = "gradients"
 
     @model_validator(mode="after")
     def _range(self) -> "ClusteringSpec":
         if self.k_max < self.k_min:
             raise ValueError(f"clustering.kMax ({self.k_max}) must be >= clustering.kMin ({self.k_min})")
         return self
+
+
+class SelectionSpec(_Spec):
+    """Adapt-∞'s budget split and CCS where the paper is silent (docs/options.md)."""
+    # CCS strata (and the scorer-choice histogram): "quota" uses min(ccsBins, the cluster's
+    # quota), "fixed" always ccsBins (the paper: 50 bins, whatever the quota).
+    ccs_bin_rule: Literal["quota", "fixed"] = "quota"
+    ccs_bins: int = Field(50, ge=1, le=10000)
+    # T over clusters: "uniform" (the paper) or "density" (by cluster size, its Table-3 ablation).
+    budget_split: Literal["uniform", "density"] = "uniform"
+    # A cluster whose mean cosine to its centroid is below diffuseRatio × the median cluster's is
+    # diffuse; "size" gives it at least its size-proportional share, "none" the uniform one.
+    diffuse: Literal["size", "none"] = "size"
+    diffuse_ratio: float = Field(0.5, ge=0, le=1)
+    # Samples whose mean answer-token NLL is below masteredLoss have near-zero gradients (their
+    # directions are noise): "group" clusters them apart, as one group budgeted by size.
+    mastered: Literal["group", "none"] = "group"
+    mastered_loss: float = Field(0.05, ge=0)
+
+
+class PruneSpec(_Spec):
+    """Lite-Adapt-∞ pool pruning safeguards (docs/options.md)."""
+    # At most this share of a cluster removed per step (the paper: 1.0, no cap).
+    max_cluster_fraction: float = Field(0.5, gt=0, le=1)
+    # "hidden-answer": only samples with the same answer can be redundant; "hidden": the paper.
+    redundancy: Literal["hidden-answer", "hidden"] = "hidden-answer"
+    # Hidden states for pruning from the model after this step's training (the paper) or the
+    # ones extract computed before it.
+    hidden_states: Literal["after-train", "extract"] = "after-train"
 
 
 class TrainingSpec(_Spec):
@@ -185,6 +224,8 @@ class LifelongRunSpec(_Spec):
     scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORERS), min_length=1)
     extract: ExtractSpec = Field(default_factory=ExtractSpec)
     clustering: ClusteringSpec = Field(default_factory=ClusteringSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    prune: PruneSpec = Field(default_factory=PruneSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     storage: StorageSpec

@@ -21,14 +21,19 @@ def _text_config(vocab_size: int, hidden: int, layers: int, heads: int, special:
                        max_position_embeddings=512, tie_word_embeddings=False, **special)
 
 
-def build_tiny_model(out: str | Path, multimodal: bool = True, hidden: int = 128, layers: int = 2,
+def build_tiny_model(out: str | Path, multimodal: bool = True, hidden: int = 128, layers: int | None = None,
                      vision_hidden: int = 64, vision_layers: int = 2, image_size: int = 32, patch: int = 8,
                      seed: int = 0) -> Path:
     """Write a randomly initialised tiny model directory and return its path.
 
-    Defaults (hidden 128, 2 LM layers, 2 vision layers, 32×32 images, patch 8) give ~0.5M
-    parameters that learn the demo skills in minutes on 2 CPU cores.
+    Defaults (hidden 128, 2 vision layers, 32×32 images, patch 8) give ~0.5M parameters that
+    learn the demo skills in minutes on 2 CPU cores. LM layers default to 6 for a multimodal
+    model, so the "middle" layer whose gradients and hidden states are the features is not the
+    last one (with 2 layers it was, and its gradients grouped by answer string), and 2 for the
+    text-only one.
     """
+    if layers is None:
+        layers = 6 if multimodal else 2
     from transformers import CLIPVisionConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
     out = Path(out)
     tok = build_char_tokenizer()

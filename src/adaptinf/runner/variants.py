@@ -4,6 +4,9 @@ fields overridden, so that options of the extract stage can sit in the same tabl
 - `@zero-order`: `extract.gradientSource: zero-order` (forward-only gradient estimates).
 - `@proxy`: `extract.proxyModel` = the stream's smaller proxy model (`proxy.py` builds it).
 - `@backprop`: the defaults, spelled out (the same run as the plain strategy name).
+- `@hidden-clusters`, `@density-split`: the paper's Table-3 ablations (`clustering.features:
+  hidden`, `selection.budgetSplit: density`).
+- `@paper`: every rule of docs/options.md §7 set back to the paper's behaviour.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SEPARATOR = "@"
-VARIANTS = ("backprop", "zero-order", "proxy")
+VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "paper")
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
 
 
@@ -38,4 +41,18 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         extract.gradient_source = "zero-order"
     elif variant == "proxy":
         extract.proxy_model = str(Path(stream) / PROXY_DIR)
+    elif variant == "hidden-clusters":
+        run.spec.clustering.features = "hidden"
+    elif variant == "density-split":
+        run.spec.selection.budget_split = "density"
+    elif variant == "paper":
+        paper_behaviour(run.spec)
     return run, strategy
+
+
+def paper_behaviour(spec: Any) -> None:
+    """Set the clustering, selection and prune rules the paper is silent about to its behaviour."""
+    c, sel, pr = spec.clustering, spec.selection, spec.prune
+    c.nredo, c.k_rule, c.stability_seeds = 1, "elbow", 0
+    sel.ccs_bin_rule, sel.diffuse, sel.mastered = "fixed", "none", "none"
+    pr.max_cluster_fraction, pr.redundancy, pr.hidden_states = 1.0, "hidden", "after-train"

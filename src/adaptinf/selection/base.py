@@ -68,6 +68,19 @@ class SelectionContext:
     niter: int = 25
     scorers: tuple[str, ...] = DEFAULT_SCORERS
     nredo: int = 1                       # k-means restarts per k (best WSS kept)
+    # The rest default to the paper's behaviour; the LifelongRun spec's defaults differ
+    # (spec.ClusteringSpec / SelectionSpec, docs/options.md).
+    k_rule: str = "elbow"                # "elbow" | "gain" (clustering.pick_k)
+    min_gain: float = 0.05
+    stability_seeds: int = 0             # re-runs of the k choice reported as k's stability
+    cluster_features: str = "gradients"  # "gradients" | "hidden" (Table-3 ablation)
+    ccs_bin_rule: str = "fixed"          # "fixed": ccs_bins always; "quota": min(ccs_bins, quota)
+    ccs_bins: int = 50
+    budget_split: str = "uniform"        # "uniform" | "density" (by cluster size)
+    diffuse: str = "none"                # "none" | "size": diffuse clusters get >= their size share
+    diffuse_ratio: float = 0.5
+    mastered: str = "none"               # "none" | "group": near-zero-loss samples clustered apart
+    mastered_loss: float = 0.05
     options: dict[str, Any] = field(default_factory=dict)  # strategy-specific knobs, see Strategy.defaults
 
 
