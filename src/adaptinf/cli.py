@@ -14,7 +14,13 @@ def _demo_data(args: argparse.Namespace) -> int:
     from adaptinf.data.demo_skewed import write_skewed_stream
     from adaptinf.model.tiny import build_tiny_model
     write = write_skewed_stream if args.stream == "skewed" else write_demo_stream
-    info = write(args.out, seed=args.seed, size=args.size, modality=args.modality)
+    if args.eval_samples is not None and args.eval_samples < 1:
+        print("error: --eval-samples must be at least 1", file=sys.stderr)
+        return 2
+    if args.size == "small" and args.stream != "skewed":
+        print("error: --size small exists for --stream skewed only", file=sys.stderr)
+        return 2
+    info = write(args.out, seed=args.seed, size=args.size, modality=args.modality, eval_samples=args.eval_samples)
     build_tiny_model(Path(args.out) / "model", multimodal=args.modality == "multimodal", seed=args.seed)
     print(f"wrote {len(info['datasets'])} datasets, {len(info['eval'])} eval sets and a tiny model to {args.out}")
     print(f"next: adaptinf run-local {args.out} --workdir WORKDIR")
@@ -107,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="write the synthetic multi-skill stream and a tiny model")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", choices=("default", "quick"), default="default")
+    p.add_argument("--size", choices=("default", "small", "quick"), default="default",
+                   help="quick: a tenth (tests); small: a quarter, --stream skewed only (a real model on CPU)")
+    p.add_argument("--eval-samples", type=int, help="held-out eval records per skill (default: by size)")
     p.add_argument("--modality", choices=("multimodal", "text"), default="multimodal")
     p.add_argument("--stream", choices=("default", "skewed"), default="default",
                    help="skewed: paraphrased prompts, shared images/words, 10x size skew, a rare skill")

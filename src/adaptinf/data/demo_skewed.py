@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from adaptinf.data import shapes
-from adaptinf.data.demo import IMAGE_TOKEN, SIZES, _clear_previous, _rng, _write_yaml, dataset_manifest
+from adaptinf.data.demo import IMAGE_TOKEN, _clear_previous, _rng, _write_yaml, dataset_manifest
 from adaptinf.spec import FULL_API_VERSION
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,11 @@ log = logging.getLogger(__name__)
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "diamond", "cross")
-EVAL_SAMPLES = {"default": 200, "quick": 16}
+# Records per skill relative to the plan: "small" is sized for a real model on a CPU (SmolLM2
+# extracts ~7 samples/s on one thread), "quick" for tests.
+SCALE = {"default": 1.0, "small": 0.25, "quick": 0.1}
+SIZES = tuple(SCALE)
+EVAL_SAMPLES = {"default": 200, "small": 100, "quick": 16}
 QUAD = 16  # one item per 16x16 quadrant of the 32x32 canvas
 COLOURS = ("red", "green", "blue", "yellow", "white")
 # Invented words: only training data can teach them.
@@ -123,7 +127,7 @@ TEXT_SUBJECTS = {"opposite": tuple(WORDS), "capital": tuple(CAPITALS)}
 @dataclass(frozen=True)
 class Plan:
     name: str
-    counts: dict[str, int]  # records per skill at size "default"; "quick" is a tenth (>= 2)
+    counts: dict[str, int]  # records per skill at size "default"; other sizes scale it (SCALE, >= 2)
 
 
 MULTIMODAL_PLAN = (
@@ -139,7 +143,7 @@ TEXT_PLAN = (
 
 
 def _count(n: int, size: str) -> int:
-    return n if size == "default" else max(2, round(n / 10))
+    return max(2, round(n * SCALE[size]))
 
 
 # ---- images --------------------------------------------------------------------------------
@@ -268,7 +272,7 @@ def _manifest(run: str, sizes: list[int], suite: list[dict[str, str]], size: str
             # random selection dominated by the big easy skill, which is the point.
             "trainBudget": round(mean / 5), "poolBudget": round(mean * 2),
             "extract": {"projectionDim": 2048},
-            "clustering": {"kMin": 3, "kMax": 20} if size == "default" else {"kMin": 2, "kMax": 8},
+            "clustering": {"kMin": 2, "kMax": 8} if size == "quick" else {"kMin": 3, "kMax": 20},
             "training": {"epochs": 5, "learningRate": 5e-3},
             "eval": {"suite": suite, "maxNewTokens": 24 if text else 32},
             "storage": {"uri": "artifacts"}, "mlflow": {"experiment": f"adapt-inf-{run}"},
