@@ -6,7 +6,7 @@ by default, MLflow off) and reads `W/<run>/summary.json`'s `seconds` per stage. 
 the overhead ratio (extract + cluster-select + prune) / train per step, and summed over the
 selection steps (t ≥ 1; step 0 instruction-tunes the base on the whole first dataset, as
 LLaVA-665K does in the paper). The paper's Lite-Adapt-∞ spends 35.4 h selecting for 21 h of
-training (PAPER_NOTES, Table 6): a ratio of 1.7.
+training (paper Table 6, docs/method.md §14): a ratio of 1.7.
 
     python bench/step.py --threads 1                   # the default demo stream
     python bench/step.py --size quick --steps 3        # a smaller stream, its first 3 datasets

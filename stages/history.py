@@ -1,7 +1,7 @@
 """A run's per-step results, read back from the store's stage markers.
 
 Every stage marker carries a small summary; this module joins them into the per-step rows of
-`summary.json` (DESIGN §2) and the skill-score history that forgetting is computed from.
+`summary.json` (docs/method.md §12) and the skill-score history that forgetting is computed from.
 Steps whose dataset had no usable record have no eval and are listed apart.
 """
 from __future__ import annotations

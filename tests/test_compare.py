@@ -1,4 +1,4 @@
-"""`adaptinf compare`: the table's figures as defined (PAPER_NOTES §7) and a --quick run end to end."""
+"""`adaptinf compare`: the table's figures as defined (docs/method.md §11) and a --quick run end to end."""
 from __future__ import annotations
 
 import json

@@ -56,7 +56,7 @@ def test_summary_follows_the_contract(finished_run):
         assert s["forgetting_rate"] >= 0.0
         assert set(s["seconds"]) == set(layout.STAGES) and all(v >= 0 for v in s["seconds"].values())
         assert s["k"] >= run.spec.clustering.k_min
-    # Forgetting as defined in PAPER_NOTES §7 (S×T denominator), recomputed from the per-step
+    # Forgetting as defined in docs/method.md §11 (S×T denominator), recomputed from the per-step
     # scores, and the variant over taught pairs (previous score > 0) only.
     drops = [max(a[k] - b[k], 0) / a[k] * 100 for a, b in zip([s["skills"] for s in steps],
              [s["skills"] for s in steps[1:]]) for k in a if a[k] > 0]

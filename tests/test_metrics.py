@@ -1,4 +1,4 @@
-"""Per-sample metrics, lifelong aggregates (PAPER_NOTES §7) and cluster-agreement measures."""
+"""Per-sample metrics, lifelong aggregates (docs/method.md §11) and cluster-agreement measures."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Known-answer tests of the four scorers on hand-made logits (PAPER_NOTES §3).
+"""Known-answer tests of the four scorers on hand-made logits (docs/method.md §5).
 
 Conventions under test: logits at position t predict the label at t + 1 (causal LM shift);
 label -100 marks prompt, image and padding positions, which never count; every score is a
@@ -85,7 +85,7 @@ def test_next_token_alignment_and_masking() -> None:
 
 def test_perplexity_is_exp_of_mean_nll_not_mean_of_exp() -> None:
     # p(y) = 1/2 and 1/8: NLLs ln 2 and ln 8, exp(mean) = 4. The reference code's mean of
-    # per-token exp would give (2 + 8) / 2 = 5 (PAPER_NOTES §3).
+    # per-token exp would give (2 + 8) / 2 = 5 (docs/method.md §5).
     logits, labels = _logits_for([0.5, 0.125])
     assert _score("perplexity", logits, labels).item() == pytest.approx(4.0, rel=1e-6)
 

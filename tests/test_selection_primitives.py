@@ -1,4 +1,4 @@
-"""Known-answer tests of the selection building blocks (PAPER_NOTES §4–5)."""
+"""Known-answer tests of the selection building blocks (docs/method.md §7–9)."""
 from __future__ import annotations
 
 import math

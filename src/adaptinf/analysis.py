@@ -1,7 +1,7 @@
 """How well clusters match known groups: purity and normalised mutual information.
 
 Used to check whether the pseudo-task clusters (of gradients or hidden states) recover the
-datasets or skills of a stream — labels that selection itself never sees (DESIGN §2). Pure
+datasets or skills of a stream — labels that selection itself never sees (docs/method.md §2). Pure
 numpy; `nmi` reproduces scikit-learn's `normalized_mutual_info_score` with its default
 arithmetic normalisation, including its edge cases, without importing it.
 """

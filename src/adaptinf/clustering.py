@@ -1,9 +1,9 @@
-"""Pseudo-task clustering: k-means with k at the elbow of the WSS curve (PAPER_NOTES §2).
+"""Pseudo-task clustering: k-means with k at the elbow of the WSS curve (docs/method.md §6).
 
 Adapt-∞ clusters the pool's L2-normalised gradient vectors into "pseudo-tasks" and picks k
 by the elbow of the within-cluster sum of squares over k in 5..50. The paper's code used
 scikit-learn's MiniBatchKMeans with k set by hand; here faiss k-means sweeps every k in the
-range (an elbow sweep k=5..50 over 100k×256 takes about a second on CPU, DESIGN §4) and the
+range (an elbow sweep k=5..50 over 100k×256 takes about 7 s on one CPU thread, bench/README.md §2) and the
 elbow is found with the kneedle rule (Satopää et al., 2011, "Finding a 'Kneedle' in a
 Haystack") applied to log WSS (see `elbow_k` for why the log).
 

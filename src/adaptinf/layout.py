@@ -4,7 +4,7 @@
     <run>/steps/<NNNN>/<stage>/...  + _COMMITTED.json   a stage's outputs, sealed by its marker
     <run>/steps/<NNNN>/extract/shard-<i>-of-<n>/...     one extract shard
     <run>/pool/step-<NNNN>.json                     pool manifest after the step (kept forever)
-    <run>/summary.json                              per-step metrics so far (DESIGN §2)
+    <run>/summary.json                              per-step metrics so far (docs/method.md §12)
     <run>/owner.json                                uid of the LifelongRun object that owns the prefix
 
 The marker of a finished stage carries a small `summary` dict (counts, metrics) that the

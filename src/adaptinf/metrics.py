@@ -1,4 +1,4 @@
-"""Evaluation metrics: per-sample scores and the lifelong aggregates of Table 2 (PAPER_NOTES §7).
+"""Evaluation metrics: per-sample scores and the lifelong aggregates of Table 2 (docs/method.md §11).
 
 Per sample: exact match (on the first line), box IoU and sentence BLEU, the metrics the eval
 suite names (`spec.EvalTask.metric`); the comparison rule of each is above `METRICS`.

@@ -1,4 +1,4 @@
-"""Lite-Adapt-∞ permanent pool pruning (PAPER_NOTES §6).
+"""Lite-Adapt-∞ permanent pool pruning (docs/method.md §10).
 
 After a step the pool is cut to a budget D so that extraction cost stops growing with the
 stream. Two decisions, both from the paper:

@@ -35,7 +35,7 @@ LOCKS = {"operator": REPO / "images" / "operator" / "requirements.lock",
 LOCK_OF = {"operator": "operator", "stage": "stage", "stage-cpu": "stage"}
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 OPERATOR_MODULE = "adaptinf.operator.main"
-# Modules the operator image must never need (DESIGN: the operator image has no torch).
+# Modules the operator image must never need (docs/install.md §2: the operator image has no torch).
 HEAVY = ("torch", "transformers", "peft", "accelerate", "faiss", "matplotlib", "sklearn", "tokenizers",
          "safetensors", "PIL")
 

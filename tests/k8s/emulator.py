@@ -1,4 +1,4 @@
-"""A Kubernetes API server for tests: kmock 0.8's emulator plus what it lacks (DESIGN §5).
+"""A Kubernetes API server for tests: kmock 0.8's emulator plus what it lacks (see docs/operator.md).
 
 kmock provides the HTTP server (`kmock.Server`), object storage with history
 (`KubernetesEmulator.objects`), per-resource event buses for watches, merge/JSON patching and

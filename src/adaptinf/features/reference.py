@@ -8,7 +8,7 @@ one more image-free forward.
 
 `reference_extract` does exactly that and returns the same `Features` as the fused
 `extract_features`, so tests can check equality and `bench/extract.py` can time both on the same
-model and data. It differs from the original only where the original was wrong (PAPER_NOTES):
+model and data. It differs from the original only where the original was wrong (docs/method.md §15):
 the loss is the answer-token mean, perplexity is exp(mean NLL), and the projection is the same
 seeded fp32 Rademacher matrix as the fused path (the original projected in fp16).
 """

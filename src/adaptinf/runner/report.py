@@ -1,7 +1,7 @@
 """The comparison table (paper Table 2) and its figures, from the runs' summary.json files.
 
 Pure functions of plain dicts, so the numbers in `table.json` can be checked against the
-definitions in `adaptinf.metrics` (PAPER_NOTES §7) without running anything:
+definitions in `adaptinf.metrics` (docs/method.md §11) without running anything:
 
 - relative gain of a run: mean over skills of its final score / the best score that skill
   reached in the *sequential* run of the same seed × 100;

@@ -1,6 +1,6 @@
 """What the runs did per hidden skill label — for checking a comparison, never used by selection.
 
-The demo records carry a `skill` label that selection never sees (DESIGN §2). From a finished
+The demo records carry a `skill` label that selection never sees (docs/method.md §2). From a finished
 run's store this module reads how well each step's clusters match those labels (purity, NMI)
 and which skills the selected samples had compared with the pool they came from.
 """

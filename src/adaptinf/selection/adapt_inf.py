@@ -1,4 +1,4 @@
-"""Adapt-∞ and Lite-Adapt-∞ (Maharana et al., ICLR 2025, arXiv 2410.10636; PAPER_NOTES §2–6).
+"""Adapt-∞ and Lite-Adapt-∞ (Maharana et al., ICLR 2025, arXiv 2410.10636; docs/method.md §6–10).
 
 1. Pseudo-task clustering: k-means on the pool's projected, L2-normalised LoRA gradients,
    k at the WSS elbow (`adaptinf.clustering.choose_k`).

@@ -7,7 +7,7 @@ much each one transfers to the others and how dense (redundant) it is:
 1. Features and clusters. The paper concatenates activations of five layers of a small proxy
    VLM (TinyLLaVA-2B) and runs cosine k-means with 10,000 clusters. **Approximation:** here the
    features are the pool's own hidden states as extracted (the target model's mean-pooled
-   hidden state of the configured layer(s), PAPER_NOTES §1; configure several layers in the
+   hidden state of the configured layer(s), docs/method.md §4; configure several layers in the
    extract spec to get closer to the paper), L2-normalised, clustered by
    `selection.embedding.cluster_hidden` (k at the WSS elbow over the run's k range, or the `k`
    option — the paper's ratio is about one cluster per 66 samples).

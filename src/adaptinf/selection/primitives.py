@@ -1,4 +1,4 @@
-"""The numeric building blocks of Adapt-∞ selection (PAPER_NOTES §4–5).
+"""The numeric building blocks of Adapt-∞ selection (docs/method.md §7–9).
 
 - `trimmed_histogram_entropy`: how spread out a score is inside a cluster; the scorer with
   the highest entropy is the one that tells the cluster's samples apart best.
@@ -46,7 +46,7 @@ def water_fill(sizes: np.ndarray, total: int) -> np.ndarray:
 def split_budget(sizes: np.ndarray | list[int], total: int) -> np.ndarray:
     """Split T uniformly over clusters; small clusters give all and pass their leftover on.
 
-    PAPER_NOTES §5. Returns per-cluster quotas (int64) summing to exactly min(total, sum(sizes))
+    docs/method.md §7. Returns per-cluster quotas (int64) summing to exactly min(total, sum(sizes))
     (the paper's code overshot T through ceilings).
     """
     return water_fill(np.asarray(sizes), int(total))
@@ -82,7 +82,7 @@ def trimmed_histogram_entropy(scores: np.ndarray, bins: int = DEFAULT_BINS,
                               trim: float = DEFAULT_TRIM) -> float:
     """Entropy (nats) of a score's histogram after dropping its extreme tails.
 
-    PAPER_NOTES §4: normalise (z-score), drop the top and bottom `trim` fraction (by rank),
+    docs/method.md §8: normalise (z-score), drop the top and bottom `trim` fraction (by rank),
     histogram into `bins` equal-width bins over the remaining range and return −Σ p log p of
     the bin masses p (bin densities normalised to sum to 1; equal-width bins make the two the
     same up to a constant). A uniform spread over all bins gives log(bins), a point mass 0.

@@ -6,7 +6,7 @@ orders the members from farthest to nearest to the centroid (its default `keep_h
 member gets M_j, its highest cosine similarity to a member earlier in that order, and is
 removed when M_j > 1 − ε: near-duplicates of samples that are kept anyway go first.
 
-Here the embeddings are the pool's mean-pooled hidden states (PAPER_NOTES §1) and the clusters
+Here the embeddings are the pool's mean-pooled hidden states (docs/method.md §4) and the clusters
 those of `selection.embedding.cluster_hidden`. The paper fixes ε and lets the kept count fall
 where it may; a training budget needs exactly T, so ε is set implicitly: every sample's M is
 computed and the T samples with the lowest M are kept (ties: the earlier sample in its
