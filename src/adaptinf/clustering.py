@@ -105,6 +105,19 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 25,
     return labels, centroids, wss
 
 
+def _sorted_curve(ks: list[int] | np.ndarray, wss: list[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The WSS curve as float arrays sorted by k, checked."""
+    ks_arr = np.asarray(ks, dtype=np.float64)
+    w = np.asarray(wss, dtype=np.float64)
+    if ks_arr.shape != w.shape or ks_arr.ndim != 1 or ks_arr.size == 0:
+        raise ValueError("ks and wss must be non-empty 1-d sequences of the same length")
+    order = np.argsort(ks_arr, kind="stable")
+    ks_arr, w = ks_arr[order], w[order]
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError("WSS values must be finite and non-negative")
+    return ks_arr, w
+
+
 def elbow_k(ks: list[int] | np.ndarray, wss: list[float] | np.ndarray) -> int:
     """The k at the elbow of a decreasing WSS curve (kneedle on log WSS).
 
@@ -123,14 +136,7 @@ def elbow_k(ks: list[int] | np.ndarray, wss: list[float] | np.ndarray) -> int:
     float32 distances leave only rounding noise) is floored there, so log stays finite and
     noise cannot make an elbow.
     """
-    ks_arr = np.asarray(ks, dtype=np.float64)
-    w = np.asarray(wss, dtype=np.float64)
-    if ks_arr.shape != w.shape or ks_arr.ndim != 1 or ks_arr.size == 0:
-        raise ValueError("ks and wss must be non-empty 1-d sequences of the same length")
-    order = np.argsort(ks_arr, kind="stable")
-    ks_arr, w = ks_arr[order], w[order]
-    if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("WSS values must be finite and non-negative")
+    ks_arr, w = _sorted_curve(ks, wss)
     if ks_arr.size < 3 or w.max() == w.min():
         return int(ks_arr[0])
     w = np.log(np.maximum(w, w.max() * 1e-6))
@@ -158,14 +164,7 @@ def gain_k(ks: list[int] | np.ndarray, wss: list[float] | np.ndarray, min_gain: 
     """
     if not 0.0 < min_gain < 1.0:
         raise ValueError(f"min_gain must be in (0, 1), got {min_gain}")
-    ks_arr = np.asarray(ks, dtype=np.float64)
-    w = np.asarray(wss, dtype=np.float64)
-    if ks_arr.shape != w.shape or ks_arr.ndim != 1 or ks_arr.size == 0:
-        raise ValueError("ks and wss must be non-empty 1-d sequences of the same length")
-    order = np.argsort(ks_arr, kind="stable")
-    ks_arr, w = ks_arr[order], w[order]
-    if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("WSS values must be finite and non-negative")
+    ks_arr, w = _sorted_curve(ks, wss)
     w = np.maximum(w, w.max() * 1e-6) if w.max() > 0 else np.ones_like(w)
     for i in range(len(w) - 1):
         if w[i + 1] > (1.0 - min_gain) * w[i]:

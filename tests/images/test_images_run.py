@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "k8s"))  # the emulator's harness, kubelet and API client
 
-from harness import CRDS, Cluster, demo_manifests, free_port, liveness_ok, start_emulator, wait_for  # noqa: E402
+from harness import Cluster, demo_manifests, emulated_cluster, free_port, liveness_ok, wait_for  # noqa: E402
 from kubeapi import KubeApi  # noqa: E402
 from kubelet import Kubelet  # noqa: E402
 
@@ -85,19 +84,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """The API emulator with the CRDs (as tests/k8s/conftest.py, one per test)."""
     work = tmp_path / "cluster"
     work.mkdir()
-    proc, server, kubeconfig = start_emulator(work, work / "audit.jsonl")
-    try:
-        c = Cluster(server, kubeconfig, work / "audit.jsonl", KubeApi(server), work)
-        c.kubectl("apply", "-f", str(CRDS))
-        c.kubectl("wait", "--for=condition=Established", "crd/lifelongruns.adaptinf.dev",
-                  "crd/instructiondatasets.adaptinf.dev", "--timeout=20s")
+    with emulated_cluster(work) as c:
         yield c
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def job_state(cluster: Cluster, ns: str, name: str) -> str | None:

@@ -10,14 +10,12 @@ import itertools
 import re
 import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness import CRDS, Cluster, Operator, operator_env, start_emulator
+from harness import Cluster, Operator, emulated_cluster, operator_env
 from kubeapi import KubeApi
 from kubelet import Kubelet
 
@@ -31,21 +29,8 @@ if shutil.which("kubectl") is None:  # pragma: no cover - the test extra install
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    work = tmp_path_factory.mktemp("cluster")
-    audit = work / "audit.jsonl"
-    proc, server, kubeconfig = start_emulator(work, audit)
-    try:
-        c = Cluster(server, kubeconfig, audit, KubeApi(server), work)
-        c.kubectl("apply", "-f", str(CRDS))
-        c.kubectl("wait", "--for=condition=Established", "crd/lifelongruns.adaptinf.dev",
-                  "crd/instructiondatasets.adaptinf.dev", "--timeout=20s")
+    with emulated_cluster(tmp_path_factory.mktemp("cluster")) as c:
         yield c
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 _namespaces = itertools.count()

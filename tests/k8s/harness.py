@@ -2,6 +2,7 @@
 subprocess, and manifests. The fixtures that create them live in conftest.py."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import yaml
 
@@ -67,6 +68,25 @@ def start_emulator(work: Path, audit: Path) -> tuple[subprocess.Popen, str, Path
         "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester",
                                                       "namespace": "default"}}]}))
     return proc, server, kubeconfig
+
+
+@contextlib.contextmanager
+def emulated_cluster(work: Path) -> Iterator["Cluster"]:
+    """A running emulator with the CRDs established, as a Cluster; stopped on exit."""
+    audit = work / "audit.jsonl"
+    proc, server, kubeconfig = start_emulator(work, audit)
+    try:
+        c = Cluster(server, kubeconfig, audit, KubeApi(server), work)
+        c.kubectl("apply", "-f", str(CRDS))
+        c.kubectl("wait", "--for=condition=Established", "crd/lifelongruns.adaptinf.dev",
+                  "crd/instructiondatasets.adaptinf.dev", "--timeout=20s")
+        yield c
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def liveness_ok(port: int) -> bool:
