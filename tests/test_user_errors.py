@@ -60,6 +60,15 @@ def test_bad_target_modules_regex_is_a_spec_error(demo, capsys):
     assert "spec.model.lora.targetModules: Value error, not a valid regular expression" in err
 
 
+def test_credentials_in_the_yaml_tracking_uri_are_refused(demo, capsys):
+    # They would be copied into every step's inputs.json (and the CRD object): refused up front.
+    edit, tmp = demo
+    err = refused(capsys, edit(lambda s: s["mlflow"].update(trackingUri="http://alice:s3cret@mlflow:5000")))
+    assert "credentials in trackingUri would be stored with the run" in err
+    assert "s3cret" not in err
+    assert not (tmp / "work" / "demo").exists()
+
+
 def test_inputs_are_checked_before_any_compute(demo, capsys):
     """layers [999], a regex matching no module and a missing eval file: all named at once, and
     no stage has run (before: found inside extract, or only after extract and training)."""

@@ -173,6 +173,17 @@ class MlflowSpec(_Spec):
     experiment: str = Field("adapt-inf", min_length=1)
     tracking_uri: str | None = None
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        # The spec is stored (each step's inputs.json, the CRD object): a password in it would be
+        # readable by everyone who can read the store or the run. MLflow takes them from the env.
+        if uri and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s]*@", uri):
+            raise ValueError("credentials in trackingUri would be stored with the run; set "
+                             "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (on a cluster: from a "
+                             "Secret) or put the URI in MLFLOW_TRACKING_URI instead")
+        return uri
+
 
 class Toleration(_Spec):
     key: str | None = None
