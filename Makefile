@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 DEMO ?= demo
 WORK ?= adaptinf-work
 
-.PHONY: install install-dev quickstart test demo-data images-test images-lock
+.PHONY: install install-dev quickstart test lint demo-data images-test images-lock
 
 # torch first: 2.13.0 is the local CPU build here; an unpinned resolve would pull CUDA wheels.
 install:
@@ -27,6 +27,11 @@ quickstart: install
 
 test: install-dev
 	$(PYTHON) -m pytest -q
+
+# Lint (errors and likely bugs) and types on the modules listed in pyproject's [tool.mypy].
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
 
 # Build both images with podman from a debootstrap'd bookworm and run them: the operator image
 # against the API emulator, the CPU stage image's extract and cluster-select (tools/images-test.sh;

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,7 @@ class OperatorConfig:
     aws_region: str = ""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if env is None else env
 
         def text(name: str, default: str = "") -> str:

@@ -42,7 +42,7 @@ class Kube:
         self.client.user_agent = USER_AGENT
 
     @classmethod
-    def from_environment(cls) -> "Kube":
+    def from_environment(cls) -> Kube:
         """A kubeconfig when KUBECONFIG (or ~/.kube/config) is there, else the pod's service account."""
         import kubernetes
 

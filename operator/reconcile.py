@@ -10,7 +10,8 @@ import datetime as dt
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from pydantic import ValidationError
 

@@ -220,7 +220,7 @@ def plan(obs: Observation) -> Plan:
         break
     else:
         out.phase = "Succeeded" if steps else "Pending"
-    for step, ds in steps[current + 1:] if current is not None else []:
+    for _step, ds in steps[current + 1:] if current is not None else []:
         # Stable text: naming the current step would rewrite every queued dataset at every step.
         out.datasets[ds.name] = DatasetState("Queued", None, None, "Queued",
                                              f"queued: waits for the earlier datasets of run {obs.run}")

@@ -8,7 +8,8 @@ that name exists anywhere on sys.path, so `adaptinf.stages` and `adaptinf.operat
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from adaptinf.layout import STAGES
 

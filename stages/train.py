@@ -14,7 +14,7 @@ from typing import Any
 
 from adaptinf.data.pool import load_records
 from adaptinf.model.encoding import Encoder
-from adaptinf.model.loading import attach_adapter, load_base, save_preprocessing
+from adaptinf.model.loading import load_base, save_preprocessing
 from adaptinf.training import TrainConfig, distributed, train_model
 
 from . import continual

@@ -64,7 +64,7 @@ class FaultProxy:
                     return self.faults.pop(i).kind
         return None
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         proxy = self
         target = urllib.parse.urlsplit(self.upstream)
 

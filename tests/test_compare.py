@@ -127,7 +127,7 @@ def test_quick_compare_end_to_end(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     quality = meta["cluster_quality"]["lite-adapt-inf"]
     assert [q["step"] for q in quality] == [1, 2, 3, 4] and all(0 <= q["nmi"] <= 1 for q in quality)
-    for strategy, mix in meta["skill_mix"].items():
+    for mix in meta["skill_mix"].values():
         assert sum(mix["selected"].values()) == pytest.approx(1) and sum(mix["pool"].values()) == pytest.approx(1)
         assert set(mix["selected"]) <= set(mix["pool"])   # nothing selected from outside the pool
     assert "Share of each skill" in md

@@ -56,7 +56,7 @@ def test_fisher_is_the_mean_squared_per_sample_gradient(model_dir, records):
         batch = enc.collate([enc.encode(rec)])
         loss = answer_nll(bundle.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                           batch["labels"]).sum()
-        for (n, p), g in zip(lora.items(), torch.autograd.grad(loss, list(lora.values()))):
+        for n, g in zip(lora, torch.autograd.grad(loss, list(lora.values())), strict=True):
             expected[n] += g ** 2 / len(records)
     for n in lora:
         torch.testing.assert_close(fisher[n], expected[n], rtol=1e-4, atol=1e-9)

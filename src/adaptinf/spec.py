@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -74,7 +74,8 @@ class ModelSpec(_Spec):
 
 class ExtractSpec(_Spec):
     # "middle", "first", "last", "all" or explicit decoder-layer indices.
-    layers: list[int | Literal["middle", "first", "last", "all"]] = Field(default_factory=lambda: ["middle"])
+    layers: list[int | Literal["middle", "first", "last", "all"]] = Field(
+        default_factory=lambda: ["middle"])  # type: ignore[arg-type]  # list[str] of the Literal
     projection_dim: int = Field(8192, ge=8, le=1 << 16)
     batch_size: int = Field(16, ge=1, le=4096)
     max_length: int = Field(512, ge=16)
@@ -103,7 +104,7 @@ class ClusteringSpec(_Spec):
     features: Literal["gradients", "hidden"] = "gradients"
 
     @model_validator(mode="after")
-    def _range(self) -> "ClusteringSpec":
+    def _range(self) -> ClusteringSpec:
         if self.k_max < self.k_min:
             raise ValueError(f"clustering.kMax ({self.k_max}) must be >= clustering.kMin ({self.k_min})")
         return self
@@ -246,7 +247,7 @@ class LifelongRunSpec(_Spec):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _budgets(self) -> "LifelongRunSpec":
+    def _budgets(self) -> LifelongRunSpec:
         if self.pool_budget is not None and self.train_budget > self.pool_budget:
             raise ValueError(
                 f"trainBudget (T={self.train_budget}) must not exceed poolBudget (D={self.pool_budget})")
@@ -289,6 +290,12 @@ class Resource(BaseModel):
     spec: Any
     origin: Path | None = None  # the YAML file, to resolve relative paths against
 
+    @overload
+    def resolve(self, path: str) -> str: ...
+
+    @overload
+    def resolve(self, path: None) -> None: ...
+
     def resolve(self, path: str | None) -> str | None:
         """A path from the spec: URIs and absolute paths as-is, others relative to the YAML."""
         if path is None or "://" in path or Path(path).is_absolute() or self.origin is None:
@@ -325,7 +332,7 @@ class Resource(BaseModel):
         return local if path_like and local else name
 
 
-_KINDS = {"LifelongRun": LifelongRunSpec, "InstructionDataset": InstructionDatasetSpec}
+_KINDS: dict[str, type[_Spec]] = {"LifelongRun": LifelongRunSpec, "InstructionDataset": InstructionDatasetSpec}
 
 
 def _format_errors(where: str, err: ValidationError) -> str:

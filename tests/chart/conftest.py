@@ -7,7 +7,8 @@ tests FAIL with the command that fixes it; ADAPTINF_ALLOW_NO_HELM=1 turns that i
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pytest
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
@@ -60,7 +61,7 @@ class Grant:
     source: str = ""                      # "ClusterRole/x#0" for messages
 
     @classmethod
-    def from_rule(cls, rule: Mapping[str, Any], namespace: str | None = None, source: str = "") -> "Grant":
+    def from_rule(cls, rule: Mapping[str, Any], namespace: str | None = None, source: str = "") -> Grant:
         return cls(
             verbs=frozenset(rule.get("verbs") or ()),
             groups=frozenset(rule.get("apiGroups") or ()),
@@ -70,7 +71,7 @@ class Grant:
             source=source,
         )
 
-    def atoms(self) -> set["Permission"]:
+    def atoms(self) -> set[Permission]:
         """The rule spelled out as verb × group × resource (the unit of `unused`)."""
         return {Permission(v, g, r) for v in self.verbs for g in self.groups for r in self.resources}
 

@@ -6,7 +6,6 @@ pod start would trip over is checked against the source tree instead.
 from __future__ import annotations
 
 import glob
-import json
 import re
 import subprocess
 import sys

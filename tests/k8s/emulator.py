@@ -39,7 +39,8 @@ import string
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import aiohttp.web
 import kmock

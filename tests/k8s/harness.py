@@ -14,7 +14,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
 
 import yaml
 
@@ -71,7 +72,7 @@ def start_emulator(work: Path, audit: Path) -> tuple[subprocess.Popen, str, Path
 
 
 @contextlib.contextmanager
-def emulated_cluster(work: Path) -> Iterator["Cluster"]:
+def emulated_cluster(work: Path) -> Iterator[Cluster]:
     """A running emulator with the CRDs established, as a Cluster; stopped on exit."""
     audit = work / "audit.jsonl"
     proc, server, kubeconfig = start_emulator(work, audit)
@@ -153,7 +154,7 @@ class Operator:
     starts: int = 0
     _logs: list[Any] = field(default_factory=list)
 
-    def start(self) -> "Operator":
+    def start(self) -> Operator:
         self.liveness_port = free_port()
         self.starts += 1
         out = self.log_path.open("ab")
@@ -290,5 +291,5 @@ def hold(store: Path, stage: str, step: int) -> Path:
 
 
 def write_records(path: Path, good: int, bad: int = 0) -> Path:
-    path.write_text("".join('{"id": "%s"}\n' % i for i in range(good)) + '{"bad": true}\n' * bad)
+    path.write_text("".join(f'{{"id": "{i}"}}\n' for i in range(good)) + '{"bad": true}\n' * bad)
     return path

@@ -104,7 +104,7 @@ class Kubelet:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Kubelet":
+    def start(self) -> Kubelet:
         self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
         self._thread.start()
         return self

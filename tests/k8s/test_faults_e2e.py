@@ -95,7 +95,7 @@ def test_stage_crashes_are_retried_then_fail_visibly_and_recover(cluster: Cluste
     assert pods_of(kubelet, job_name(run, 1, "eval")) == 3
     failed = condition(cluster, ns, "lifelongruns", run, "Failed")
     for words in ("stage eval of step 1 (dataset d1)", "BackoffLimitExceeded", "exit code 137",
-                  "out of memory", f"adaptinf.dev/retry-step=1"):
+                  "out of memory", "adaptinf.dev/retry-step=1"):
         assert words in failed["message"], (words, failed["message"])
     assert "injected SIGKILL of eval step 1 mid-write" in failed["message"]  # the pod's last log line
     row = cluster.kubectl("get", "llr", run, "-n", ns, "--no-headers").stdout.split()

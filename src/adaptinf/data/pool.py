@@ -47,12 +47,12 @@ class PoolManifest:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "PoolManifest":
+    def from_json(cls, obj: dict[str, Any]) -> PoolManifest:
         return cls(run=obj["run"], step=obj["step"], members=list(obj["members"]),
                    sources=[DatasetSource(**s) for s in obj["sources"]],
                    pruned=[PrunedSample(**p) for p in obj["pruned"]], restored=list(obj.get("restored") or []))
 
-    def extended(self, step: int, source: DatasetSource, new_uids: list[str]) -> "PoolManifest":
+    def extended(self, step: int, source: DatasetSource, new_uids: list[str]) -> PoolManifest:
         """The candidate pool of `step`: this pool plus a new dataset's samples, appended."""
         if any(s.name == source.name for s in self.sources):
             raise ValueError(f"dataset {source.name!r} is already in the pool of run {self.run!r}")

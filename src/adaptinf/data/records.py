@@ -15,7 +15,8 @@ import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from ..store import StoreError, StoreUnavailable, read_uri
 
@@ -52,7 +53,7 @@ class Record:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Record":
+    def from_json(cls, obj: dict[str, Any]) -> Record:
         """Inverse of to_json, for records already validated and stored."""
         return cls(id=obj["id"], dataset=obj.get("dataset", ""), image=obj.get("image"), skill=obj.get("skill"),
                    conversations=tuple((c["from"], c["value"]) for c in obj["conversations"]))
@@ -152,7 +153,7 @@ def validate_record(obj: Any, dataset: str, image_root: str | None, check_images
             raise RecordError(f"conversations[{i}].value", f"must be a string, got {type(value).__name__}")
         expected = HUMAN if i % 2 == 0 else GPT
         if role != expected:
-            raise RecordError(f"conversations[{i}].from", f"turns must alternate human/gpt starting with human")
+            raise RecordError(f"conversations[{i}].from", "turns must alternate human/gpt starting with human")
         if role == GPT:
             if IMAGE_TOKEN in value:
                 raise RecordError(f"conversations[{i}].value", f"an answer must not contain {IMAGE_TOKEN}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1)
 
 
-def hidden_layer_index(model: torch.nn.Module, cfg: "ExtractConfig") -> int:
+def hidden_layer_index(model: torch.nn.Module, cfg: ExtractConfig) -> int:
     """The decoder layer whose mean-pooled output is the hidden feature: the middle chosen layer."""
     return cfg.layers[len(cfg.layers) // 2] if cfg.layers else len(decoder_layers(model)) // 2
 

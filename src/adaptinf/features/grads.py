@@ -57,7 +57,7 @@ class LoraGradCapture:
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for c in self.caps for p in (c.lora_a.weight, c.lora_b.weight)]
 
-    def __enter__(self) -> "LoraGradCapture":
+    def __enter__(self) -> LoraGradCapture:
         for c in self.caps:
             def keep_x(mod, inp, out, c=c):
                 c.x = inp[0]

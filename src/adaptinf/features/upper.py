@@ -47,7 +47,7 @@ class UpperStack:
     def supported(self) -> bool:
         return bool(self.layers) and self.norm is not None and self.head is not None
 
-    def __enter__(self) -> "UpperStack":
+    def __enter__(self) -> UpperStack:
         def keep(module, args, kwargs, i):
             kwargs = {k: v for k, v in kwargs.items() if k not in _CACHE_KWARGS}
             kwargs["use_cache"] = False

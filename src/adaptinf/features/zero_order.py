@@ -18,7 +18,7 @@ gradient in direction (cosine ≈ √(K/d)), which k-means over many samples doe
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -84,7 +84,7 @@ def load_base(source: str, dtype: str = "auto", device: torch.device | None = No
         if weights:
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
         image_processor = AutoImageProcessor.from_pretrained(path)
-        image_token_id = getattr(config, "image_token_index", None) or getattr(config, "image_token_id")
+        image_token_id = getattr(config, "image_token_index", None) or config.image_token_id
         n_image_tokens = int(getattr(config, "image_seq_length", 0) or _count_image_tokens(config))
     else:
         if weights:

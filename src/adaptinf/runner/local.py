@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from adaptinf import layout
 from pydantic import ValidationError

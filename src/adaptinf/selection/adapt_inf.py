@@ -142,7 +142,8 @@ class AdaptInf(Strategy):
         }
         if ctx.stability_seeds > 0:
             seeds = [ctx.seed + 1000 * (i + 1) for i in range(ctx.stability_seeds)]
-            report["k_stability"] = k_stability(x[active], clusters, seeds, *args[:2], *args[3:])
+            report["k_stability"] = k_stability(x[active], clusters, seeds, ctx.k_min, ctx.k_max, ctx.niter,
+                                                ctx.nredo, ctx.k_rule, ctx.min_gain)
         return SelectionResult(indices=indices, report=report, labels=labels)
 
 
