@@ -61,3 +61,18 @@ def test_console_script_has_the_contract_commands():
     from adaptinf.cli import build_parser
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert {"demo-data", "run-local", "stage", "compare"} <= set(sub.choices)
+
+
+def test_version_and_strategy_help(capsys):
+    import pytest
+
+    from adaptinf import __version__
+    from adaptinf.cli import main
+    from adaptinf.spec import STRATEGIES
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"adaptinf {__version__}"
+    with pytest.raises(SystemExit):
+        main(["run-local", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text.replace("- ", "-") for name in STRATEGIES)

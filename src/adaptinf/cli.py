@@ -103,11 +103,14 @@ def _step_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from adaptinf import __version__
+    from adaptinf.spec import STRATEGIES
     from adaptinf.stages.cli import add_parser as add_stage
     from adaptinf.pool_admin import add_parser as add_pool
     from adaptinf.model.prepare import add_parser as add_models
     parser = argparse.ArgumentParser(prog="adaptinf", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"adaptinf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="write the synthetic multi-skill stream and a tiny model")
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="demo-data folder and/or YAML files")
     p.add_argument("-f", "--file", action="append", default=[], help="LifelongRun / InstructionDataset YAML")
     p.add_argument("--workdir", help="artifacts, summary.json and mlflow.db (default ./adaptinf-work)")
-    p.add_argument("--strategy", help="override spec.strategy")
+    p.add_argument("--strategy", help=f"override spec.strategy: {', '.join(STRATEGIES)}")
     p.add_argument("--seed", type=int, help="override spec.seed")
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--no-progress", action="store_true")
