@@ -437,3 +437,12 @@ def test_generated_examples_agree(kind: str) -> None:
         assert py, f"pydantic accepted {where}={bad!r}"
         field = where if path[-1] != "unknownField" else ".".join(["spec", *map(str, path[:-1])]).rstrip(".")
         assert any(e.split(":")[0] == field for e in schema_errors), (where, schema_errors)
+
+
+def test_strategy_and_scorer_enums_are_the_registry_lists() -> None:
+    """The CRD's enums are spec.STRATEGIES / spec.SCORERS (kept equal to the registries by
+    tests/test_spec_names.py); `STRATEGY@VARIANT` belongs to compare only, not to a run."""
+    props = crd_schema("LifelongRun")["properties"]["spec"]["properties"]
+    assert props["strategy"]["enum"] == list(STRATEGIES)
+    assert not any("@" in name for name in props["strategy"]["enum"])
+    assert props["scorers"]["items"]["enum"] == list(SCORERS)
