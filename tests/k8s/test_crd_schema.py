@@ -446,3 +446,16 @@ def test_strategy_and_scorer_enums_are_the_registry_lists() -> None:
     assert props["strategy"]["enum"] == list(STRATEGIES)
     assert not any("@" in name for name in props["strategy"]["enum"])
     assert props["scorers"]["items"]["enum"] == list(SCORERS)
+
+
+@pytest.mark.parametrize("path", [("storage", "uri"), ("model", "base")])
+def test_store_and_base_model_are_immutable(path: tuple[str, str]) -> None:
+    """An update that changes storage.uri or model.base is refused with a message naming it
+    (the emulator applies the same transition_errors on PUT/PATCH)."""
+    schema = crd_schema("LifelongRun")
+    old = wrap("LifelongRun", copy.deepcopy(MIN_RUN))
+    new = copy.deepcopy(old)
+    assert crdschema.transition_errors(new, old, schema) == []
+    new["spec"][path[0]][path[1]] = "s3://other/elsewhere"
+    errors = crdschema.transition_errors(new, old, schema)
+    assert len(errors) == 1 and f"spec.{'.'.join(path)} is immutable" in errors[0], errors
