@@ -437,3 +437,25 @@ def test_generated_examples_agree(kind: str) -> None:
         assert py, f"pydantic accepted {where}={bad!r}"
         field = where if path[-1] != "unknownField" else ".".join(["spec", *map(str, path[:-1])]).rstrip(".")
         assert any(e.split(":")[0] == field for e in schema_errors), (where, schema_errors)
+
+
+def test_strategy_and_scorer_enums_are_the_registry_lists() -> None:
+    """The CRD's enums are spec.STRATEGIES / spec.SCORERS (kept equal to the registries by
+    tests/test_spec_names.py); `STRATEGY@VARIANT` belongs to compare only, not to a run."""
+    props = crd_schema("LifelongRun")["properties"]["spec"]["properties"]
+    assert props["strategy"]["enum"] == list(STRATEGIES)
+    assert not any("@" in name for name in props["strategy"]["enum"])
+    assert props["scorers"]["items"]["enum"] == list(SCORERS)
+
+
+@pytest.mark.parametrize("path", [("storage", "uri"), ("model", "base")])
+def test_store_and_base_model_are_immutable(path: tuple[str, str]) -> None:
+    """An update that changes storage.uri or model.base is refused with a message naming it
+    (the emulator applies the same transition_errors on PUT/PATCH)."""
+    schema = crd_schema("LifelongRun")
+    old = wrap("LifelongRun", copy.deepcopy(MIN_RUN))
+    new = copy.deepcopy(old)
+    assert crdschema.transition_errors(new, old, schema) == []
+    new["spec"][path[0]][path[1]] = "s3://other/elsewhere"
+    errors = crdschema.transition_errors(new, old, schema)
+    assert len(errors) == 1 and f"spec.{'.'.join(path)} is immutable" in errors[0], errors
