@@ -282,3 +282,17 @@ def test_multi_gpu_train_stops_on_sigterm_as_pid_1(cluster: Cluster, namespace: 
     limits = cluster.api.get("jobs", ns, job_name(run, 0, "eval"))["spec"]["template"]["spec"]["containers"][0][
         "resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"
+
+
+@pytest.mark.parametrize("patch, field", [({"storage": {"uri": "/elsewhere"}}, "spec.storage.uri"),
+                                          ({"model": {"base": "other-model"}}, "spec.model.base")])
+def test_store_and_base_model_cannot_change_under_a_run(cluster: Cluster, namespace: str, tmp_path: Path,
+                                                         patch: dict, field: str) -> None:
+    # A run's artifacts and adapters belong to one store and one base model: kubectl refuses the edit.
+    cluster.apply(run_manifest("fixed", tmp_path / "store"), namespace=namespace)
+    done = cluster.kubectl("patch", "lifelongrun", "fixed", "-n", namespace, "--type=merge",
+                           "-p", json.dumps({"spec": patch}), check=False)
+    assert done.returncode != 0 and f"{field} is immutable" in done.stderr, done.stderr
+    unchanged = cluster.kubectl("patch", "lifelongrun", "fixed", "-n", namespace, "--type=merge",
+                                "-p", json.dumps({"spec": {"trainBudget": 9}}), check=False)
+    assert unchanged.returncode == 0, unchanged.stderr   # other fields stay editable
