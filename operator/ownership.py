@@ -37,4 +37,5 @@ def refusal(store: Store, run: dict[str, Any], uri: str) -> str | None:
         return None
     where = f"{uri.rstrip('/')}/{name}/"
     return (f"the store prefix {where} belongs to {other}, probably deleted and created again; its steps would "
-            f"count as this run's. Set spec.storage.uri to a new location, or delete {where} to start over")
+            f"count as this run's. Re-create this run with another spec.storage.uri (the field is immutable), "
+            f"or delete {where} to start over")

@@ -93,10 +93,11 @@ def test_recreated_run_does_not_take_the_old_runs_store(cluster: Cluster, namesp
     assert any(e["reason"] == "StoreInUse" and e["type"] == "Warning" for e in events(cluster, ns))
     assert cluster.api.list("jobs", ns) == [] and len(calls(store)) == executed
 
-    # A fresh location is all it takes: every stage runs for the new run.
+    # A fresh location is all it takes (storage.uri is immutable: the run is created again with
+    # it); the dataset, which waited meanwhile, then runs every stage for the new run.
     fresh = tmp_path / "fresh"
-    cluster.kubectl("patch", "llr", run, "-n", ns, "--type=merge", "-p",
-                    json.dumps({"spec": {"storage": {"uri": str(fresh)}}}))
+    cluster.kubectl("delete", "llr", run, "-n", ns, "--timeout=30s")
+    cluster.apply(run_manifest(run, fresh, strategy="random"), namespace=ns)
     cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{run}", "-n", ns, "--timeout=60s")
     assert Counter(c["stage"] for c in calls(fresh)) == {s: 1 for s in STAGES}
     assert condition(cluster, ns, "lifelongruns", run, "Failed")["status"] == "False"
