@@ -102,6 +102,7 @@ def test_planted_secrets_appear_nowhere_and_metacharacters_are_data(cluster: Clu
 
     # The real stage, given that very Job's environment, treats them as a file name that does not
     # exist: the dataset has no usable record (exit 2), and nothing ran.
+    (tmp_path / "real-store").mkdir()   # a missing local store is refused from step 1 on
     real_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ADAPTINF_", "MLFLOW_"))}, **env,
                 "ADAPTINF_STORE": str(tmp_path / "real-store"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "adaptinf.cli", *container["command"][1:], "--no-progress"],
