@@ -80,7 +80,7 @@ def test_inputs_are_checked_before_any_compute(demo, capsys):
         spec["eval"]["suite"][1]["path"] = str(tmp / "eval" / "cuont.jsonl")
 
     err = refused(capsys, edit(change))
-    assert "extract.layers: layer 999 out of range for a 2-layer model" in err
+    assert "extract.layers: layer 999 out of range for a 6-layer model" in err
     assert "model.lora.targetModules: '.*no_such_proj' matches no module of the model" in err
     assert f"eval.suite[1].path (count): {tmp / 'eval' / 'cuont.jsonl'} does not exist" in err
     assert not (tmp / "work" / "demo" / "steps").exists()
