@@ -293,16 +293,20 @@ class Reconciler:
                             {"metadata": {"finalizers": [*held, DATASET_FINALIZER]}})
             meta["finalizers"] = [*held, DATASET_FINALIZER]
 
-    def _release_dataset(self, ds: dict[str, Any]) -> None:
-        meta = ds["metadata"]
+    def _drop_finalizer(self, kind: str, obj: dict[str, Any], finalizer: str) -> None:
+        """Remove our finalizer from `obj`; an object already gone needs nothing."""
+        meta = obj["metadata"]
         held = meta.get("finalizers") or []
-        if DATASET_FINALIZER in held:
+        if finalizer in held:
             try:
-                self.kube.patch("instructiondatasets", meta["namespace"], meta["name"],
-                                {"metadata": {"finalizers": [f for f in held if f != DATASET_FINALIZER]}})
+                self.kube.patch(kind, meta["namespace"], meta["name"],
+                                {"metadata": {"finalizers": [f for f in held if f != finalizer]}})
             except KubeError as err:
                 if err.status != 404:
                     raise
+
+    def _release_dataset(self, ds: dict[str, Any]) -> None:
+        self._drop_finalizer("instructiondatasets", ds, DATASET_FINALIZER)
 
     def _release_datasets(self, datasets: list[dict[str, Any]], result: Plan) -> None:
         """A step that is over lets its dataset go; a deleted dataset whose step is not running
@@ -321,15 +325,7 @@ class Reconciler:
         return self.kube.delete("jobs", ns, job["metadata"]["name"])
 
     def _release(self, job: dict[str, Any]) -> None:
-        meta = job["metadata"]
-        held = meta.get("finalizers") or []
-        if JOB_FINALIZER in held:
-            try:
-                self.kube.patch("jobs", meta["namespace"], meta["name"],
-                                {"metadata": {"finalizers": [f for f in held if f != JOB_FINALIZER]}})
-            except KubeError as err:
-                if err.status != 404:
-                    raise
+        self._drop_finalizer("jobs", job, JOB_FINALIZER)
 
     def _release_jobs(self, ns: str, jobs: list[dict[str, Any]]) -> None:
         """Called after the status write: an ended Job's outcome is durable now (a failure in the
