@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         zo, result_zo = _timed(model, records, ExtractConfig(**base, gradient_source="zero-order",
                                                              zo_directions=args.directions), device)
         proxy = _bundle(proxy_dir, device, args.seed)
-        _, result_px = _timed(proxy, records, ExtractConfig(**base), device)
+        # The proxy is shallower: its own middle layer, not the main model's index.
+        proxy_layers = [len(decoder_layers(proxy.model)) // 2]
+        _, result_px = _timed(proxy, records, ExtractConfig(**{**base, "layers": proxy_layers}), device)
     result_zo["cosine_agreement_with_backprop"] = round(_cosine_agreement(bp.grads, zo.grads), 4)
     result = {"bench": "gradient_sources", "pool": len(records), "directions": args.directions,
               "backprop": result_bp, "zero_order": result_zo, "proxy": result_px,
