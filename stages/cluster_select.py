@@ -34,7 +34,8 @@ def selection_context(ctx: StageContext, scorers: tuple[str, ...]) -> SelectionC
         niter=c.niter, scorers=scorers, nredo=c.nredo, k_rule=c.k_rule, min_gain=c.min_gain,
         stability_seeds=c.stability_seeds, cluster_features=c.features, ccs_bin_rule=sel.ccs_bin_rule,
         ccs_bins=sel.ccs_bins, budget_split=sel.budget_split, diffuse=sel.diffuse,
-        diffuse_ratio=sel.diffuse_ratio, mastered=sel.mastered, mastered_loss=sel.mastered_loss)
+        diffuse_ratio=sel.diffuse_ratio, mastered=sel.mastered, mastered_loss=sel.mastered_loss,
+        mastered_budget=sel.mastered_budget)
 
 
 def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:

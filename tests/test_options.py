@@ -156,6 +156,7 @@ def test_table3_and_paper_variants_set_the_spec():
     assert strategy == "adapt-inf" and hidden.spec.clustering.features == "hidden"
     assert run.spec.clustering.features == "gradients"                   # the original is untouched
     assert variants.apply(run, "adapt-inf@density-split", ".")[0].spec.selection.budget_split == "density"
+    assert variants.apply(run, "adapt-inf@mastered-size", ".")[0].spec.selection.mastered_budget == "size"
     paper = variants.apply(run, "lite-adapt-inf@paper", ".")[0].spec
     assert (paper.clustering.k_rule, paper.clustering.nredo, paper.selection.ccs_bin_rule,
             paper.selection.diffuse, paper.selection.mastered, paper.prune.max_cluster_fraction,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -282,10 +284,15 @@ def test_adapt_inf_mastered_group_and_quota_bins():
     rep = res.report
     assert rep["mastered"] == 60 and rep["k"] == 4            # 3 skills + the mastered group
     assert (res.labels[150:] == 3).all() and len(set(res.labels[:150].tolist())) == 3
-    # 4 groups of (50, 50, 50, 60), T = 40: the group's size share floor(40·60/210) = 11 beats
-    # its uniform 10; the skills share the other 29 (9, 10, 10)
-    assert rep["quotas"][3] == 11 and sum(rep["quotas"]) == 40
+    # 4 groups of (50, 50, 50, 60), T = 40: by default the group is one cluster, 10 each
+    assert rep["mastered_budget"] == "cluster" and rep["quotas"] == [10, 10, 10, 10]
     assert all(c["bins"] == min(50, c["quota"]) for c in rep["clusters"])
+    # masteredBudget "size": its size share floor(40·60/210) = 11 beats its uniform 10; the
+    # skills share the other 29 (9, 10, 10)
+    by_size = get_strategy("adapt-inf").select(feats, replace(ctx, mastered_budget="size")).report
+    assert by_size["quotas"][3] == 11 and sum(by_size["quotas"]) == 40
+    with pytest.raises(ValueError, match="masteredBudget"):
+        get_strategy("adapt-inf").select(feats, replace(ctx, mastered_budget="most"))
     paper = get_strategy("adapt-inf").select(feats, SelectionContext(budget=40, seed=0, k_min=2, k_max=8,
                                                                      scorers=("perplexity", "el2n")))
     assert paper.report["mastered"] == 0 and all(c["bins"] == 50 for c in paper.report["clusters"])
@@ -311,8 +318,10 @@ def test_stage_builds_the_selection_context_from_the_spec():
     spec = LifelongRunSpec.model_validate({
         "model": {"base": "m"}, "trainBudget": 10, "storage": {"uri": "s"},
         "clustering": {"kRule": "elbow", "nredo": 2, "features": "hidden"},
-        "selection": {"ccsBins": 20, "budgetSplit": "density", "mastered": "none", "diffuseRatio": 0.4}})
+        "selection": {"ccsBins": 20, "budgetSplit": "density", "mastered": "none", "diffuseRatio": 0.4,
+                      "masteredBudget": "size"}})
     ctx = selection_context(SimpleNamespace(spec=spec, step=2), ("perplexity",))
+    assert ctx.mastered_budget == "size"
     assert (ctx.k_rule, ctx.nredo, ctx.cluster_features, ctx.ccs_bins, ctx.ccs_bin_rule, ctx.budget_split,
             ctx.mastered, ctx.diffuse, ctx.diffuse_ratio, ctx.stability_seeds, ctx.seed) == \
         ("elbow", 2, "hidden", 20, "quota", "density", "none", "size", 0.4, 2, 2)

@@ -123,9 +123,13 @@ class SelectionSpec(_Spec):
     diffuse: Literal["size", "none"] = "size"
     diffuse_ratio: float = Field(0.5, ge=0, le=1)
     # Samples whose mean answer-token NLL is below masteredLoss have near-zero gradients (their
-    # directions are noise): "group" clusters them apart, as one group budgeted by size.
+    # directions are noise): "group" keeps them out of k-means as one group of their own.
     mastered: Literal["group", "none"] = "group"
     mastered_loss: float = Field(0.05, ge=0)
+    # The mastered group's share of T: "cluster" one cluster's (uniform) share, as a rehearsal
+    # sample; "size" at least its size share (spends most of T on what is already known when the
+    # easy skill dominates the pool, as measured in docs/comparison.md).
+    mastered_budget: Literal["cluster", "size"] = "cluster"
 
 
 class PruneSpec(_Spec):

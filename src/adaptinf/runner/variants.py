@@ -6,6 +6,7 @@ fields overridden, so that options of the extract stage can sit in the same tabl
 - `@backprop`: the defaults, spelled out (the same run as the plain strategy name).
 - `@hidden-clusters`, `@density-split`: the paper's Table-3 ablations (`clustering.features:
   hidden`, `selection.budgetSplit: density`).
+- `@mastered-size`: `selection.masteredBudget: size` (the mastered group's earlier size floor).
 - `@paper`: every rule of docs/options.md §7 set back to the paper's behaviour.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 SEPARATOR = "@"
-VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "paper")
+VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "paper")
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
 
 
@@ -45,6 +46,8 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         run.spec.clustering.features = "hidden"
     elif variant == "density-split":
         run.spec.selection.budget_split = "density"
+    elif variant == "mastered-size":
+        run.spec.selection.mastered_budget = "size"
     elif variant == "paper":
         paper_behaviour(run.spec)
     return run, strategy

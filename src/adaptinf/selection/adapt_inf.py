@@ -55,7 +55,8 @@ def _cluster_space(feats: PoolFeatures, ctx: SelectionContext, strategy: str) ->
 
 def _check(ctx: SelectionContext) -> None:
     for name, value, known in (("diffuse", ctx.diffuse, ("none", "size")),
-                               ("mastered", ctx.mastered, ("none", "group"))):
+                               ("mastered", ctx.mastered, ("none", "group")),
+                               ("masteredBudget", ctx.mastered_budget, ("cluster", "size"))):
         if value not in known:
             raise ValueError(f"selection.{name} must be one of {known}, got {value!r}")
 
@@ -97,7 +98,7 @@ class AdaptInf(Strategy):
         flagged = np.zeros(k, dtype=bool)
         if ctx.diffuse == "size":
             flagged[:clusters.k] = diffuse
-        if mastered.any():
+        if mastered.any() and ctx.mastered_budget == "size":
             flagged[clusters.k] = True
         quotas = guarded_split(sizes, ctx.budget, ctx.budget_split, flagged)
 
@@ -132,6 +133,7 @@ class AdaptInf(Strategy):
             "cluster_features": ctx.cluster_features,
             "budget_split": ctx.budget_split,
             "mastered": int(mastered.sum()),
+            "mastered_budget": ctx.mastered_budget,
             "diffuse_clusters": [int(c) for c in np.flatnonzero(diffuse)],
             "cluster_sizes": [int(s) for s in sizes],
             "quotas": [int(q) for q in quotas],

@@ -81,6 +81,7 @@ class SelectionContext:
     diffuse_ratio: float = 0.5
     mastered: str = "none"               # "none" | "group": near-zero-loss samples clustered apart
     mastered_loss: float = 0.05
+    mastered_budget: str = "cluster"     # "cluster": one cluster's share | "size": >= its size share
     options: dict[str, Any] = field(default_factory=dict)  # strategy-specific knobs, see Strategy.defaults
 
 
