@@ -10,6 +10,7 @@ cluster labels are given, as the prune stage gets them from cluster-select.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "largest_cluster_before": int(sizes_before.max()), "largest_cluster_after": int(sizes_after.max()),
         "smallest_cluster_after": int(sizes_after[sizes_before > 0].min()),
         "removed_max_sim_mean": round(float(sims.mean()), 4) if sims.size else None,
+        # The removed indices in removal order: equal digests across code versions mean the
+        # same removals (how a speed-up is checked to change nothing).
+        "removed_sha256": hashlib.sha256(np.array([i for i, _, _, _ in result.removed], dtype=np.int64)
+                                         .tobytes()).hexdigest()[:16],
     })
 
 
