@@ -25,8 +25,11 @@ quickstart: install
 	adaptinf demo-data --out $(DEMO)
 	adaptinf run-local $(DEMO) --workdir $(WORK)
 
+# Two pytest workers (pytest-xdist): each test is single-threaded torch, so two processes use
+# a 2-core machine; TEST_WORKERS=1 runs one process (e.g. with -s to read a test's prints).
+TEST_WORKERS ?= 2
 test: install-dev
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS)
 
 # Lint (errors and likely bugs) and types on the modules listed in pyproject's [tool.mypy].
 lint:

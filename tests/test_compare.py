@@ -102,8 +102,10 @@ def test_quick_compare_end_to_end(tmp_path):
 
     from adaptinf.cli import main
     out = tmp_path / "cmp"
+    # 3 of the quick stream's 5 datasets: two selection steps keep every figure defined and
+    # halve the test's cost.
     assert main(["compare", "--out", str(out), "--quick", "--seeds", "2", "--strategies", "random,lite-adapt-inf",
-                 "--jobs", "2", "--no-progress"]) == 0
+                 "--steps", "3", "--jobs", "2", "--no-progress"]) == 0
     rows = {r["strategy"]: r for r in json.loads((out / "table.json").read_text())}
     assert set(rows) == {"sequential", "random", "lite-adapt-inf"}
     for r in rows.values():
@@ -114,7 +116,7 @@ def test_quick_compare_end_to_end(tmp_path):
         seq = json.loads((out / "runs" / "sequential" / f"seed-{seed}" / "demo" / "summary.json").read_text())
         lite = json.loads((out / "runs" / "lite-adapt-inf" / f"seed-{seed}" / "demo" / "summary.json").read_text())
         hist = [s["skills"] for s in lite["steps"]]
-        assert len(hist) == 5
+        assert len(hist) == 3
         expected = relative_gain(hist[-1], best_per_skill([s["skills"] for s in seq["steps"]]))
         assert rows["lite-adapt-inf"]["per_seed"][str(seed)]["relative_gain"] == pytest.approx(expected)
         assert rows["lite-adapt-inf"]["per_seed"][str(seed)]["forgetting_rate"] == pytest.approx(forgetting_rate(hist))
@@ -126,7 +128,7 @@ def test_quick_compare_end_to_end(tmp_path):
     assert (out / "skills_over_time.png").stat().st_size > 10_000
     meta = json.loads((out / "meta.json").read_text())
     quality = meta["cluster_quality"]["lite-adapt-inf"]
-    assert [q["step"] for q in quality] == [1, 2, 3, 4] and all(0 <= q["nmi"] <= 1 for q in quality)
+    assert [q["step"] for q in quality] == [1, 2] and all(0 <= q["nmi"] <= 1 for q in quality)
     for mix in meta["skill_mix"].values():
         assert sum(mix["selected"].values()) == pytest.approx(1) and sum(mix["pool"].values()) == pytest.approx(1)
         assert set(mix["selected"]) <= set(mix["pool"])   # nothing selected from outside the pool
@@ -138,7 +140,7 @@ def test_quick_compare_end_to_end(tmp_path):
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 6
     history = client.get_metric_history(children[0].info.run_id, "avg_acc")
-    assert sorted(m.step for m in history) == [0, 1, 2, 3, 4]
+    assert sorted(m.step for m in history) == [0, 1, 2]
 
 
 # ---- compare on the user's own stream --------------------------------------------------
