@@ -119,7 +119,8 @@ def main(args: argparse.Namespace) -> int:
                             progress=not args.no_progress and sys.stderr.isatty())
         if not 0 <= ctx.shard_index < ctx.shard_count:
             raise SpecError(f"shard index {ctx.shard_index} is outside 0..{ctx.shard_count - 1}")
-        with tracked_attempt(ctx, args.stage):  # a crash or SIGTERM is recorded in MLflow
+        from adaptinf import progress
+        with tracked_attempt(ctx, args.stage), progress.labelled(args.step, args.stage):  # a crash or SIGTERM is recorded in MLflow
             summary = stage_function(args.stage)(ctx)
     except (SpecError, StageError, ValidationError) as err:  # an invalid spec: retrying cannot help
         log.error("%s failed: %s", args.stage, err)

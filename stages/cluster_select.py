@@ -60,7 +60,8 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     child = ctx.tracker.step_id(ctx.step, ctx.dataset)
     ctx.tracker.log_params(child, {"dataset": ctx.dataset, "strategy": strategy.name, "step": ctx.step})
     ctx.tracker.log_dict(child, report, "selection_report.json")
-    ctx.tracker.log_metrics(child, {"pool_size": len(feats), "selected": len(selected),
+    # The pool selection saw (before this step's pruning); prune logs pool_after_prune.
+    ctx.tracker.log_metrics(child, {"candidate_pool_size": len(feats), "selected": len(selected),
                                     "k": report.get("k") or 0}, ctx.step)
     return {"pool_size": len(feats), "selected": len(selected), "k": report.get("k"), "mlflow_run_id": child}
 

@@ -78,9 +78,17 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
                 ctx.store.write_bytes(f"{prefix}/adapter/{path.relative_to(tmp).as_posix()}", path.read_bytes())
         child = ctx.tracker.step_id(ctx.step, ctx.dataset)
         ctx.tracker.log_artifacts(child, tmp, "adapter")
+    # Every metric's step is the time step; the per-epoch curves have keys of their own
+    # (their step is the epoch), and step 0's full initial tuning is logged too.
     for epoch, loss in enumerate(result.losses):
-        ctx.tracker.log_metrics(child, {"train_loss": loss}, epoch)
-    ctx.tracker.log_metrics(child, {"train_seconds": result.seconds, "train_samples": len(records)}, ctx.step)
+        ctx.tracker.log_metrics(child, {"train_loss_by_epoch": loss}, epoch)
+    for epoch, loss in enumerate(summary.get("initial_loss") or []):
+        ctx.tracker.log_metrics(child, {"initial_tuning_loss_by_epoch": loss}, epoch)
+    final = {"train_loss": result.losses[-1]} if result.losses else {}
+    if summary.get("initial_loss"):
+        final["initial_tuning_loss"] = summary["initial_loss"][-1]
+    ctx.tracker.log_metrics(child, {**final, "train_seconds": result.seconds, "train_samples": len(records)},
+                            ctx.step)
     return summary
 
 

@@ -110,6 +110,16 @@ def test_mlflow_parent_and_child_runs(finished_run):
     assert any(a.path.endswith("adapter_config.json") for a in client.list_artifacts(child.info.run_id, "adapter"))
     report = json.loads(open(client.download_artifacts(child.info.run_id, "selection_report.json")).read())
     assert report["k"] == summary["steps"][1]["k"] and report["selected"] == run.spec.train_budget
+    # Every metric's step is the time step; the per-epoch losses have keys of their own.
+    for key, value in (("candidate_pool_size", summary["steps"][1]["candidate_pool"]),
+                       ("pool_after_prune", summary["steps"][1]["pool_size"])):
+        assert [(m.step, m.value) for m in client.get_metric_history(child.info.run_id, key)] == [(1, value)]
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")] == [1]
+    epochs = client.get_metric_history(child.info.run_id, "train_loss_by_epoch")
+    assert sorted(m.step for m in epochs) == list(range(run.spec.training.epochs))
+    assert run.spec.model.initial_tuning == "full"  # the demo's: step 0 logs its initial tuning too
+    first = client.get_metric_history(children[0].info.run_id, "initial_tuning_loss")
+    assert [m.step for m in first] == [0]
     assert all(c["scorer"] in run.spec.scorers for c in report["clusters"] if c["scorer"])
 
 
@@ -146,6 +156,8 @@ def test_run_local_command_prints_the_step_table(demo_quick, tmp_path, capsys):
     assert float(rows[1][6]) == pytest.approx(summary["steps"][1]["avg_acc"], abs=5e-4)
     assert any(line.startswith("final: avg_acc") for line in out)
     assert f"summary: {tmp_path / 'demo' / 'summary.json'}" in out
+    # Third-party INFO lines (matplotlib's font cache on the first plot) stay out of the table.
+    assert logging.getLogger("matplotlib.font_manager").getEffectiveLevel() >= logging.WARNING
 
 
 def test_multitask_trains_once_on_all_data_at_the_last_step(demo_quick, tmp_path):

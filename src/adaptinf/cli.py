@@ -179,7 +179,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     warnings.filterwarnings("ignore", module="mlflow")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore", "faiss"):
+    for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore", "faiss",
+                 "matplotlib", "PIL"):  # matplotlib.font_manager logs INFO lines on its first use
         logging.getLogger(name).setLevel(logging.WARNING)
     # "Loading weights" bars on every model load drown the step table (read when transformers is
     # imported, which happens later); our own loops keep their bars.

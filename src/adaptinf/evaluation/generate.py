@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from ..data.records import Record
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle
+from .. import progress as progress_label
 
 
 def cut_at_stop(ids: list[int], stop_ids: list[int]) -> list[int]:
@@ -28,7 +29,7 @@ def generate_answers(bundle: ModelBundle, encoder: Encoder, records: list[Record
     stop_ids = encoder.stop_ids
     model.eval()
     answers: list[str] = []
-    for start in tqdm(range(0, len(records), batch_size), desc="eval", unit="batch", disable=not progress):
+    for start in tqdm(range(0, len(records), batch_size), desc=progress_label.desc("eval"), unit="batch", disable=not progress):
         chunk = records[start:start + batch_size]
         batch = encoder.collate([encoder.encode(r, include_answer=False) for r in chunk], pad_left=True)
         inputs = {k: v.to(bundle.device) for k, v in batch.items() if k != "labels"}

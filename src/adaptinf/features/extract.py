@@ -32,6 +32,7 @@ from .grads import LoraGradCapture
 from .projection import RademacherProjector, l2_normalise
 from .upper import UpperStack
 from .zero_order import DEFAULT_DIRECTIONS, ZeroOrderGrads, answer_nll
+from .. import progress as progress_label
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
     multiple = cfg.pad_to_multiple or (64 if device.type == "cuda" else 1)
     pending = _PendingProjection(projector, grads) if projector is not None else None
     for b in tqdm(_prefetched_batches(encoder, records, cfg.batch_size, need_text_pass, multiple), total=n_batches,
-                  desc="extract", unit="batch", disable=not progress):
+                  desc=progress_label.desc("extract"), unit="batch", disable=not progress):
         labels = b.batch["labels"].to(device)
         inputs = _model_inputs(b.batch, device, dtype)
         with torch.set_grad_enabled(capture is not None and zo is None):

@@ -25,6 +25,7 @@ from ..scorers import get_scorer, token_stats
 from .extract import ExtractConfig, Features, _mean_pool, _model_inputs, _per_sample_loss, hidden_layer_index
 from .grads import LoraGradCapture
 from .projection import RademacherProjector, l2_normalise
+from .. import progress as progress_label
 
 LESS_PROJECT_INTERVAL = 16  # LESS's `project_interval`: gradients are projected 16 at a time
 
@@ -98,7 +99,7 @@ def reference_extract(bundle: ModelBundle, encoder: Encoder, records: list[Recor
             grads.append(l2_normalise(projector(torch.stack(pending))).cpu())
             pending.clear()
 
-    for rec in tqdm(records, desc="reference extract", unit="sample", disable=not progress):
+    for rec in tqdm(records, desc=progress_label.desc("reference extract"), unit="sample", disable=not progress):
         batch = encoder.collate([encoder.encode(rec)])
         labels = batch["labels"].to(device)
         inputs = _model_inputs(batch, device, dtype)

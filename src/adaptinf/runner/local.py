@@ -120,6 +120,7 @@ def _restart(store: LocalStore, run: str, step: int, uri: str | None, spec: Any)
 
 def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource], uri: str | None,
            progress: bool, on_step: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    from adaptinf import progress
     from adaptinf.stages.history import build_summary
     from adaptinf.selection import get_strategy
     from adaptinf.stages.ingest import join_pool
@@ -144,7 +145,8 @@ def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource]
                                  "reason": "joined the pool (joint training at the last step)"})
                     continue
                 for stage in STAGES:
-                    stage_function(stage)(ctx)
+                    with progress.labelled(step, stage):
+                        stage_function(stage)(ctx)
             except StageError as err:
                 # Bad dataset: its report is in the store; the run goes on with the next one.
                 log.error("step %d (%s) skipped: %s", step, ds.name, err)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data.records import Record
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle
+from .. import progress as progress_label
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cf
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
     model.train()
     losses, steps = [], 0
-    bar = tqdm(total=len(loader) * cfg.epochs, desc="train", unit="batch",
+    bar = tqdm(total=len(loader) * cfg.epochs, desc=progress_label.desc("train"), unit="batch",
                disable=not progress or not accelerator.is_local_main_process)
     for _ in range(cfg.epochs):
         epoch_loss, n = 0.0, 0
