@@ -34,7 +34,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,21 +202,16 @@ def _run_steps(src: StreamSource, proxy_root: str, workdir: str, strategy: str, 
                      continue_anyway=True)
 
 
-def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, src: StreamSource) -> dict[int, Path]:
-    """Step 0 of every seed, in parallel; finished ones are reused."""
+def _initial_state(pool: ProcessPoolExecutor, cfg: CompareConfig, src: StreamSource) -> dict[Future, tuple[int, Path]]:
+    """Step 0 of every seed, submitted in parallel (finished ones are reused): future → (seed, dir)."""
     dirs = {seed: cfg.out / "base" / f"seed-{seed}" for seed in cfg.seeds}
-    futures = {seed: pool.submit(_run_steps, src, str(cfg.out / "stream"), str(d), INITIAL_STRATEGY, seed, 1)
-               for seed, d in dirs.items()}
-    for seed, fut in futures.items():
-        fut.result()
-        log.info("seed %d: step 0 (initial tuning) ready", seed)
-    return dirs
+    return {pool.submit(_run_steps, src, str(cfg.out / "stream"), str(d), INITIAL_STRATEGY, seed, 1): (seed, d)
+            for seed, d in dirs.items()}
 
 
-def _ordered(cfg: CompareConfig) -> list[tuple[str, int]]:
+def _ordered(cfg: CompareConfig) -> list[str]:
     rank = {s: i for i, s in enumerate(_COST_ORDER)}
-    return sorted(((s, seed) for s in cfg.strategies for seed in cfg.seeds),
-                  key=lambda p: (rank.get(variants.split(p[0])[0], len(rank)), p[1]))
+    return sorted(cfg.strategies, key=lambda s: rank.get(variants.split(s)[0], len(rank)))
 
 
 def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, dict[str, Any]]]:
@@ -233,18 +228,25 @@ def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, di
         if proxy is not None:
             proxy.result()
         futures = {}
-        for strategy, seed in _ordered(cfg):
-            workdir = cfg.out / "runs" / strategy / f"seed-{seed}"
-            if not workdir.exists():
-                shutil.copytree(bases[seed], workdir.with_name(workdir.name + ".tmp"), dirs_exist_ok=True)
-                workdir.with_name(workdir.name + ".tmp").rename(workdir)
-            futures[(strategy, seed)] = pool.submit(_run_steps, src, str(stream), str(workdir), strategy, seed, None)
+        # A seed's runs are queued as soon as its step 0 is ready, so no worker waits for the
+        # slowest seed's step 0 while others could already run.
+        for done in as_completed(bases):
+            done.result()
+            seed, base = bases[done]
+            log.info("seed %d: step 0 (initial tuning) ready", seed)
+            for strategy in _ordered(cfg):
+                workdir = cfg.out / "runs" / strategy / f"seed-{seed}"
+                if not workdir.exists():
+                    shutil.copytree(base, workdir.with_name(workdir.name + ".tmp"), dirs_exist_ok=True)
+                    workdir.with_name(workdir.name + ".tmp").rename(workdir)
+                futures[pool.submit(_run_steps, src, str(stream), str(workdir), strategy, seed, None)] = (strategy, seed)
         bar = tqdm(total=len(futures), desc="compare runs", disable=not progress)
-        for (strategy, seed), fut in futures.items():
+        for fut in as_completed(futures):
+            strategy, seed = futures[fut]
             summaries[strategy][seed] = fut.result()
             bar.update(1)
         bar.close()
-    return summaries
+    return {s: dict(sorted(by_seed.items())) for s, by_seed in summaries.items()}
 
 
 def _tracking_uri(cfg: CompareConfig) -> str | None:
