@@ -214,6 +214,21 @@ class StageResources(_Spec):
     backoff_limit: int | None = Field(None, ge=0, le=20)
     threads: int | None = Field(None, ge=1, le=1024)
 
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _whole_number_quantity(cls, v: Any) -> Any:
+        """`cpu: 2` is a quantity as much as `cpu: "2"` (Kubernetes' int-or-string); a YAML
+        float is not: 0.5 would be read back as 0.5 or 1/2 depending on the tool."""
+        if isinstance(v, bool):
+            raise ValueError("a quantity is a number or a string such as 500m or 16Gi, not a boolean")
+        if isinstance(v, float):
+            raise ValueError(f"write a fractional quantity as a string: '{v:g}' or '{round(v * 1000)}m'")
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError(f"a quantity cannot be negative, got {v}")
+            return str(v)
+        return v
+
 
 class ResourcesSpec(_Spec):
     default: StageResources = Field(default_factory=StageResources)

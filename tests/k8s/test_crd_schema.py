@@ -259,10 +259,17 @@ def _compare_type(tp: Any, node: dict, path: str, out: list[str]) -> None:
         pattern = node.get("pattern", "")
         if not node.get("x-kubernetes-int-or-string") or sorted(re.findall(r"\w+", pattern)) != names:
             out.append(f"{path}: int | Literal{names} but CRD {node}")
+    elif tp is str and _is_quantity(node):
+        pass  # a str field with the QUANTITY pattern that takes whole numbers too (StageResources)
     else:
         want = {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp)
         if want is None or node.get("type") != want:
             out.append(f"{path}: {tp} but CRD type {node.get('type')}")
+
+
+def _is_quantity(node: dict) -> bool:
+    """A Kubernetes quantity: int-or-string, a non-negative number or the QUANTITY pattern."""
+    return bool(node.get("x-kubernetes-int-or-string")) and node.get("pattern") == QUANTITY
 
 
 def _bounds(metadata: list[Any]) -> dict[str, Any]:
@@ -298,6 +305,8 @@ def compare_model(model: type[BaseModel], node: dict, path: str, out: list[str])
         tp, _ = _unwrap_optional(field.annotation)
         _compare_type(tp, sub, where, out)
         want = _bounds(field.metadata)
+        if _is_quantity(sub):
+            want["minimum"] = 0  # the CRD's bound on the whole-number form (the validator's)
         if typing.get_origin(tp) is list and "minLength" in want:
             want["minItems"] = want.pop("minLength")
         got = {k: sub[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
@@ -331,6 +340,8 @@ def test_crd_mirrors_the_pydantic_model(kind: str) -> None:
 # -- generated examples through both validators -------------------------------------------
 
 def _gen(node: dict, rng: random.Random, depth: int = 0) -> Any:
+    if node.get("x-kubernetes-int-or-string") and node.get("pattern") == QUANTITY:
+        return rng.choice([rng.randint(0, 8), "500m", "2", "16Gi", "1.5", "100M"])
     if node.get("x-kubernetes-int-or-string"):
         options = re.findall(r"\w+", node.get("pattern", "")) or ["x"]
         return rng.choice([rng.randint(-2, 8), rng.choice(options)])
@@ -400,8 +411,10 @@ def _invalid_mutations(node: dict, path: list[Any]) -> list[tuple[list[Any], Any
         if "maximum" in node:
             out.append((path, node["maximum"] + (0 if node.get("exclusiveMaximum") else 1)))
         out.append((path, "twelve"))
-    elif node.get("type") == "string" and node.get("pattern") == QUANTITY:
+    elif _is_quantity(node):
         out.append((path, "16GB"))  # a unit Kubernetes does not know: the Job would be refused
+        out.append((path, -1))
+        out.append((path, 0.5))   # a YAML float: Kubernetes takes whole numbers or strings
     elif node.get("type") == "string" and node.get("minLength"):
         out.append((path, ""))
     elif node.get("type") == "array" and node.get("minItems"):

@@ -18,7 +18,7 @@ RUN = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun",
        "spec": {"model": {"base": "llava-hf/llava-1.5-7b-hf"}, "trainBudget": 100,
                 "storage": {"uri": "s3://bucket/runs"}, "extract": {"shards": 4},
                 "resources": {"default": {"gpus": 1, "memory": "16Gi", "nodeSelector": {"pool": "gpu"}},
-                              "train": {"gpus": 4, "cpu": "8", "backoffLimit": 0,
+                              "train": {"gpus": 4, "cpu": 8, "backoffLimit": 0,
                                         "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}}}}
 DATASET = {"metadata": {"name": "ds-0", "namespace": "ml"}, "spec": {"run": "demo", "source": "s3://bucket/d0.jsonl"}}
 
@@ -81,6 +81,7 @@ def test_train_job_manifest() -> None:
     (c,) = pod["containers"]
     assert c["name"] == CONTAINER and c["command"] == ["adaptinf", "stage", "train", "--run", "demo", "--step", "2"]
     assert "args" not in c  # argv only: no shell, no user strings in a command line
+    # `cpu: 8` (a YAML number, as Kubernetes allows) reaches the Job as the quantity "8"
     assert c["resources"] == {"requests": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "4"},
                               "limits": {"memory": "16Gi", "nvidia.com/gpu": "4"}}
     assert c["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
@@ -336,3 +337,13 @@ def test_a_refused_job_names_the_server_and_the_fields() -> None:
     assert "Job x (train, step 0) (field: metadata.labels): 422 Invalid" in p.stuck
     conds = {c["type"]: c for c in st.run_status(p, {}, {}, 1, False, "hint")["conditions"]}
     assert (conds["Stuck"]["reason"], conds["Progressing"]["reason"]) == ("JobRefused", "JobRefused")
+
+
+@pytest.mark.parametrize("value, message", [(0.5, "'500m'"), (-1, "negative"), (True, "boolean"), ("16GB", "pattern")])
+def test_a_quantity_that_kubernetes_would_refuse_is_a_spec_error(value, message) -> None:
+    from adaptinf.spec import SpecError, parse_resource
+    run = json.loads(json.dumps(RUN))
+    run["spec"]["resources"]["train"]["cpu"] = value
+    with pytest.raises(SpecError, match="resources.train.cpu") as err:
+        parse_resource(run)
+    assert message in str(err.value)
