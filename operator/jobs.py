@@ -38,6 +38,10 @@ ONE_DEVICE_STAGES = ("extract", "eval")
 # NCCL between the processes of a multi-GPU train goes through /dev/shm; a container's default
 # (64 MiB) is far too small. A memory-backed emptyDir (it counts against the memory limit).
 SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+# Kueue's queue label. On the LifelongRun it reaches every stage Job (the run's labels do), and a
+# Job that carries it is created suspended: Kueue admits it by setting spec.suspend to false, and
+# no pod starts (no GPU is held) before that. Not on the pod template: the pods belong to the Job.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 # Evicted, preempted or drained (the pod has condition DisruptionTarget): not the stage's fault, so
@@ -156,6 +160,8 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
         pod_spec["tolerations"] = tolerations
     if cfg.service_account:
         pod_spec["serviceAccountName"] = cfg.service_account
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name  # Kueue reads it as the workload's priority
     backoff = res.backoff_limit if res.backoff_limit is not None else cfg.backoff_limit
     job_spec: dict[str, Any] = {
         "backoffLimit": backoff,
@@ -176,4 +182,7 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
            "metadata": {"name": job_name(run_name, step, stage), "labels": labels, "finalizers": [JOB_FINALIZER]},
            "spec": job_spec}
     kopf.adopt(job, owner=run, nested="spec.template")  # ownerReference, namespace, the run's labels
+    if QUEUE_LABEL in job["metadata"]["labels"]:
+        job_spec["suspend"] = True
+        job_spec["template"]["metadata"]["labels"].pop(QUEUE_LABEL, None)
     return job

@@ -25,7 +25,7 @@ from .config import OperatorConfig
 from .jobs import DATASET_LABEL, JOB_FINALIZER, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job
 from .kube import Kube, KubeError
 from .steps import (ACTIVE, FAILED, SUCCEEDED, ClearRetry, CreateJob, DatasetState, DatasetView, DeleteJob, JobView,
-                    Observation, Plan, ReportJob, plan, schedule)
+                    Observation, Plan, ReportJob, StopJob, plan, schedule)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Job
     return JobView(name=meta["name"], step=int(labels[STEP_LABEL]), stage=labels[STAGE_LABEL],
                    dataset=labels[DATASET_LABEL], state=state, reason=cond.get("reason", ""),
                    message=message, pending_for=max(pending) if pending else None,
-                   reported=REPORTED_ANNOTATION in annotations, detail=detail)
+                   reported=REPORTED_ANNOTATION in annotations, detail=detail,
+                   suspended=bool((job.get("spec") or {}).get("suspend")) and state == ACTIVE)
 
 
 def recorded_failure(record: dict[str, Any]) -> JobView:
@@ -182,7 +183,7 @@ class Reconciler:
             pods = self.kube.list("pods", job["metadata"]["namespace"], labels=f"job-name={job['metadata']['name']}") \
                 if not done & {"Complete", "Failed"} or unexplained else []
             view = job_view(job, pods, now)
-            if view.state == ACTIVE and not pods:  # no pod: refused at admission (quota, ServiceAccount)?
+            if view.state == ACTIVE and not pods and not view.suspended:  # refused at admission (quota, ...)?
                 view = replace(view, refused=self._refused_pods(job))
             views.append(view)
         recorded = (run.get("status") or {}).get("failure")
@@ -266,6 +267,12 @@ class Reconciler:
                     self.events.warn(run, "StageFailed", f"{where} failed (Job {j.name}): {j.reason}: {j.message}")
                 notes = {REPORTED_ANNOTATION: j.state, **({FAILURE_ANNOTATION: j.detail} if j.detail else {})}
                 self.kube.patch("jobs", ns, j.name, {"metadata": {"annotations": notes}})
+            elif isinstance(action, StopJob):
+                j = action.job
+                if self._delete_job(ns, jobs.get(j.name)):
+                    self.events.info(run, "StageStopped", f"step {j.step} ({j.dataset}): spec.suspend is true; deleted "
+                                                          f"the running Job {j.name} to free its resources; {j.stage} "
+                                                          "runs again from the start on resume")
             elif isinstance(action, DeleteJob):
                 self._delete_job(ns, jobs.get(action.job.name))
                 self.events.info(run, "RetryStarted", f"step {action.job.step}: deleted failed Job {action.job.name}; "

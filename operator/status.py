@@ -85,6 +85,9 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
         progressing = (False, "JobRefused", f"{where}: the API server refused its Job (see the Stuck condition)")
     elif plan.phase == "Running":
         progressing = (True, "StageRunning", f"{where}: Job {plan.active_job or 'created'}")
+    elif plan.phase == "Queued":
+        progressing = (False, "AwaitingAdmission", f"{where}: Job {plan.active_job} waits for its queue to admit it "
+                                                   "(spec.suspend is true until then)")
     elif plan.phase == "Pending":
         progressing = (False, "NoDatasets", "no InstructionDataset names this run yet")
     else:
@@ -97,8 +100,9 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
                           now, generation)
     paused = plan.phase == "Suspended"
     conds = set_condition(conds, "Suspended", paused, "SuspendRequested" if paused else "NotSuspended",
-                          f"spec.suspend is true: paused before {where}" if paused else
-                          ("spec.suspend is true: pausing after the running stage" if suspended else ""),
+                          f"spec.suspend is true: paused at {where}" if paused else
+                          ("spec.suspend is true: pausing once the running stage has sealed its outputs"
+                           if suspended else ""),
                           now, generation)
     conds = set_condition(conds, "Stuck", plan.stuck is not None, plan.stuck_reason if plan.stuck else "NotStuck",
                           plan.stuck or "", now, generation)

@@ -12,7 +12,9 @@ creation time, then name, and take the steps after the last fixed one — so dat
 together are ordered by `order`, and one that arrives late never renumbers a step that started.
 
 Within a step the stages run one after the other (extract → cluster-select → train → eval →
-prune). A failed Job stops the run (phase Failed) until the retry annotation names its step —
+prune). A suspended run stops its running stage (the Job is deleted, which frees its GPUs; the
+stage starts over on resume) unless its outputs are already committed. A Job whose
+`spec.suspend` is true waits for a queue (Kueue) to admit it: the run is Queued, not Running. A failed Job stops the run (phase Failed) until the retry annotation names its step —
 except an extract that failed because the dataset had no usable record: that step is skipped
 (the dataset is Failed with reason NoUsableRecords) and the run goes on with the next dataset.
 """
@@ -47,6 +49,7 @@ class JobView:
     reported: bool = False  # its success/failure Event was already posted
     detail: str = ""  # why its last pod failed: exit code, reason, last log line
     refused: str = ""  # an active Job with no pod: why the API server refuses its pods (FailedCreate)
+    suspended: bool = False  # spec.suspend: not admitted by its queue (yet), so no pods
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class DeleteJob:
 
 
 @dataclass(frozen=True)
+class StopJob:
+    """The run was suspended while this Job ran: delete it to free what it holds."""
+    job: JobView
+
+
+@dataclass(frozen=True)
 class ReportJob:
     job: JobView
 
@@ -84,7 +93,7 @@ class ClearRetry:
     used: bool  # False: the annotation named no failed step
 
 
-Action = CreateJob | DeleteJob | ReportJob | ClearRetry
+Action = CreateJob | DeleteJob | StopJob | ReportJob | ClearRetry
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ class DatasetState:
 
 @dataclass
 class Plan:
-    phase: str = "Pending"  # Pending | Running | Succeeded | Suspended | Failed
+    phase: str = "Pending"  # Pending | Queued | Running | Succeeded | Suspended | Failed
     step: int | None = None
     stage: str | None = None
     dataset: str | None = None
@@ -190,6 +199,20 @@ def plan(obs: Observation) -> Plan:
                                                  f"{stage} failed: {job.reason}: {job.message}")
             current = i
             break
+        if job is not None and job.state == ACTIVE and obs.suspended and (step, stage) not in obs.committed:
+            out.actions.append(StopJob(job))
+            out.phase = "Suspended"
+            out.datasets[ds.name] = DatasetState("Running", step, stage, "Suspended",
+                                                 f"run {obs.run} is suspended: {stage} stopped; it runs again on resume")
+            current = i
+            break
+        if job is not None and job.state == ACTIVE and job.suspended:
+            out.phase = "Queued"
+            out.active_job = job.name
+            out.datasets[ds.name] = DatasetState("Queued", step, stage, "AwaitingAdmission",
+                                                 f"{stage}: Job {job.name} waits for its queue to admit it")
+            current = i
+            break
         if job is not None and job.state == ACTIVE:
             out.phase = "Running"
             out.active_job = job.name
@@ -205,7 +228,8 @@ def plan(obs: Observation) -> Plan:
             out.datasets[ds.name] = DatasetState("Running", step, stage, "StageRunning", f"{stage} running")
             current = i
             break
-        started = bool(done) or bool(jobs)
+        # A dataset whose step is fixed keeps it, also when its stopped Job is gone.
+        started = bool(done) or bool(jobs) or ds.step is not None
         if obs.suspended:
             out.phase = "Suspended"
             out.datasets[ds.name] = DatasetState("Running" if started else "Queued", step if started else None,

@@ -213,6 +213,8 @@ class StageResources(_Spec):
     active_deadline_seconds: int | None = Field(None, ge=60)
     backoff_limit: int | None = Field(None, ge=0, le=20)
     threads: int | None = Field(None, ge=1, le=1024)
+    # The stage pods' PriorityClass (Kueue takes it as the workload's priority too).
+    priority_class_name: str | None = Field(None, min_length=1, max_length=253)
 
     @field_validator("cpu", "memory", mode="before")
     @classmethod

@@ -297,3 +297,37 @@ def test_store_and_base_model_cannot_change_under_a_run(cluster: Cluster, namesp
     unchanged = cluster.kubectl("patch", "lifelongrun", "fixed", "-n", namespace, "--type=merge",
                                 "-p", json.dumps({"spec": {"trainBudget": 9}}), check=False)
     assert unchanged.returncode == 0, unchanged.stderr   # other fields stay editable
+
+
+def test_kueue_admits_the_jobs_and_a_queued_run_holds_nothing(cluster: Cluster, namespace: str, start_operator,
+                                                              start_kubelet, tmp_path: Path) -> None:
+    """Kueue's part played by the test: a run with the queue label gets suspended Jobs; until the
+    queue admits one (spec.suspend → false) no pod starts and the run reads Queued, not Running."""
+    from adaptinf.operator.jobs import QUEUE_LABEL
+    ns, store, run = namespace, tmp_path / "store", "queued"
+    kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE}, extra_env={"FAKE_STAGE_SECONDS": "0.1"})
+    start_operator()
+    manifest = run_manifest(run, store, resources={"train": {"priorityClassName": "batch-low"}})
+    manifest["metadata"]["labels"] = {QUEUE_LABEL: "team-a"}
+    cluster.apply(manifest, dataset_manifest("d0", run, write_records(tmp_path / "d0.jsonl", 6)), namespace=ns)
+    extract = job_name(run, 0, "extract")
+    wait_for(lambda: has_job(cluster, ns, extract), 30, "extract's Job")
+    cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Queued", f"llr/{run}", "-n", ns, "--timeout=30s")
+    time.sleep(2)  # several kubelet and operator passes
+    assert kubelet.started_pods == [] and job_names(cluster, ns) == [extract]
+    assert cluster.api.find("jobs", ns, extract)["metadata"]["labels"][QUEUE_LABEL] == "team-a"
+    progressing = condition(cluster, ns, "lifelongruns", run, "Progressing")
+    assert progressing["reason"] == "AwaitingAdmission" and extract in progressing["message"]
+    assert status(cluster, ns, "instructiondatasets", "d0")["phase"] == "Queued"
+    assert "Queued" in cluster.kubectl("get", "llr", run, "-n", ns).stdout
+
+    def admit_all() -> bool:  # the queue admits every waiting Job of the run; True once the run is done
+        for j in cluster.api.list("jobs", ns):
+            if j["spec"].get("suspend"):
+                cluster.kubectl("patch", "job", j["metadata"]["name"], "-n", ns, "--type=merge",
+                                "-p", '{"spec": {"suspend": false}}')
+        return status(cluster, ns, "lifelongruns", run).get("stepsCompleted") == 1
+    wait_for(admit_all, 60, "every admitted stage to run")
+    train = cluster.api.find("jobs", ns, job_name(run, 0, "train"))
+    assert train["spec"]["template"]["spec"]["priorityClassName"] == "batch-low"
+    assert Counter(j for j, _, _ in kubelet.started_pods) == {job_name(run, 0, s): 1 for s in STAGES}

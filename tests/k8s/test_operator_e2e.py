@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -132,15 +133,21 @@ def test_suspend_failure_and_retry(cluster: Cluster, namespace: str, start_opera
     assert cluster.api.list("jobs", ns) == [] and status(cluster, ns, "lifelongruns", RUN)["phase"] == "Suspended"
     assert status(cluster, ns, "instructiondatasets", "d0")["phase"] == "Queued"
 
-    # Resume; suspend again while extract runs: it finishes, nothing new starts.
+    # Resume; suspend again while extract runs: its Job is deleted (its pod stopped, whatever it
+    # held freed), nothing new starts; resumed, extract starts over and the run goes on.
+    extract = job_name(RUN, 0, "extract")
     cluster.kubectl("patch", "llr", RUN, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": false}}')
-    wait_for(lambda: has_job(cluster, ns, job_name(RUN, 0, "extract")), 30, "extract to start")
+    wait_for(lambda: any(j == extract for j, _, _ in kubelet.started_pods), 30, "extract's pod to start")
     cluster.kubectl("patch", "llr", RUN, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": true}}')
-    held.unlink()
     cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Suspended", f"llr/{RUN}", "-n", ns, "--timeout=30s")
-    assert job_done(cluster, ns, job_name(RUN, 0, "extract"))
-    assert job_names(cluster, ns) == [job_name(RUN, 0, "extract")]
+    wait_for(lambda: job_names(cluster, ns) == [], 30, "the running extract Job to be deleted")
+    assert any(e["reason"] == "StageStopped" and extract in e["message"] for e in events(cluster, ns))
+    time.sleep(1)  # a few passes with the Job gone: the dataset keeps its step
+    assert status(cluster, ns, "instructiondatasets", "d0")["step"] == 0
+    held.unlink()
     cluster.kubectl("patch", "llr", RUN, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    wait_for(lambda: job_done(cluster, ns, extract), 30, "extract to run again and finish")
+    assert [j for j, _, _ in kubelet.started_pods].count(extract) == 2
 
     # train crashes twice (backoffLimit 1): the run fails naming the stage and the reason.
     cluster.kubectl("wait", "--for=condition=Failed", f"llr/{RUN}", "-n", ns, "--timeout=60s")
@@ -167,7 +174,8 @@ def test_suspend_failure_and_retry(cluster: Cluster, namespace: str, start_opera
     cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{RUN}", "-n", ns, "--timeout=60s")
     assert condition(cluster, ns, "lifelongruns", RUN, "Failed")["status"] == "False"
     assert job_names(cluster, ns) == sorted(job_name(RUN, 0, s) for s in STAGES)
-    assert Counter(c["stage"] for c in calls(store)) == {"extract": 1, "cluster-select": 1, "train": 3, "eval": 2,
+    # extract twice: stopped by the suspension, then run again
+    assert Counter(c["stage"] for c in calls(store)) == {"extract": 2, "cluster-select": 1, "train": 3, "eval": 2,
                                                          "prune": 1}
 
 

@@ -11,7 +11,7 @@ from adaptinf.operator.config import ConfigError, OperatorConfig
 from adaptinf.operator.jobs import CONTAINER, RUN_LABEL, STAGE_LABEL, STEP_LABEL, build_job, job_name
 from adaptinf.operator.reconcile import dataset_view, job_view
 from adaptinf.operator.steps import (ACTIVE, FAILED, SUCCEEDED, ClearRetry, CreateJob, DatasetView, DeleteJob, JobView,
-                                     Observation, ReportJob, plan, schedule)
+                                     Observation, ReportJob, StopJob, plan, schedule)
 
 RUN = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun",
        "metadata": {"name": "demo", "namespace": "ml", "uid": "run-uid", "labels": {"team": "vision"}},
@@ -222,13 +222,35 @@ def test_whole_run_and_next_dataset() -> None:
     assert (done.step, done.stage, done.dataset) == (1, "prune", "b")
 
 
-def test_suspend_pauses_before_the_next_stage() -> None:
+def test_suspend_stops_the_running_stage_and_starts_nothing() -> None:
     assert plan(obs([ds("a")], suspended=True)).phase == "Suspended"
     assert plan(obs([ds("a")], suspended=True)).actions == []
-    running = plan(obs([ds("a")], [job(0, "extract", ACTIVE)], suspended=True))
-    assert running.phase == "Running"  # the running stage finishes
+    extract = job(0, "extract", ACTIVE)
+    running = plan(obs([ds("a")], [extract], suspended=True))
+    # The running Job is deleted: its pods (and GPUs) go; the stage starts over on resume.
+    assert running.phase == "Suspended" and running.actions == [StopJob(extract)]
+    assert running.datasets["a"].reason == "Suspended" and "runs again on resume" in running.datasets["a"].message
+    # Outputs already sealed: the pod is finishing; let it, rather than lose the stage.
+    sealing = plan(obs([ds("a")], [extract], committed=frozenset({(0, "extract")}), suspended=True))
+    assert sealing.phase == "Running" and sealing.actions == []
     after = plan(obs([ds("a")], [job(0, "extract", SUCCEEDED, reported=True)], suspended=True))
     assert after.phase == "Suspended" and after.actions == [] and after.datasets["a"].phase == "Running"
+    resumed = plan(obs([ds("a")], [job(0, "extract", SUCCEEDED, reported=True)]))
+    assert resumed.actions == [CreateJob(0, "cluster-select", "a")]
+    # The stopped Job is gone: the dataset keeps its step (the run's nextStep is past it already).
+    gone = plan(obs([ds("a", step=0)], suspended=True, next_step=1))
+    assert gone.phase == "Suspended" and gone.datasets["a"].step == 0
+    assert plan(obs([ds("a", step=0)], next_step=1)).actions == [CreateJob(0, "extract", "a")]
+
+
+def test_a_job_waiting_for_its_queue_is_queued_not_running() -> None:
+    waiting = job(0, "train", ACTIVE, suspended=True, pending_for=None)
+    done = [job(0, s, SUCCEEDED, reported=True) for s in ("extract", "cluster-select")]
+    p = plan(obs([ds("a")], done + [waiting], pending_timeout=1.0))
+    assert p.phase == "Queued" and p.actions == [] and p.active_job == waiting.name and p.stuck is None
+    assert (p.datasets["a"].phase, p.datasets["a"].reason) == ("Queued", "AwaitingAdmission")
+    # Suspending the run while it waits deletes the Job too: it leaves the queue.
+    assert plan(obs([ds("a")], done + [waiting], suspended=True)).actions == [StopJob(waiting)]
 
 
 def test_failure_stops_the_run_and_retry_deletes_the_job() -> None:
@@ -347,3 +369,27 @@ def test_a_quantity_that_kubernetes_would_refuse_is_a_spec_error(value, message)
     with pytest.raises(SpecError, match="resources.train.cpu") as err:
         parse_resource(run)
     assert message in str(err.value)
+
+
+def test_a_queued_run_creates_suspended_jobs_for_kueue() -> None:
+    """The run's Kueue label reaches every Job, which is created suspended (Kueue admits it by
+    unsuspending); its pods do not carry the label; priorityClassName reaches the pods."""
+    from adaptinf.operator.jobs import QUEUE_LABEL
+    run = json.loads(json.dumps(RUN))
+    run["metadata"]["labels"][QUEUE_LABEL] = "team-a"
+    run["spec"]["resources"]["train"]["priorityClassName"] = "batch-high"
+    train = build_job(run, 2, "train", DATASET, OperatorConfig.from_env({}))
+    assert train["metadata"]["labels"][QUEUE_LABEL] == "team-a" and train["spec"]["suspend"] is True
+    assert QUEUE_LABEL not in train["spec"]["template"]["metadata"]["labels"]
+    assert train["spec"]["template"]["spec"]["priorityClassName"] == "batch-high"
+    plain = build_job(RUN, 2, "extract", DATASET, OperatorConfig.from_env({}))
+    assert "suspend" not in plain["spec"] and "priorityClassName" not in plain["spec"]["template"]["spec"]
+
+
+def test_job_view_reads_a_suspended_job() -> None:
+    j = {"metadata": {"name": "demo-s0-train", "labels": {STEP_LABEL: "0", STAGE_LABEL: "train",
+                                                          "adaptinf.dev/dataset": "a"}},
+         "spec": {"suspend": True}, "status": {"conditions": [{"type": "Suspended", "status": "True"}]}}
+    assert job_view(j, [], 0.0).suspended and job_view(j, [], 0.0).state == ACTIVE
+    j["spec"]["suspend"] = False
+    assert not job_view(j, [], 0.0).suspended
