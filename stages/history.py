@@ -51,6 +51,16 @@ def stage_seconds(store: Store, run: str, step: int) -> dict[str, float]:
     return out
 
 
+def latest_adapter_uri(store: Store, run: str, steps: list[int]) -> str | None:
+    """Where the adapter of the latest finished step that trained one lives (its config names the
+    base it applies to): the result to take away."""
+    for step in reversed(steps):
+        folder = f"{layout.stage_prefix(run, step, 'train')}/adapter"
+        if store.exists(f"{folder}/adapter_config.json"):
+            return store.uri(folder)
+    return None
+
+
 def build_summary(store: Store, run: str, strategy: str) -> dict[str, Any]:
     """The `summary.json` document: one row per finished step, plus the final figures."""
     rows, failed = [], []
@@ -75,7 +85,8 @@ def build_summary(store: Store, run: str, strategy: str) -> dict[str, Any]:
     history = [r["skills"] for r in rows if r["skills"]]
     final = {"avg_acc": average_accuracy(history[-1]) if history else None,
              "forgetting_rate": forgetting_rate(history),
-             "forgetting_rate_taught": forgetting_rate_taught(history)}
+             "forgetting_rate_taught": forgetting_rate_taught(history),
+             "adapter": latest_adapter_uri(store, run, [r["step"] for r in rows])}
     out = {"run": run, "strategy": strategy, "steps": rows, "failed_steps": failed, "final": final}
     if get_strategy(strategy).joint:   # multitask: steps before the last were only ingested
         out["joint"] = True

@@ -35,6 +35,22 @@ def base_source(ctx: StageContext) -> str:
     return ctx.spec.model.base
 
 
+def base_identity(ctx: StageContext) -> str:
+    """The base this run's adapters apply to, named so that it can be found outside this pod:
+    the run's tuned base in the store (its URI), else `model.base` as the spec gives it."""
+    prefix = base_prefix(ctx.run)
+    return ctx.store.uri(prefix) if ctx.store.is_committed(prefix) else ctx.spec.model.base
+
+
+def record_base(folder: Path, base: str) -> None:
+    """Point every adapter_config.json under `folder` at `base`: peft writes the path it loaded the
+    base from, which is a temporary copy inside the stage pod."""
+    for path in folder.rglob("adapter_config.json"):
+        config = json.loads(path.read_text())
+        config["base_model_name_or_path"] = base
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def adapter_prefix(ctx: StageContext, step: int) -> str:
     return f"{layout.stage_prefix(ctx.run, step, 'train')}/adapter"
 

@@ -21,7 +21,7 @@ from . import continual
 from .cluster_select import initial_tuning_step
 from .context import StageContext
 from .ingest import candidate_pool
-from .models import base_prefix
+from .models import base_identity, base_prefix, record_base
 from .runtime import run_idempotent
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
         return summary
     with tempfile.TemporaryDirectory() as tmp:
         bundle.model.save_pretrained(tmp)
+        record_base(Path(tmp), base_identity(ctx))
         summary.update(continual.after_training(ctx, bundle, records, Path(tmp), penalty))  # Fisher / routing keys
         for path in sorted(Path(tmp).rglob("*")):
             if path.is_file():

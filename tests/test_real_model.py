@@ -7,7 +7,9 @@ when the package is not installed; `make install-dev` installs it, so CI runs th
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import json
 import math
 import os
@@ -232,3 +234,17 @@ def test_short_lifelong_run_with_the_real_model(smollm2_dir, tmp_path):
     losses = [json.loads(p.read_text())["summary"]["loss"] for p in sorted(
         (tmp_path / "work" / "real" / "steps").glob("*/train/_COMMITTED.json"))]
     assert len(losses) == 2 and all(math.isfinite(x) for l in losses for x in l) and all(l[-1] < l[0] for l in losses)
+    # The README's "Take the result away" lines, literally, on this run: the adapter's config
+    # names the base (not a temporary copy), and the loaded model answers.
+    adapter = Path(summary["final"]["adapter"])
+    assert adapter == tmp_path / "work" / "real" / "steps" / "0001" / "train" / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(smollm2_dir)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Take the result away", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("adaptinf-work/real/summary.json", str(tmp_path / "work" / "real" / "summary.json"))
+    assert code.count(str(tmp_path)) == 1
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        exec(compile(code, "README.md", "exec"), {})
+    answer = out.getvalue().split("capital of Italy?", 1)[1]
+    assert "Rome" in answer, out.getvalue()
