@@ -14,7 +14,8 @@ together are ordered by `order`, and one that arrives late never renumbers a ste
 Within a step the stages run one after the other (extract → cluster-select → train → eval →
 prune). A suspended run stops its running stage (the Job is deleted, which frees its GPUs; the
 stage starts over on resume) unless its outputs are already committed. A Job whose
-`spec.suspend` is true waits for a queue (Kueue) to admit it: the run is Queued, not Running. A failed Job stops the run (phase Failed) until the retry annotation names its step —
+`spec.suspend` is true waits for a queue (Kueue) to admit it: the run is Queued, not Running.
+A failed Job stops the run (phase Failed) until the retry annotation names its step —
 except an extract that failed because the dataset had no usable record: that step is skipped
 (the dataset is Failed with reason NoUsableRecords) and the run goes on with the next dataset.
 """
