@@ -14,6 +14,18 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread per process for the whole suite (and the stages and workers it starts).
+
+    The suite runs 2 xdist workers on a 2-core machine, and each test may start stage processes
+    or compare workers: every process sizing its pool to the machine's 2 CPUs oversubscribes
+    them, and torch's threads then spin-wait on each other (the suite ran 2-3x longer). This is
+    what `--threads 1` does for a user; tests/test_threads.py clears it to test the default.
+    """
+    os.environ.setdefault("ADAPTINF_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

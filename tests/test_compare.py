@@ -103,11 +103,11 @@ def test_quick_compare_end_to_end(tmp_path):
     from adaptinf.cli import main
     out = tmp_path / "cmp"
     # 3 of the quick stream's 5 datasets: two selection steps keep every figure defined and
-    # halve the test's cost.
-    assert main(["compare", "--out", str(out), "--quick", "--seeds", "2", "--strategies", "random,lite-adapt-inf",
+    # halve the test's cost. Random's paired differences are checked on the user stream below.
+    assert main(["compare", "--out", str(out), "--quick", "--seeds", "2", "--strategies", "lite-adapt-inf",
                  "--steps", "3", "--jobs", "2", "--no-progress"]) == 0
     rows = {r["strategy"]: r for r in json.loads((out / "table.json").read_text())}
-    assert set(rows) == {"sequential", "random", "lite-adapt-inf"}
+    assert set(rows) == {"sequential", "lite-adapt-inf"}
     for r in rows.values():
         assert r["seeds"] == [0, 1]
         assert 0 <= r["avg_acc"] <= 1 and r["forgetting_rate"] >= 0 and r["relative_gain"] >= 0
@@ -138,7 +138,7 @@ def test_quick_compare_end_to_end(tmp_path):
     assert parent.data.metrics["lite-adapt-inf.relative_gain"] == pytest.approx(rows["lite-adapt-inf"]["relative_gain"])
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 6
+    assert len(children) == 4   # 2 strategies × 2 seeds
     history = client.get_metric_history(children[0].info.run_id, "avg_acc")
     assert sorted(m.step for m in history) == [0, 1, 2]
 
@@ -163,8 +163,9 @@ def _user_stream(demo: Path, out: Path, eval_suite: bool = True, datasets: int =
     suite = [{"skill": s, "path": str(demo / "eval" / f"{s}.jsonl"), "imageRoot": str(demo), "metric": "exact_match"}
              for s in ("colour", "count", "shape")] if eval_suite else []
     run = {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "metadata": {"name": "mine"},
-           "spec": {"model": {"base": str(demo / "model"), "initialTuning": "full"},
-                    "strategy": "random", "trainBudget": 40, "training": {"epochs": 3, "learningRate": 5e-3},
+           # A short recipe (the user's choice; what is tested is the comparison, not learning).
+           "spec": {"model": {"base": str(demo / "model"), "initialTuning": "full", "initialEpochs": 3},
+                    "strategy": "random", "trainBudget": 40, "training": {"epochs": 1, "learningRate": 5e-3},
                     "eval": {"suite": suite, "maxNewTokens": 8}, "storage": {"uri": "artifacts"}}}
     (out / "run.yaml").write_text(yaml.safe_dump(run))
     return [str(out / "run.yaml"), *files]

@@ -65,7 +65,9 @@ def start_kubelet(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Ku
 
     def start(command_map: dict[str, list[str]] | None = None, extra_env: dict[str, str] | None = None,
               node_labels: dict[str, str] | None = None, **options: Any) -> Kubelet:
-        base_env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "LANG") if k in os.environ}
+        # The node's own settings; ADAPTINF_THREADS / OMP_NUM_THREADS: one thread a pod (tests/conftest.py).
+        base_env = {k: os.environ[k] for k in ("PATH", "HOME", "PYTHONPATH", "LANG", "ADAPTINF_THREADS",
+                                               "OMP_NUM_THREADS") if k in os.environ}
         kubelet = Kubelet(KubeApi(cluster.server, "adaptinf-test-kubelet"), tmp_path / "kubelet",
                           extra_env={**base_env, **(extra_env or {})}, command_map=command_map,
                           node_labels=node_labels, **options).start()
