@@ -114,6 +114,25 @@ def test_a_different_request_is_refused_naming_the_fields_and_the_ways_out(bad_s
     assert run_local(run, datasets, work, tracking=False, progress=False, strategy="random")["steps"] == redone["steps"]
 
 
+def test_a_workdir_from_before_a_new_spec_field_resumes(bad_stream):
+    """A field added in a later version (strategyOptions) is absent from older inputs.json files:
+    it counts as its default, so the workdir resumes instead of being refused."""
+    work = bad_stream / "work"
+    run, datasets = collect(files(bad_stream, "bad"))
+    run_local(run, datasets, work, tracking=False, progress=False)
+    store = LocalStore(work)
+    inputs = store.read_json(layout.inputs_key(run.name, 0))
+    assert inputs["run_spec"].pop("strategyOptions") == {}
+    store.write_json(layout.inputs_key(run.name, 0), inputs)
+    again = run_local(run, datasets, work, tracking=False, progress=False)
+    assert [f["step"] for f in again["failed_steps"]] == [0]
+    # A real difference is still one.
+    with pytest.raises(ResumeRefused, match=r"run\.strategyOptions\.fraction: None in the workdir, 0\.5"):
+        run_local(run.model_copy(update={"spec": run.spec.model_copy(
+            update={"strategy": "replay", "strategy_options": {"fraction": 0.5}})}),
+            datasets, work, tracking=False, progress=False)
+
+
 def test_a_second_run_on_a_locked_workdir_says_who_holds_it(bad_stream, capsys):
     work = bad_stream / "work"
     args = ["run-local", *files(bad_stream, "bad"), "--workdir", str(work), "--no-mlflow", "--no-progress"]

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from adaptinf import layout
-from adaptinf.spec import SpecError
+from adaptinf.spec import LifelongRunSpec, SpecError
 from adaptinf.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,16 @@ def differences(recorded: dict[str, Any], requested: dict[str, Any], ignored: tu
     return out
 
 
+def _with_current_defaults(run_spec: dict[str, Any]) -> dict[str, Any]:
+    """A recorded run spec as this version reads it: a field added since the workdir was written
+    (e.g. strategyOptions) counts as its default, not as a difference. Left as recorded if it
+    no longer validates (the difference is then reported field by field)."""
+    try:
+        return LifelongRunSpec.model_validate(run_spec).to_dict()
+    except ValueError:
+        return run_spec
+
+
 def step_differences(store: Store, run: str, run_spec: dict[str, Any],
                      datasets: list[tuple[str, dict[str, Any]]]) -> dict[int, list[str]]:
     """For every started step, what differs between its `inputs.json` and the request."""
@@ -57,7 +67,7 @@ def step_differences(store: Store, run: str, run_spec: dict[str, Any],
         diff = []
         if snap["dataset"] != name:
             diff.append(f"dataset: {snap['dataset']!r} in the workdir, {name!r} requested")
-        diff += [f"run.{d}" for d in differences(snap["run_spec"], run_spec, IGNORED)]
+        diff += [f"run.{d}" for d in differences(_with_current_defaults(snap["run_spec"]), run_spec, IGNORED)]
         diff += [f"dataset.{d}" for d in differences(snap["dataset_spec"], ds_spec)]
         if diff:
             out[step] = diff
