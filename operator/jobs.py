@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from typing import Any
 
 import kopf
 
+from adaptinf.pod_template import SHM_PATH, SHM_VOLUME_NAME
 from adaptinf.spec import InstructionDatasetSpec, LifelongRunSpec, StageResources
 
 from .config import OperatorConfig
@@ -36,8 +38,9 @@ CPU_STAGES = ("cluster-select", "prune")
 # Stages that run on one device whatever the default says (only train runs a process per GPU).
 ONE_DEVICE_STAGES = ("extract", "eval")
 # NCCL between the processes of a multi-GPU train goes through /dev/shm; a container's default
-# (64 MiB) is far too small. A memory-backed emptyDir (it counts against the memory limit).
-SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+# (64 MiB) is far too small. A memory-backed emptyDir (it counts against the memory limit);
+# `resources.<stage>.shmSize` gives it a size (and any stage one), `shmSize: 0` takes it away.
+SHM_VOLUME = {"name": SHM_VOLUME_NAME, "emptyDir": {"medium": "Memory"}}
 # Kueue's queue label. On the LifelongRun it reaches every stage Job (the run's labels do), and a
 # Job that carries it is created suspended: Kueue admits it by setting spec.suspend to false, and
 # no pod starts (no GPU is held) before that. Not on the pod template: the pods belong to the Job.
@@ -116,6 +119,8 @@ def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig, gpus: 
         requests["cpu"] = res.cpu
     if res.memory:
         requests["memory"] = limits["memory"] = res.memory
+    if res.ephemeral_storage:  # a request only: a limit would evict a stage that writes a little more
+        requests["ephemeral-storage"] = res.ephemeral_storage
     if gpus:
         requests[cfg.gpu_resource] = limits[cfg.gpu_resource] = str(gpus)
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
@@ -124,6 +129,61 @@ def stage_resources(res: StageResources, stage: str, cfg: OperatorConfig, gpus: 
 def _train_processes(stage: str, gpus: int) -> list[dict[str, Any]]:
     """Train on several GPUs of one pod: one process per GPU (the stage launches torchrun)."""
     return [{"name": "ADAPTINF_TRAIN_PROCESSES", "value": str(gpus)}] if stage == "train" and gpus > 1 else []
+
+
+def _is_zero(quantity: str) -> bool:
+    mantissa = re.match(r"[0-9.]*", quantity)
+    return float(mantissa.group() or 0) == 0 if mantissa else False
+
+
+def shm_volume(res: StageResources, stage: str, gpus: int) -> dict[str, Any] | None:
+    """The memory-backed /dev/shm: `shmSize` sizes it (0: none); without it a multi-GPU train gets
+    one bounded only by the memory limit, other stages the container runtime's 64 MiB."""
+    if res.shm_size is not None:
+        if _is_zero(res.shm_size):
+            return None
+        return {"name": SHM_VOLUME_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}}
+    return copy.deepcopy(SHM_VOLUME) if stage == "train" and gpus > 1 else None
+
+
+def pod_template(res: StageResources, stage: str, gpus: int, labels: dict[str, str], container: dict[str, Any],
+                 cfg: OperatorConfig) -> dict[str, Any]:
+    """The Job's pod template: the operator's own fields, then the run's pod-template overlay
+    (resources.<stage> over resources.default), which never replaces an operator field."""
+    container.setdefault("env", []).extend(e.to_dict() for e in res.env or [])
+    if res.env_from:  # the container's `env` (the operator's variables) wins over envFrom keys
+        container["envFrom"] = [e.to_dict() for e in res.env_from]
+    volumes = [v.to_dict() for v in res.volumes or []]
+    mounts = [m.to_dict() for m in res.volume_mounts or []]
+    if (shm := shm_volume(res, stage, gpus)) is not None:
+        volumes.insert(0, shm)
+        mounts.insert(0, {"name": SHM_VOLUME_NAME, "mountPath": SHM_PATH})
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if volumes:
+        pod_spec["volumes"] = volumes
+    node_selector = {**cfg.node_selector, **(res.node_selector or {})}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = cfg.tolerations + [t.to_dict() for t in res.tolerations or []]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if res.affinity:
+        pod_spec["affinity"] = copy.deepcopy(res.affinity)
+    if cfg.service_account:
+        pod_spec["serviceAccountName"] = cfg.service_account
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name  # Kueue reads it as the workload's priority
+    if res.runtime_class_name:
+        pod_spec["runtimeClassName"] = res.runtime_class_name
+    if res.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in dict.fromkeys(res.image_pull_secrets)]
+    # The operator's labels cannot be overridden (spec.py refuses them in podLabels).
+    metadata: dict[str, Any] = {"labels": {**(res.pod_labels or {}), **labels}}
+    if res.pod_annotations:
+        metadata["annotations"] = dict(res.pod_annotations)
+    return {"metadata": metadata, "spec": pod_spec}
 
 
 def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
@@ -148,26 +208,12 @@ def build_job(run: dict[str, Any], step: int, stage: str, dataset: dict[str, Any
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
                             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
     }
-    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
-    if stage == "train" and gpus > 1:
-        pod_spec["volumes"] = [dict(SHM_VOLUME)]
-        container["volumeMounts"] = [{"name": SHM_VOLUME["name"], "mountPath": "/dev/shm"}]
-    node_selector = {**cfg.node_selector, **(res.node_selector or {})}
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    tolerations = cfg.tolerations + [t.to_dict() for t in res.tolerations or []]
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if cfg.service_account:
-        pod_spec["serviceAccountName"] = cfg.service_account
-    if res.priority_class_name:
-        pod_spec["priorityClassName"] = res.priority_class_name  # Kueue reads it as the workload's priority
     backoff = res.backoff_limit if res.backoff_limit is not None else cfg.backoff_limit
     job_spec: dict[str, Any] = {
         "backoffLimit": backoff,
         "activeDeadlineSeconds": res.active_deadline_seconds or cfg.active_deadline,
         "podFailurePolicy": copy.deepcopy(POD_FAILURE_POLICY),
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        "template": pod_template(res, stage, gpus, labels, container, cfg),
     }
     if stage == "extract":  # one pod per shard; the stage reads JOB_COMPLETION_INDEX
         shards = spec.extract.shards

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from adaptinf import layout
-from adaptinf.spec import LifelongRunSpec
+from adaptinf.spec import LifelongRunSpec, error_line
 from adaptinf.store import Store, StoreError, open_store
 
 from . import ownership
@@ -397,7 +397,7 @@ class Reconciler:
             self.events.warn(run, "RunFailed", by_type["Failed"]["message"])
 
     def _invalid(self, run: dict[str, Any], err: ValidationError) -> None:
-        message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        message = "; ".join(error_line(e) for e in err.errors())
         self._refuse(run, "InvalidSpec", message)
 
     def _refuse(self, run: dict[str, Any], reason: str, message: str) -> None:

@@ -35,7 +35,13 @@ def selection_context(ctx: StageContext, scorers: tuple[str, ...]) -> SelectionC
         stability_seeds=c.stability_seeds, cluster_features=c.features, ccs_bin_rule=sel.ccs_bin_rule,
         ccs_bins=sel.ccs_bins, budget_split=sel.budget_split, diffuse=sel.diffuse,
         diffuse_ratio=sel.diffuse_ratio, mastered=sel.mastered, mastered_loss=sel.mastered_loss,
-        mastered_budget=sel.mastered_budget)
+        mastered_budget=sel.mastered_budget, options=dict(ctx.spec.strategy_options))
+
+
+def run_params(ctx: StageContext) -> dict[str, Any]:
+    """The parent MLflow run's params: the spec, with the strategy's options in effect (its
+    defaults too, as for every other field) rather than only the ones the spec sets."""
+    return {**ctx.spec.to_dict(), "strategyOptions": ctx.spec.effective_strategy_options()}
 
 
 def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
@@ -68,5 +74,5 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     if ctx.tracker.enabled:
-        ctx.tracker.parent_id(params=ctx.spec.to_dict())
+        ctx.tracker.parent_id(params=run_params(ctx))
     return run_idempotent("cluster-select", ctx, _body)

@@ -76,7 +76,11 @@ def _fisher_upto(ctx: StageContext, bundle: ModelBundle, step: int, adapter: Pat
         return ewc.load_fisher(stored)
     log.info("ewc: adapter of step %d has no Fisher; estimating it from that step's training data", step)
     return ewc.diagonal_fisher(bundle, Encoder(bundle, ctx.spec.training.max_length), _training_records(ctx, step),
-                               ctx.spec.training.batch_size, seed=ctx.spec.seed + step)
+                               ctx.spec.training.batch_size, _fisher_samples(ctx), seed=ctx.spec.seed + step)
+
+
+def _fisher_samples(ctx: StageContext) -> int:
+    return int(ctx.spec.effective_strategy_options()["fisher_samples"])
 
 
 def penalty(ctx: StageContext, bundle: ModelBundle) -> tuple[ewc.EwcPenalty | None, dict[str, Any]]:
@@ -89,8 +93,8 @@ def penalty(ctx: StageContext, bundle: ModelBundle) -> tuple[ewc.EwcPenalty | No
         return None, {"ewc": "no previous adapter: no penalty"}
     step, adapter = previous
     fisher = _fisher_upto(ctx, bundle, step, adapter)
-    return ewc.EwcPenalty(bundle.model, fisher, ewc.DEFAULT_LAMBDA), \
-        {"ewc": {"lambda": ewc.DEFAULT_LAMBDA, "fisher_upto_step": step}}
+    lam = float(ctx.spec.effective_strategy_options()["lambda"])
+    return ewc.EwcPenalty(bundle.model, fisher, lam), {"ewc": {"lambda": lam, "fisher_upto_step": step}}
 
 
 def after_training(ctx: StageContext, bundle: ModelBundle, records: list[Record], adapter_dir: Path,
@@ -100,10 +104,10 @@ def after_training(ctx: StageContext, bundle: ModelBundle, records: list[Record]
     kind = regime(ctx)
     encoder = Encoder(bundle, ctx.spec.training.max_length)
     if kind == "ewc":
-        fisher = ewc.diagonal_fisher(bundle, encoder, records, ctx.spec.training.batch_size,
+        fisher = ewc.diagonal_fisher(bundle, encoder, records, ctx.spec.training.batch_size, _fisher_samples(ctx),
                                      seed=ctx.spec.seed + ctx.step)
         ewc.save_fisher(ewc.accumulate(fisher, penalty.fisher if penalty else None), adapter_dir / ewc.FISHER_FILE)
-        return {"ewc_fisher_samples": min(len(records), ewc.DEFAULT_MAX_SAMPLES)}
+        return {"ewc_fisher_samples": min(len(records), _fisher_samples(ctx))}
     if kind == "expansion":
         states = prompt_states(bundle, encoder, records, _layer(ctx, bundle), ctx.spec.eval.batch_size)
         np.save(adapter_dir / ROUTING_KEY_FILE, routing_keys(states, seed=ctx.spec.seed))

@@ -29,3 +29,27 @@ def test_the_training_bar_is_labelled(demo_quick, capsys):
     with progress.labelled(3, "train"):
         train_model(bundle, Encoder(bundle, 128), records, TrainConfig(epochs=1, batch_size=4), progress=True)
     assert "step 3 train" in capsys.readouterr().err
+
+
+def test_run_local_without_progress_gives_the_stages_no_bars(demo_quick, tmp_path, monkeypatch):
+    """`progress=False` (compare's workers, `--no-progress`) reaches every stage's context
+    (it was shadowed by the progress-label module and every stage drew its bars)."""
+    import pytest
+
+    from adaptinf.runner import collect, run_local
+    from adaptinf.stages import registry
+
+    seen: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def build_context(*args, progress, **kwargs):
+        seen.append(progress)
+        raise Stop
+
+    monkeypatch.setattr(registry, "build_context", build_context)
+    run, datasets = collect([str(demo_quick / "lifelongrun.yaml"), str(demo_quick / "datasets")])
+    with pytest.raises(Stop):
+        run_local(run, datasets[:1], tmp_path / "work", tracking=False, progress=False)
+    assert seen == [False]

@@ -7,13 +7,19 @@ CRD schema in `crds/` mirrors these models (a test keeps them in step).
 """
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from adaptinf import strategy_options
+from adaptinf.pod_template import (DNS_SUBDOMAIN, OPERATOR_ANNOTATION_PREFIXES, OPERATOR_LABEL_PREFIXES,
+                                   OPERATOR_LABELS, OPERATOR_VOLUMES, SHM_PATH, EnvFromSource, EnvVar, LabelValue,
+                                   PodVolume, VolumeMount, qualified_name_error, reserved)
+from adaptinf.spec_base import SpecError, SpecModel
 
 API_GROUP = "adaptinf.dev"
 API_VERSION = "v1alpha1"
@@ -30,18 +36,7 @@ DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_p
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-class SpecError(ValueError):
-    """A resource is invalid; the message names the resource and the field."""
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
-
-
-class LoraSpec(_Spec):
+class LoraSpec(SpecModel):
     rank: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -61,7 +56,7 @@ class LoraSpec(_Spec):
         return v
 
 
-class ModelSpec(_Spec):
+class ModelSpec(SpecModel):
     base: str = Field(..., min_length=1, description="local path, s3:// URI or hub id")
     # Step 0 instruction-tunes the base on the first dataset before any selection step:
     # `full` for a model trained from scratch (the tiny demo), `lora` or `none` for a real one.
@@ -72,7 +67,7 @@ class ModelSpec(_Spec):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
-class ExtractSpec(_Spec):
+class ExtractSpec(SpecModel):
     # "middle", "first", "last", "all" or explicit decoder-layer indices.
     layers: list[int | Literal["middle", "first", "last", "all"]] = Field(
         default_factory=lambda: ["middle"])  # type: ignore[arg-type]  # list[str] of the Literal
@@ -87,7 +82,7 @@ class ExtractSpec(_Spec):
     proxy_model: str | None = None
 
 
-class ClusteringSpec(_Spec):
+class ClusteringSpec(SpecModel):
     k_min: int = Field(5, ge=1)
     k_max: int = Field(50, ge=1)
     seed: int = 0
@@ -110,7 +105,7 @@ class ClusteringSpec(_Spec):
         return self
 
 
-class SelectionSpec(_Spec):
+class SelectionSpec(SpecModel):
     """Adapt-∞'s budget split and CCS where the paper is silent (docs/options.md)."""
     # CCS strata (and the scorer-choice histogram): "quota" uses min(ccsBins, the cluster's
     # quota), "fixed" always ccsBins (the paper: 50 bins, whatever the quota).
@@ -132,7 +127,7 @@ class SelectionSpec(_Spec):
     mastered_budget: Literal["cluster", "size"] = "cluster"
 
 
-class PruneSpec(_Spec):
+class PruneSpec(SpecModel):
     """Lite-Adapt-∞ pool pruning safeguards (docs/options.md)."""
     # At most this share of a cluster removed per step (the paper: 1.0, no cap).
     max_cluster_fraction: float = Field(0.5, gt=0, le=1)
@@ -143,7 +138,7 @@ class PruneSpec(_Spec):
     hidden_states: Literal["after-train", "extract"] = "after-train"
 
 
-class TrainingSpec(_Spec):
+class TrainingSpec(SpecModel):
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(16, ge=1, le=4096)
     gradient_accumulation: int = Field(1, ge=1)
@@ -155,7 +150,7 @@ class TrainingSpec(_Spec):
     seed: int = 0
 
 
-class EvalTask(_Spec):
+class EvalTask(SpecModel):
     skill: str = Field(..., min_length=1)
     path: str = Field(..., min_length=1)
     metric: Literal["exact_match", "iou", "bleu"] = "exact_match"
@@ -163,18 +158,18 @@ class EvalTask(_Spec):
     image_root: str | None = None  # images are relative to this (default: the file's folder)
 
 
-class EvalSpec(_Spec):
+class EvalSpec(SpecModel):
     suite: list[EvalTask] = Field(default_factory=list)
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(32, ge=1, le=4096)
     max_samples: int | None = Field(None, ge=1)
 
 
-class StorageSpec(_Spec):
+class StorageSpec(SpecModel):
     uri: str = Field(..., min_length=1, description="s3://bucket/prefix or a local directory")
 
 
-class MlflowSpec(_Spec):
+class MlflowSpec(SpecModel):
     experiment: str = Field("adapt-inf", min_length=1)
     tracking_uri: str | None = None
 
@@ -190,7 +185,7 @@ class MlflowSpec(_Spec):
         return uri
 
 
-class Toleration(_Spec):
+class Toleration(SpecModel):
     key: str | None = None
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
@@ -201,8 +196,7 @@ class Toleration(_Spec):
 # A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity, without a sign).
 QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 
-
-class StageResources(_Spec):
+class StageResources(SpecModel):
     """Scheduling of one stage's Job (operator only; the local runner ignores it), and `threads`:
     the stage's CPU threads on either backend (default: CPU quota and affinity, adaptinf.threads)."""
     gpus: int | None = Field(None, ge=0, le=8)  # one pod, one node: nodes have at most 8
@@ -215,8 +209,74 @@ class StageResources(_Spec):
     threads: int | None = Field(None, ge=1, le=1024)
     # The stage pods' PriorityClass (Kueue takes it as the workload's priority too).
     priority_class_name: str | None = Field(None, min_length=1, max_length=253)
+    ephemeral_storage: str | None = Field(None, pattern=QUANTITY)  # a request: local disk of the pod
+    # The pod template (docs/install.md "Pod template per stage"); the operator's own labels, env
+    # and volumes stay and cannot be overridden.
+    affinity: dict[str, Any] | None = None  # a Kubernetes Affinity, passed as it is
+    image_pull_secrets: list[str] | None = None  # Secret names
+    pod_labels: dict[str, LabelValue] | None = None
+    pod_annotations: dict[str, str] | None = None
+    runtime_class_name: str | None = Field(None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    env: list[EnvVar] | None = None
+    env_from: list[EnvFromSource] | None = None
+    volumes: list[PodVolume] | None = None
+    volume_mounts: list[VolumeMount] | None = None
+    # A memory-backed emptyDir at /dev/shm of this size (0: none, not even for a multi-GPU train).
+    shm_size: str | None = Field(None, pattern=QUANTITY)
 
-    @field_validator("cpu", "memory", mode="before")
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or []:
+            if len(name) > 253 or not re.match(DNS_SUBDOMAIN, name):
+                raise ValueError(f"{name!r} is no Secret name (a DNS subdomain: lowercase, digits, '-', '.')")
+        return v
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if reserved(key, OPERATOR_LABELS, OPERATOR_LABEL_PREFIXES):
+                raise ValueError(f"label {key} is set by the operator (or the Job controller) and cannot be overridden")
+            if (why := qualified_name_error(key)) is not None:
+                raise ValueError(f"label key {key!r} {why}")
+        return v
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if reserved(key, (), OPERATOR_ANNOTATION_PREFIXES):
+                raise ValueError(f"annotation {key}: the prefix {OPERATOR_ANNOTATION_PREFIXES[0]} is the operator's")
+            if (why := qualified_name_error(key)) is not None:
+                raise ValueError(f"annotation key {key!r} {why}")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, v: list[EnvVar] | None) -> list[EnvVar] | None:
+        names = [e.name for e in v or []]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"env names must not repeat: {', '.join(dup)}")
+        return v
+
+    @field_validator("volumes")
+    @classmethod
+    def _unique_volumes(cls, v: list[PodVolume] | None) -> list[PodVolume] | None:
+        names = [vol.name for vol in v or []]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"volume names must not repeat: {', '.join(dup)}")
+        return v
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _unique_mounts(cls, v: list[VolumeMount] | None) -> list[VolumeMount] | None:
+        paths = [posixpath.normpath(m.mount_path) for m in v or []]
+        if dup := sorted({p for p in paths if paths.count(p) > 1}):
+            raise ValueError(f"mountPaths must not repeat: {', '.join(dup)}")
+        return v
+
+    @field_validator("cpu", "memory", "ephemeral_storage", "shm_size", mode="before")
     @classmethod
     def _whole_number_quantity(cls, v: Any) -> Any:
         """`cpu: 2` is a quantity as much as `cpu: "2"` (Kubernetes' int-or-string); a YAML
@@ -232,7 +292,7 @@ class StageResources(_Spec):
         return v
 
 
-class ResourcesSpec(_Spec):
+class ResourcesSpec(SpecModel):
     default: StageResources = Field(default_factory=StageResources)
     extract: StageResources | None = None
     cluster_select: StageResources | None = Field(None, alias="clusterSelect")
@@ -241,17 +301,46 @@ class ResourcesSpec(_Spec):
     prune: StageResources | None = None
 
     def for_stage(self, stage: str) -> StageResources:
-        """The stage's own settings laid over the defaults."""
+        """The stage's own settings laid over the defaults, field by field: a field the stage sets
+        replaces the default's as a whole (a list or a map too, an empty one included)."""
         own = getattr(self, stage.replace("-", "_"))
         merged = self.default.model_dump(exclude_none=True)
         if own is not None:
             merged.update(own.model_dump(exclude_none=True))
         return StageResources.model_validate(merged)
 
+    @model_validator(mode="after")
+    def _mounts_name_volumes(self) -> ResourcesSpec:
+        """Every volumeMount in effect for a stage names one of the volumes in effect for it (a
+        stage's own `volumes` replace the default's, so its mounts are checked after the merge)."""
+        for field, info in type(self).model_fields.items():
+            if field == "default":
+                continue
+            res = self.for_stage(field)
+            own = getattr(self, field)
+            mounts_from = field if own is not None and own.volume_mounts is not None else "default"
+            volumes_from = field if own is not None and own.volumes is not None else "default"
+            declared = [v.name for v in res.volumes or []]
+            for i, mount in enumerate(res.volume_mounts or []):
+                if mount.name in declared:
+                    continue
+                alias = info.alias or field
+                where = f"resources.{'default' if mounts_from == 'default' else alias}.volumeMounts.{i}.name"
+                if mount.name in OPERATOR_VOLUMES:
+                    raise ValueError(f"{where}: {mount.name!r} is the operator's volume, mounted by it at "
+                                     f"{SHM_PATH} (set shmSize instead)")
+                volumes = f"resources.{'default' if volumes_from == 'default' else alias}.volumes"
+                raise ValueError(f"{where}: {mount.name!r} is no volume of the {alias} stage "
+                                 f"(declared in {volumes}: {', '.join(declared) or 'none'})")
+        return self
 
-class LifelongRunSpec(_Spec):
+
+class LifelongRunSpec(SpecModel):
     model: ModelSpec
     strategy: str = "lite-adapt-inf"
+    # The chosen strategy's own knobs (adaptinf.strategy_options, docs/options.md §8); a field of
+    # its own because a CRD field cannot be both an enum string and an object.
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
     train_budget: int = Field(..., ge=1, description="T: samples trained on per step")
     pool_budget: int | None = Field(None, ge=1, description="D: pool size kept after pruning (Lite)")
     scorers: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORERS), min_length=1)
@@ -291,8 +380,19 @@ class LifelongRunSpec(_Spec):
             raise ValueError(f"unknown strategy {v!r}; known: {', '.join(STRATEGIES)}")
         return v
 
+    @field_validator("strategy_options")
+    @classmethod
+    def _strategy_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "strategy" not in info.data:   # the strategy itself is invalid: reported on its own
+            return v
+        return strategy_options.check(info.data["strategy"], v)
 
-class InstructionDatasetSpec(_Spec):
+    def effective_strategy_options(self) -> dict[str, Any]:
+        """The strategy's options in effect: its defaults updated with strategyOptions."""
+        return strategy_options.resolve(self.strategy, self.strategy_options)
+
+
+class InstructionDatasetSpec(SpecModel):
     run: str = Field(..., min_length=1, description="name of the LifelongRun this dataset extends")
     source: str = Field(..., min_length=1, description="JSON/JSONL file: local path or s3:// URI")
     image_root: str | None = None
@@ -353,15 +453,21 @@ class Resource(BaseModel):
         return local if path_like and local else name
 
 
-_KINDS: dict[str, type[_Spec]] = {"LifelongRun": LifelongRunSpec, "InstructionDataset": InstructionDatasetSpec}
+_KINDS: dict[str, type[SpecModel]] = {"LifelongRun": LifelongRunSpec, "InstructionDataset": InstructionDatasetSpec}
+
+
+def error_line(e: Any) -> str:
+    """`spec.<field>: <message>` for one pydantic error; a validator whose message starts with a
+    path below its field (strategyOptions.<key>: ...) names that path instead."""
+    loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["loc"] and msg.startswith(f"{loc}.") and ": " in msg:
+        return f"spec.{msg}"
+    return f"spec.{loc}: {e['msg']}"
 
 
 def _format_errors(where: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
-        lines.append(f"  spec.{loc}: {e['msg']}")
-    return f"{where} is invalid:\n" + "\n".join(lines)
+    return f"{where} is invalid:\n" + "\n".join(f"  {error_line(e)}" for e in err.errors())
 
 
 def parse_resource(obj: Any, origin: Path | None = None) -> Resource:

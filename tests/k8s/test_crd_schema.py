@@ -126,6 +126,8 @@ def _property_names(node: Any) -> set[str]:
 def test_no_credentials_in_spec(kind: str) -> None:
     """Credentials reach Jobs only through Secrets (secretKeyRef), never through a spec."""
     names = {n.lower() for n in _property_names(crd_schema(kind)["properties"]["spec"])}
+    # The pod template's references name a Secret (and its key): they hold no secret.
+    names -= {"imagepullsecrets", "secretkeyref", "secretref"}
     assert not {n for n in names if re.search(r"password|secret|accesskey|token$|credential", n)}
 
 
@@ -139,7 +141,26 @@ VALID = [
                                    "clusterSelect": {"gpus": 0, "nodeSelector": {"pool": "cpu"}},
                                    "train": {"gpus": 2, "tolerations": [{"key": "gpu", "operator": "Exists",
                                                                          "effect": "NoSchedule"}],
-                                             "backoffLimit": 0, "activeDeadlineSeconds": 3600}},
+                                             "backoffLimit": 0, "activeDeadlineSeconds": 3600,
+                                             "shmSize": "8Gi", "ephemeralStorage": 100,
+                                             "podLabels": {"example.com/team": "vision", "tier": ""},
+                                             "podAnnotations": {"example.com/note": "any text: at all"},
+                                             "runtimeClassName": "nvidia", "imagePullSecrets": ["regcred"],
+                                             "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                                                 {"weight": 1, "preference": {"matchExpressions": [
+                                                     {"key": "gpu", "operator": "In", "values": ["h100"]}]}}]}},
+                                             "env": [{"name": "HF_HUB_OFFLINE", "value": "1"},
+                                                     {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+                                                         "name": "hf", "key": "token"}}},
+                                                     {"name": "MODE", "valueFrom": {"configMapKeyRef": {
+                                                         "name": "cfg", "key": "mode", "optional": True}}}],
+                                             "envFrom": [{"configMapRef": {"name": "proxy"}},
+                                                         {"secretRef": {"name": "wandb"}, "prefix": "W_"}],
+                                             "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "hf"}},
+                                                         {"name": "scratch", "emptyDir": {"sizeLimit": "10Gi"}}],
+                                             "volumeMounts": [{"name": "cache", "mountPath": "/tmp/huggingface"},
+                                                              {"name": "scratch", "mountPath": "/scratch",
+                                                               "readOnly": False, "subPath": "a/b"}]}},
                      "eval": {"suite": [{"skill": "color", "path": "eval/color.jsonl"}], "maxSamples": 5},
                      "mlflow": {"experiment": "e", "trackingUri": "http://mlflow:5000"}}),
     ("InstructionDataset", MIN_DS),
@@ -161,6 +182,30 @@ INVALID = [  # (kind, spec, field path both must name)
     ("LifelongRun", {**MIN_RUN, "resources": {"default": {"tolerations": [{"operator": "Maybe"}]}}},
      "spec.resources.default.tolerations.0.operator"),
     ("LifelongRun", {**MIN_RUN, "storage": {"uri": "s3://b", "accessKey": "AKIA..."}}, "spec.storage"),
+    # The pod template: what the CRD can check itself (the operator checks reserved names too).
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"shmSize": "1GB"}}}, "spec.resources.train.shmSize"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"default": {"ephemeralStorage": -1}}},
+     "spec.resources.default.ephemeralStorage"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"runtimeClassName": "Nvidia"}}},
+     "spec.resources.train.runtimeClassName"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"podLabels": {"team": "a b"}}}},
+     "spec.resources.train.podLabels.team"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"env": [{"name": "A", "value": "1", "valueFrom": {
+        "secretKeyRef": {"name": "s", "key": "k"}}}]}}}, "spec.resources.train.env.0"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"env": [{"name": "A", "valueFrom": {}}]}}},
+     "spec.resources.train.env.0.valueFrom"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"env": [{"name": "1A=", "value": "1"}]}}},
+     "spec.resources.train.env.0.name"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"envFrom": [{"prefix": "X_"}]}}},
+     "spec.resources.train.envFrom.0"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"default": {"volumes": [{"name": "data"}]}}},
+     "spec.resources.default.volumes.0"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"default": {"volumes": [{"name": "data", "emptyDir": {},
+                                                                       "hostPath": {"path": "/"}}]}}},
+     "spec.resources.default.volumes.0"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"default": {"volumes": [{"name": "d", "emptyDir": {}}],
+                                                          "volumeMounts": [{"name": "d", "mountPath": "data"}]}}},
+     "spec.resources.default.volumeMounts.0.mountPath"),
     ("LifelongRun", {**MIN_RUN, "bogus": 1}, "spec"),
     ("InstructionDataset", {"run": "demo"}, "spec"),
     ("InstructionDataset", {**MIN_DS, "format": "csv"}, "spec.format"),
@@ -247,6 +292,11 @@ def _compare_type(tp: Any, node: dict, path: str, out: list[str]) -> None:
             out.append(f"{path}: list but CRD type {node.get('type')}")
         else:
             _compare_type(typing.get_args(tp)[0], node["items"], f"{path}[]", out)
+    elif origin is dict and typing.get_args(tp)[1] is typing.Any:
+        # An open object whose keys a validator checks (strategyOptions: they depend on strategy).
+        if node.get("type") != "object" or node.get("x-kubernetes-preserve-unknown-fields") is not True \
+                or "properties" in node:
+            out.append(f"{path}: dict[str, Any] but CRD {node}")
     elif origin is dict:
         if node.get("type") != "object" or node.get("additionalProperties", {}).get("type") != "string":
             out.append(f"{path}: dict[str, str] but CRD {node}")
@@ -295,6 +345,9 @@ def compare_model(model: type[BaseModel], node: dict, path: str, out: list[str])
         out.append(f"{path}.{missing}: in {model.__name__} but not in the CRD")
     for extra in sorted(set(props) - set(fields)):
         out.append(f"{path}.{extra}: in the CRD but not in {model.__name__}")
+    # A model that keeps unknown keys (a Kubernetes Volume) is an open object in the CRD, and only such.
+    if (model.model_config.get("extra") == "allow") != bool(node.get("x-kubernetes-preserve-unknown-fields")):
+        out.append(f"{path}: {model.__name__} extra={model.model_config.get('extra')} but CRD {node}")
     required = sorted(a for a, f in fields.items() if f.is_required())
     if required != sorted(node.get("required", [])):
         out.append(f"{path}: required {required} vs CRD {sorted(node.get('required', []))}")
@@ -393,7 +446,31 @@ def _fix_cross_field(kind: str, spec: dict) -> dict:
             c["kMin"], c["kMax"] = c["kMax"], c["kMin"]
         elif c and ("kMin" in c) != ("kMax" in c):
             c.pop("kMin", None), c.pop("kMax", None)
+        for res in (spec.get("resources") or {}).values():
+            _fix_pod_template(res)
     return spec
+
+
+def _fix_pod_template(res: dict) -> None:
+    """What the CRD leaves to the operator in a generated stage entry (the operator's names are
+    refused, env names and volume names unique, each mount names a volume in effect for every
+    stage) and the one-of rules jsonschema's generator does not follow (one value source, one
+    volume source)."""
+    for i, var in enumerate(res.get("env") or []):
+        var["name"] = f"E{i}"
+        if "value" in var:
+            var.pop("valueFrom", None)
+        elif "valueFrom" in var:
+            ref = var["valueFrom"].get("secretKeyRef") or var["valueFrom"].get("configMapKeyRef")
+            var["valueFrom"] = {"secretKeyRef": ref or {"name": "s", "key": "k"}}
+    for src in res.get("envFrom") or []:
+        ref = src.pop("secretRef", None) or src.pop("configMapRef", None) or {"name": "s"}
+        src.pop("configMapRef", None)
+        src["secretRef"] = ref
+    if "volumes" in res or res.get("volumeMounts"):   # never empty: mounts name v0 in every stage
+        res["volumes"] = [{"name": f"v{i}", "emptyDir": {}} for i in range(max(1, len(res.get("volumes") or [])))]
+    for i, mount in enumerate(res.get("volumeMounts") or []):
+        mount.update(name="v0", mountPath=f"/mnt/{i}")
 
 
 def _invalid_mutations(node: dict, path: list[Any]) -> list[tuple[list[Any], Any]]:

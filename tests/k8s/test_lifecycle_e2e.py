@@ -307,7 +307,11 @@ def test_kueue_admits_the_jobs_and_a_queued_run_holds_nothing(cluster: Cluster, 
     ns, store, run = namespace, tmp_path / "store", "queued"
     kubelet = start_kubelet(command_map={"adaptinf": FAKE_STAGE}, extra_env={"FAKE_STAGE_SECONDS": "0.1"})
     start_operator()
-    manifest = run_manifest(run, store, resources={"train": {"priorityClassName": "batch-low"}})
+    # The pod-template fields travel through the CRD (none pruned) into the train Job.
+    pod_template = {"podLabels": {"example.com/team": "vision"}, "shmSize": "1Gi",
+                    "env": [{"name": "EXTRA", "value": "1"}], "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}
+    manifest = run_manifest(run, store, resources={"train": {"priorityClassName": "batch-low", **pod_template}})
     manifest["metadata"]["labels"] = {QUEUE_LABEL: "team-a"}
     cluster.apply(manifest, dataset_manifest("d0", run, write_records(tmp_path / "d0.jsonl", 6)), namespace=ns)
     extract = job_name(run, 0, "extract")
@@ -330,4 +334,10 @@ def test_kueue_admits_the_jobs_and_a_queued_run_holds_nothing(cluster: Cluster, 
     wait_for(admit_all, 60, "every admitted stage to run")
     train = cluster.api.find("jobs", ns, job_name(run, 0, "train"))
     assert train["spec"]["template"]["spec"]["priorityClassName"] == "batch-low"
+    assert train["spec"]["template"]["metadata"]["labels"]["example.com/team"] == "vision"
+    assert train["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}, {"name": "scratch", "emptyDir": {}}]
+    (container,) = train["spec"]["template"]["spec"]["containers"]
+    assert {"name": "EXTRA", "value": "1"} in container["env"]
+    assert container["volumeMounts"][1] == {"name": "scratch", "mountPath": "/scratch"}
     assert Counter(j for j, _, _ in kubelet.started_pods) == {job_name(run, 0, s): 1 for s in STAGES}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from adaptinf import layout
 from pydantic import ValidationError
 
-from adaptinf.spec import LifelongRunSpec, Resource, SpecError
+from adaptinf.spec import LifelongRunSpec, Resource, SpecError, error_line
 from adaptinf.store import LocalStore
 
 from .lock import workdir_lock
@@ -94,11 +94,15 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
 
 def _overridden(run: Resource, workdir: Path, strategy: str | None, seed: int | None) -> LifelongRunSpec:
     """The run's spec with the command line's overrides, validated like the YAML (an unknown
-    `--strategy` is a one-line error naming the known ones, not a traceback mid-run)."""
+    `--strategy` is a one-line error naming the known ones, not a traceback mid-run).
+    strategyOptions belong to the spec's strategy: another `strategy` runs with its defaults
+    (compare runs several strategies from one spec)."""
     spec = run.resolved_spec().to_dict()
     spec["storage"]["uri"] = str(workdir)
-    if strategy is not None:
-        spec["strategy"] = strategy
+    if strategy is not None and strategy != spec["strategy"]:
+        if spec.get("strategyOptions"):
+            log.info("spec.strategyOptions are %s's: strategy %s runs with its defaults", spec["strategy"], strategy)
+        spec["strategy"], spec["strategyOptions"] = strategy, {}
     if seed is not None:
         spec["seed"] = seed
     try:
@@ -106,7 +110,7 @@ def _overridden(run: Resource, workdir: Path, strategy: str | None, seed: int | 
     except ValidationError as err:
         raise SpecError("; ".join(f"--{e['loc'][0]}: {e['msg'].removeprefix('Value error, ')}"
                                   if e["loc"] and e["loc"][0] in ("strategy", "seed") else
-                                  f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+                                  error_line(e) for e in err.errors())) from None
 
 
 def _restart(store: LocalStore, run: str, step: int, uri: str | None, spec: Any) -> None:
@@ -120,7 +124,7 @@ def _restart(store: LocalStore, run: str, step: int, uri: str | None, spec: Any)
 
 def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource], uri: str | None,
            progress: bool, on_step: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    from adaptinf import progress
+    from adaptinf import progress as progress_label   # not `progress`: that is the flag
     from adaptinf.stages.history import build_summary
     from adaptinf.selection import get_strategy
     from adaptinf.stages.ingest import join_pool
@@ -145,7 +149,7 @@ def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource]
                                  "reason": "joined the pool (joint training at the last step)"})
                     continue
                 for stage in STAGES:
-                    with progress.labelled(step, stage):
+                    with progress_label.labelled(step, stage):
                         stage_function(stage)(ctx)
             except StageError as err:
                 # Bad dataset: its report is in the store; the run goes on with the next one.

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from adaptinf.spec import DEFAULT_SCORERS
+from adaptinf import strategy_options
+from adaptinf.spec import DEFAULT_SCORERS, STRATEGIES
 
 FEATURE_KINDS = frozenset({"grads", "hidden", "scores"})
 
@@ -82,7 +83,7 @@ class SelectionContext:
     mastered: str = "none"               # "none" | "group": near-zero-loss samples clustered apart
     mastered_loss: float = 0.05
     mastered_budget: str = "cluster"     # "cluster": one cluster's share | "size": >= its size share
-    options: dict[str, Any] = field(default_factory=dict)  # strategy-specific knobs, see Strategy.defaults
+    options: dict[str, Any] = field(default_factory=dict)  # strategy-specific knobs (spec.strategyOptions)
 
 
 @dataclass
@@ -104,7 +105,9 @@ class Strategy:
     needs: frozenset[str] = frozenset()
     budgeted: bool = True
     prunes_pool: bool = False
-    defaults: ClassVar[dict[str, Any]] = {}   # the knobs ctx.options may set, with their defaults
+    # The knobs ctx.options may set, with their defaults. A built-in strategy's come from
+    # `adaptinf.strategy_options` (filled in by `register`); another strategy declares its own.
+    defaults: ClassVar[dict[str, Any]] = {}
     # How the train stage uses the selection (stages/continual.py): "continue" the previous
     # step's adapter, "ewc" (continue under an EWC penalty) or "expansion" (a new adapter per
     # dataset, routed per sample at eval).
@@ -128,7 +131,10 @@ class Strategy:
                 feats.require(kind, self.name)
 
     def options(self, ctx: SelectionContext) -> dict[str, Any]:
-        """`defaults` updated with ctx.options; an unknown key is an error, not silently ignored."""
+        """`defaults` updated with ctx.options; an unknown key is an error, not silently ignored.
+        A built-in strategy's are checked (type, bounds) as the spec checks strategyOptions."""
+        if self.name in STRATEGIES:
+            return strategy_options.resolve(self.name, ctx.options, where="options")
         unknown = set(ctx.options) - set(self.defaults)
         if unknown:
             raise ValueError(f"strategy {self.name!r} has no option(s) {sorted(unknown)}; "
@@ -150,6 +156,12 @@ def register(cls: type[Strategy]) -> type[Strategy]:
         raise TypeError(f"{cls.name}: needs {set(cls.needs - FEATURE_KINDS)} not in {sorted(FEATURE_KINDS)}")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"strategy {cls.name!r} registered twice")
+    if cls.name in STRATEGIES:
+        # One source for the options of the strategies a spec can name (the operator checks
+        # strategyOptions without importing this registry).
+        if "defaults" in vars(cls):
+            raise TypeError(f"{cls.name}: declare its options in adaptinf.strategy_options, not on the class")
+        cls.defaults = strategy_options.defaults(cls.name)
     _REGISTRY[cls.name] = cls
     return cls
 

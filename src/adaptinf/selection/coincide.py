@@ -33,7 +33,7 @@ much each one transfers to the others and how dense (redundant) it is:
 
 Deterministic given the clustering: a seed only changes k-means. Defaults σ = 1 and τ = 1 are
 the public code's argument defaults; on unit-norm features squared distances lie in [0, 4],
-so σ = 1 keeps the kernel informative. Set them via ctx.options.
+so σ = 1 keeps the kernel informative. Set them via spec.strategyOptions (ctx.options).
 """
 from __future__ import annotations
 
@@ -118,13 +118,10 @@ class Coincide(Strategy):
     """Cluster budgets from softmax(transferability / density / τ), MMD prototypes inside."""
     name = "coincide"
     needs = frozenset({"hidden"})
-    defaults = {"k": None, "temperature": 1.0, "bandwidth": 1.0, "similarity_cap": 0.9}
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
-        opts = self.options(ctx)
+        opts = self.options(ctx)   # checked against adaptinf.strategy_options (bandwidth > 0 ...)
         bandwidth = float(opts["bandwidth"])
-        if not bandwidth > 0:
-            raise ValueError(f"coincide: option bandwidth must be > 0, got {bandwidth}")
         cl = cluster_hidden(feats, ctx, self.name, opts["k"])
         sizes = cl.sizes
         alive = sizes > 0

@@ -30,7 +30,7 @@ difficulty).
 Defaults: τ = 0.5 (the public code's default), neighbours = 20 (capped at k − 1; our choice —
 the notes do not fix it), balance = 0. C's scale depends on the features: for tightly
 packed hidden states the products are small and τ = 0.5 makes P nearly uniform, so set τ for
-the feature space at hand (ctx.options) rather than trusting the default.
+the feature space at hand (spec.strategyOptions, or ctx.options) rather than trusting the default.
 """
 from __future__ import annotations
 
@@ -39,8 +39,6 @@ import numpy as np
 from adaptinf.selection.base import PoolFeatures, SelectionContext, SelectionResult, Strategy, register, sorted_unique
 from adaptinf.selection.embedding import cluster_hidden, hardness_order, keep_least_redundant, unit_rows
 from adaptinf.selection.primitives import shifted_quotas, softmax
-
-WITHIN_RULES = ("dedup", "hard", "random")
 
 
 def cluster_complexity(x: np.ndarray, members: list[np.ndarray], centroids: np.ndarray,
@@ -68,14 +66,9 @@ class DensityBased(Strategy):
     """Cluster budgets from softmax(d_intra · d_inter / τ), then a within-cluster rule."""
     name = "density"
     needs = frozenset({"hidden"})
-    defaults = {"k": None, "temperature": 0.5, "neighbours": 20, "within": "dedup", "balance": 0.0}
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
-        opts = self.options(ctx)
-        if opts["within"] not in WITHIN_RULES:
-            raise ValueError(f"density: option within must be one of {WITHIN_RULES}, got {opts['within']!r}")
-        if not 0.0 <= float(opts["balance"]) <= 1.0:
-            raise ValueError(f"density: option balance must be in [0, 1], got {opts['balance']}")
+        opts = self.options(ctx)   # checked against adaptinf.strategy_options (within, balance ...)
         cl = cluster_hidden(feats, ctx, self.name, opts["k"])
         sizes = cl.sizes
         n = len(feats)

@@ -6,13 +6,15 @@
   `joint`, run-local and compare only ingest the steps before the last and train once, on the
   whole pool, at the last step. (On the operator, which cannot know the last step, every step
   trains on the whole pool.)
-- `replay`: the new dataset in full plus a random 10% of the old samples ("Random replay 10%").
+- `replay`: the new dataset in full plus a random 10% of the old samples ("Random replay 10%";
+  option `fraction`).
 
 Two more from He et al., "Continual Instruction Tuning for Large Multimodal Models" (2023),
 which select like `sequential` and differ in how they train (`Strategy.training_regime`):
 
 - `ewc`: regularisation — the previous adapter is continued under an EWC penalty whose Fisher
-  comes from the earlier steps' training data (`adaptinf.training.ewc`).
+  comes from the earlier steps' training data (`adaptinf.training.ewc`; options `lambda`,
+  `fisher_samples`, used by the train stage).
 - `expansion`: model expansion — a new adapter per dataset; at eval each sample is routed to
   the adapter owning the nearest of the k-means centroids of each adapter's training prompts'
   hidden states (`adaptinf.evaluation.routing`).
@@ -60,12 +62,9 @@ class Replay(Strategy):
     name = "replay"
     needs = frozenset()
     budgeted = False
-    defaults = {"fraction": 0.1}   # share of the old samples replayed
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
-        fraction = float(self.options(ctx)["fraction"])
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"replay: option fraction must be in [0, 1], got {fraction}")
+        fraction = float(self.options(ctx)["fraction"])   # in [0, 1]: adaptinf.strategy_options
         old = np.flatnonzero(~np.asarray(feats.is_new, dtype=bool))
         count = int(np.floor(fraction * old.size + 0.5))  # round half up
         replayed = np.random.default_rng(ctx.seed).choice(old, size=count, replace=False)

@@ -33,7 +33,6 @@ class SemDeDup(Strategy):
     """Keep the T least redundant samples by within-cluster cosine similarity."""
     name = "semdedup"
     needs = frozenset({"hidden"})
-    defaults = {"k": None}   # fixed number of clusters; None: the WSS elbow over ctx.k_min..k_max
 
     def select(self, feats: PoolFeatures, ctx: SelectionContext) -> SelectionResult:
         opts = self.options(ctx)

@@ -28,17 +28,15 @@ from ..features.grads import LoraGradCapture
 from ..features.zero_order import answer_nll
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle, decoder_layers
+from ..strategy_options import STRATEGY_OPTIONS
 
 log = logging.getLogger(__name__)
 
 FISHER_FILE = "ewc_fisher.safetensors"   # stored beside the adapter it was estimated with
-# λ on the raw Fisher scale, chosen on the quick multimodal demo stream (2 seeds, λ = 1e3..1e6,
-# docs/options.md): 1e5 forgot least while still learning; 1e6 held the adapter so still that
-# the new datasets were barely learnt.
-DEFAULT_LAMBDA = 1e5
-# The Fisher is a mean: a seeded subset of the step's training data estimates it well enough
-# and bounds its cost on big steps (one batched forward+backward per `batch_size` samples).
-DEFAULT_MAX_SAMPLES = 1024
+# The `ewc` strategy's options `lambda` and `fisher_samples` (spec.strategyOptions): their
+# defaults, and why, are in adaptinf.strategy_options.
+DEFAULT_LAMBDA: float = STRATEGY_OPTIONS["ewc"]["lambda"].default
+DEFAULT_MAX_SAMPLES: int = STRATEGY_OPTIONS["ewc"]["fisher_samples"].default
 
 
 def _subset(records: list[Record], max_samples: int, seed: int) -> list[Record]:
