@@ -141,6 +141,12 @@ def test_quick_compare_end_to_end(tmp_path):
     assert len(children) == 4   # 2 strategies × 2 seeds
     history = client.get_metric_history(children[0].info.run_id, "avg_acc")
     assert sorted(m.step for m in history) == [0, 1, 2]
+    # Run again: every run resumes (nothing is retrained) and the table says so instead of
+    # presenting this invocation's few seconds as the comparison's cost.
+    assert main(["compare", "--out", str(out), "--quick", "--seeds", "2", "--strategies", "lite-adapt-inf",
+                 "--steps", "3", "--jobs", "2", "--no-progress", "--no-mlflow"]) == 0
+    assert json.loads((out / "table.json").read_text()) == list(rows.values())
+    assert "resumed 4 of 4 runs begun by an earlier one" in (out / "table.md").read_text()
 
 
 # ---- compare on the user's own stream --------------------------------------------------

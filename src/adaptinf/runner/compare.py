@@ -302,6 +302,9 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run the comparison and write table.json, table.md and the plot; return the rows."""
     from adaptinf.evaluation.plots import close
     started = time.monotonic()
+    # Runs begun by an earlier invocation (resumed here): this invocation's time is not theirs.
+    runs = [cfg.out / "runs" / s / f"seed-{seed}" for s in _ordered(cfg) for seed in cfg.seeds]
+    resumed = sum(w.exists() for w in runs)
     summaries = run_all(cfg, progress=progress)
     rows = report.build_table(summaries)
     run_name = next(iter(next(iter(summaries.values())).values()))["run"]
@@ -312,13 +315,16 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
         quality, mix = {}, {}
     meta = {"stream": cfg.describe(), "sizes": cfg.source(cfg.out / "stream").to_json(),
             "strategies": list(cfg.strategies), "seeds": list(cfg.seeds), "jobs": cfg.jobs,
-            "seconds": round(time.monotonic() - started, 1), "cluster_quality": quality, "skill_mix": mix,
+            "seconds": round(time.monotonic() - started, 1), "resumed_runs": resumed, "runs": len(runs),
+            "cluster_quality": quality, "skill_mix": mix,
             **({"notes": cfg.notes} if cfg.notes else {})}
     (cfg.out / "table.json").write_text(json.dumps(rows, indent=1))
     (cfg.out / "meta.json").write_text(json.dumps(meta, indent=1))
     preamble = (f"Comparison on the {meta['stream']}, seeds {meta['seeds']}, mean ± std over seeds; "
                 f"relative gain against the best per-skill score of sequential training (same seed); "
-                f"{meta['seconds']:.0f} s with {cfg.jobs} worker process(es)."
+                f"{meta['seconds']:.0f} s with {cfg.jobs} worker process(es)"
+                + (f" in this invocation, which resumed {resumed} of {len(runs)} runs begun by an earlier one "
+                   f"(the stage times in the table are every run's own)" if resumed else "") + "."
                 + "".join(f" Note: {n}." for n in cfg.notes))
     (cfg.out / "table.md").write_text(report.table_markdown(rows, quality, preamble, mix))
     fig = report.plot_strategies(summaries)
