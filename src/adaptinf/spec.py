@@ -196,6 +196,13 @@ class Toleration(SpecModel):
 # A Kubernetes resource quantity (k8s.io/apimachinery resource.Quantity, without a sign).
 QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 
+def _no_repeats(value: Any, keys: list[str], what: str) -> Any:
+    """`value` unchanged if `keys` has no repeats; a ValueError naming them otherwise."""
+    if dup := sorted({k for k in keys if keys.count(k) > 1}):
+        raise ValueError(f"{what} must not repeat: {', '.join(dup)}")
+    return value
+
+
 class StageResources(SpecModel):
     """Scheduling of one stage's Job (operator only; the local runner ignores it), and `threads`:
     the stage's CPU threads on either backend (default: CPU quota and affinity, adaptinf.threads)."""
@@ -252,29 +259,21 @@ class StageResources(SpecModel):
                 raise ValueError(f"annotation key {key!r} {why}")
         return v
 
+    # Repeated env names, volume names or mount paths: the API server would refuse the pod.
     @field_validator("env")
     @classmethod
     def _unique_env(cls, v: list[EnvVar] | None) -> list[EnvVar] | None:
-        names = [e.name for e in v or []]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"env names must not repeat: {', '.join(dup)}")
-        return v
+        return _no_repeats(v, [e.name for e in v or []], "env names")
 
     @field_validator("volumes")
     @classmethod
     def _unique_volumes(cls, v: list[PodVolume] | None) -> list[PodVolume] | None:
-        names = [vol.name for vol in v or []]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"volume names must not repeat: {', '.join(dup)}")
-        return v
+        return _no_repeats(v, [vol.name for vol in v or []], "volume names")
 
     @field_validator("volume_mounts")
     @classmethod
     def _unique_mounts(cls, v: list[VolumeMount] | None) -> list[VolumeMount] | None:
-        paths = [posixpath.normpath(m.mount_path) for m in v or []]
-        if dup := sorted({p for p in paths if paths.count(p) > 1}):
-            raise ValueError(f"mountPaths must not repeat: {', '.join(dup)}")
-        return v
+        return _no_repeats(v, [posixpath.normpath(m.mount_path) for m in v or []], "mountPaths")
 
     @field_validator("cpu", "memory", "ephemeral_storage", "shm_size", mode="before")
     @classmethod
