@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from adaptinf import layout
 from adaptinf.evaluation.plots import close, skill_curves
 from adaptinf.evaluation.suite import evaluate_suite
 from adaptinf.metrics import average_accuracy, forgetting_rate, forgetting_rate_taught
@@ -52,7 +53,10 @@ def _log(ctx: StageContext, skills: dict[str, float], avg: float, forgetting: di
     ctx.tracker.log_dict(child, tasks, "eval_tasks.json")
     done = skill_history(ctx.store, ctx.run, ctx.step - 1)
     steps = [t for t, _ in done] + [ctx.step]
-    fig = skill_curves([s for _, s in done] + [skills], steps, title=f"{ctx.run}: per-skill score")
+    datasets = {t: ctx.store.read_json(layout.inputs_key(ctx.run, t))["dataset"] for t, _ in done} | {ctx.step: ctx.dataset}
+    metrics = {task.skill: task.metric for task in ctx.spec.eval.suite}
+    fig = skill_curves([s for _, s in done] + [skills], steps, title=f"{ctx.run}: per-skill score",
+                       metrics=metrics, datasets=datasets, run=ctx.run)
     try:
         ctx.tracker.log_figure(child, fig, "skill_scores.png")
         ctx.tracker.log_figure(parent, fig, "skill_scores.png")

@@ -327,7 +327,8 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
                    f"(the stage times in the table are every run's own)" if resumed else "") + "."
                 + "".join(f" Note: {n}." for n in cfg.notes))
     (cfg.out / "table.md").write_text(report.table_markdown(rows, quality, preamble, mix))
-    fig = report.plot_strategies(summaries)
+    run_spec, _ = streams.load_stream(cfg.source(cfg.out / "stream"))
+    fig = report.plot_strategies(summaries, {t.skill: t.metric for t in run_spec.spec.eval.suite})
     fig.savefig(cfg.out / "skills_over_time.png", dpi=110)
     close(fig)
     uri = _tracking_uri(cfg)

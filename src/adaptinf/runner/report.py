@@ -216,30 +216,13 @@ def mean_curves(by_seed: dict[int, dict[str, Any]]) -> dict[int, dict[str, float
     return out
 
 
-def plot_strategies(summaries: dict[str, dict[int, dict[str, Any]]]) -> Any:
-    """One panel per strategy: each skill's score after each step (Figure 3 style)."""
-    from adaptinf.evaluation.plots import plt
-    names = list(summaries)
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
-    for ax, name in zip(axes.flat, names):
-        curves = mean_curves(summaries[name])
-        for skill in sorted({k for c in curves.values() for k in c}):
-            xs = [t for t, c in curves.items() if skill in c]
-            # A joint run's two points are joined by a dashed line: no model existed in between.
-            joint = any(s.get("joint") for s in summaries[name].values())
-            ax.plot(xs, [curves[t][skill] for t in xs], marker="o", markersize=3, label=skill,
-                    linestyle="--" if joint else "-")
-        ax.set_title(name + (" (joint, one training)" if any(s.get("joint") for s in summaries[name].values())
-                             else ""), fontsize=10)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xticks(sorted({t for r in summaries.values() for s in r.values() for t, _ in curve(s)}))
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
-    fig.supxlabel("step")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+def plot_strategies(summaries: dict[str, dict[int, dict[str, Any]]], metrics: dict[str, str] | None = None) -> Any:
+    """One panel per skill, one line per strategy (mean over seeds after each step; Figure 3
+    style). A joint run has only step 0 and its last step, joined by a straight line."""
+    from adaptinf.evaluation.plots import skill_panels
+    series = {name + (" (joint)" if any(s.get("joint") for s in by_seed.values()) else ""):
+              sorted(mean_curves(by_seed).items()) for name, by_seed in summaries.items()}
+    first = next(iter(next(iter(summaries.values())).values()))
+    datasets = {s["step"]: s.get("dataset") for s in first["steps"]}
+    return skill_panels(series, metrics, datasets, title="per-skill score after each step (mean over seeds)",
+                        run=first.get("run", ""))
