@@ -35,7 +35,8 @@ def selection_context(ctx: StageContext, scorers: tuple[str, ...]) -> SelectionC
         stability_seeds=c.stability_seeds, cluster_features=c.features, ccs_bin_rule=sel.ccs_bin_rule,
         ccs_bins=sel.ccs_bins, budget_split=sel.budget_split, diffuse=sel.diffuse,
         diffuse_ratio=sel.diffuse_ratio, mastered=sel.mastered, mastered_loss=sel.mastered_loss,
-        mastered_budget=sel.mastered_budget, options=dict(ctx.spec.strategy_options))
+        mastered_budget=sel.mastered_budget,
+        mastered_rehearsal=sel.mastered_rehearsal, options=dict(ctx.spec.strategy_options))
 
 
 def run_params(ctx: StageContext) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def needed_features(ctx: StageContext) -> set[str]:
         needs |= {"hidden", "grads"}
     if "grads" in needs and ctx.spec.clustering.features == "hidden":
         needs.add("hidden")  # the Table-3 ablation clusters hidden states
+    sel = ctx.spec.selection
+    if "grads" in needs and sel.mastered == "group" and sel.mastered_rehearsal == "stratified":
+        needs.add("hidden")  # the mastered group's rehearsal is stratified by hidden states
     return needs
 
 

@@ -298,6 +298,42 @@ def test_adapt_inf_mastered_group_and_quota_bins():
     assert paper.report["mastered"] == 0 and all(c["bins"] == 50 for c in paper.report["clusters"])
 
 
+def test_stratified_rehearsal_spreads_the_mastered_quota_over_its_hidden_state_clusters():
+    """54 of the 60 mastered samples are one skill, 6 another (distinct hidden states): one draw
+    over the group gives the small skill about a tenth of the group's quota, the stratified
+    rehearsal an even share over the group's hidden-state clusters."""
+    from adaptinf.selection import SelectionContext, get_strategy
+    feats = _mastered_pool()
+    rng = np.random.default_rng(1)
+    hidden = rng.normal(scale=0.05, size=(210, 8))
+    hidden[:150, 0] += 1.0                          # the 150 skill samples
+    hidden[150:204, 1] += 1.0                       # mastered skill A: 54
+    hidden[204:, 2] += 1.0                          # mastered skill B: 6
+    ctx = SelectionContext(budget=40, seed=0, k_min=2, k_max=8, nredo=3, k_rule="gain",
+                           mastered="group", ccs_bin_rule="quota", scorers=("perplexity", "el2n"))
+    with pytest.raises(ValueError, match="hidden"):   # stratified needs hidden states
+        get_strategy("adapt-inf").select(feats, replace(ctx, mastered_rehearsal="stratified"))
+    feats.hidden = hidden.astype(np.float32)
+    small = set(range(204, 210))
+    pooled = get_strategy("adapt-inf").select(feats, ctx)
+    strat = get_strategy("adapt-inf").select(feats, replace(ctx, mastered_rehearsal="stratified"))
+    # The same budget over the same clusters; only the group's draw differs.
+    assert pooled.report["quotas"] == strat.report["quotas"] == [10, 10, 10, 10]
+    assert len(strat.indices) == len(pooled.indices) == 40
+    assert len(small & set(pooled.indices.tolist())) <= 2
+    group = strat.report["clusters"][3]
+    assert strat.report["mastered_rehearsal"] == "stratified" and group["mastered_group"]
+    # k-means may split the big skill further, but the small one is a stratum of its own and
+    # gets an even share of the group's 10, more than one draw over the group gives it.
+    sizes = [s["size"] for s in group["strata"]]
+    assert 6 in sizes and sum(sizes) == 60
+    assert sum(s["quota"] for s in group["strata"]) == 10
+    got = len(small & set(strat.indices.tolist()))
+    assert got >= 10 // len(sizes) and got > len(small & set(pooled.indices.tolist()))
+    with pytest.raises(ValueError, match="masteredRehearsal"):
+        get_strategy("adapt-inf").select(feats, replace(ctx, mastered_rehearsal="even"))
+
+
 def test_adapt_inf_clusters_hidden_states_for_the_ablation():
     from adaptinf.selection import SelectionContext, get_strategy
     feats = _mastered_pool()

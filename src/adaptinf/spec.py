@@ -125,6 +125,11 @@ class SelectionSpec(SpecModel):
     # sample; "size" at least its size share (spends most of T on what is already known when the
     # easy skill dominates the pool, as measured in docs/comparison.md).
     mastered_budget: Literal["cluster", "size"] = "cluster"
+    # How the mastered group's quota is drawn: "pooled", one CCS draw over the whole group (the
+    # skill with most mastered samples takes most of the rehearsal); "stratified", split evenly
+    # over k-means clusters of the group's hidden states (what the samples are about: their
+    # gradients are noise), so every mastered skill is rehearsed. Needs hidden states.
+    mastered_rehearsal: Literal["pooled", "stratified"] = "pooled"
 
 
 class PruneSpec(SpecModel):

@@ -7,6 +7,8 @@ fields overridden, so that options of the extract stage can sit in the same tabl
 - `@hidden-clusters`, `@density-split`: the paper's Table-3 ablations (`clustering.features:
   hidden`, `selection.budgetSplit: density`).
 - `@mastered-size`: `selection.masteredBudget: size` (the mastered group's earlier size floor).
+- `@stratified-rehearsal`: `selection.masteredRehearsal: stratified` (the mastered group's
+  quota spread over its hidden-state clusters).
 - `@paper`: every rule of docs/options.md §7 set back to the paper's behaviour.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 SEPARATOR = "@"
-VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "paper")
+VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "stratified-rehearsal", "paper")
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
 
 
@@ -48,6 +50,8 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         run.spec.selection.budget_split = "density"
     elif variant == "mastered-size":
         run.spec.selection.mastered_budget = "size"
+    elif variant == "stratified-rehearsal":
+        run.spec.selection.mastered_rehearsal = "stratified"
     elif variant == "paper":
         paper_behaviour(run.spec)
     return run, strategy

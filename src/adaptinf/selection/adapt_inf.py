@@ -22,8 +22,11 @@ from adaptinf.clustering import choose_k, k_stability
 from adaptinf.prune import l2_normalise
 from adaptinf.selection.base import (PoolFeatures, SelectionContext, SelectionResult, Strategy,
                                      impute_median, register, sorted_unique)
-from adaptinf.selection.primitives import DEFAULT_BINS, ccs_sample, choose_scorer
+from adaptinf.selection.primitives import DEFAULT_BINS, ccs_sample, choose_scorer, split_budget
 from adaptinf.selection.safeguards import ccs_bins, cluster_cosines, diffuse_clusters, guarded_split, mastered_mask
+
+
+STRATUM_KEY = 1_000_000   # generator key offset of the mastered group's strata
 
 
 def multiway_sample(scores: dict[str, np.ndarray], idx: np.ndarray, quota: int,
@@ -56,7 +59,8 @@ def _cluster_space(feats: PoolFeatures, ctx: SelectionContext, strategy: str) ->
 def _check(ctx: SelectionContext) -> None:
     for name, value, known in (("diffuse", ctx.diffuse, ("none", "size")),
                                ("mastered", ctx.mastered, ("none", "group")),
-                               ("masteredBudget", ctx.mastered_budget, ("cluster", "size"))):
+                               ("masteredBudget", ctx.mastered_budget, ("cluster", "size")),
+                               ("masteredRehearsal", ctx.mastered_rehearsal, ("pooled", "stratified"))):
         if value not in known:
             raise ValueError(f"selection.{name} must be one of {known}, got {value!r}")
 
@@ -111,11 +115,16 @@ class AdaptInf(Strategy):
             # One generator per cluster: a cluster's draw does not depend on the others'.
             rng = np.random.default_rng([ctx.seed, c])
             bins = ccs_bins(ctx.ccs_bin_rule, ctx.ccs_bins, int(quotas[c]))
-            chosen, scorer, entropies = multiway_sample(scores, idx, int(quotas[c]), rng, bins)
+            strata: list[dict] = []
+            if mastered.any() and c == clusters.k and ctx.mastered_rehearsal == "stratified":
+                chosen, scorer, entropies, strata = self._stratified_rehearsal(feats, ctx, scores, idx, int(quotas[c]))
+            else:
+                chosen, scorer, entropies = multiway_sample(scores, idx, int(quotas[c]), rng, bins)
             if scorer is None:
                 notes.append(f"cluster {c}: no applicable scorer; sampled uniformly")
             picked.append(chosen)
             per_cluster.append({"cluster": c, "size": int(idx.size), "quota": int(quotas[c]),
+                                **({"strata": strata} if strata else {}),
                                 "selected": int(chosen.size), "scorer": scorer, "bins": bins,
                                 "mean_cosine": None if not np.isfinite(cosines[c]) else round(float(cosines[c]), 4),
                                 "diffuse": bool(c < clusters.k and diffuse[c]),
@@ -134,6 +143,7 @@ class AdaptInf(Strategy):
             "budget_split": ctx.budget_split,
             "mastered": int(mastered.sum()),
             "mastered_budget": ctx.mastered_budget,
+            "mastered_rehearsal": ctx.mastered_rehearsal,
             "diffuse_clusters": [int(c) for c in np.flatnonzero(diffuse)],
             "cluster_sizes": [int(s) for s in sizes],
             "quotas": [int(q) for q in quotas],
@@ -147,6 +157,39 @@ class AdaptInf(Strategy):
             report["k_stability"] = k_stability(x[active], clusters, seeds, ctx.k_min, ctx.k_max, ctx.niter,
                                                 ctx.nredo, ctx.k_rule, ctx.min_gain)
         return SelectionResult(indices=indices, report=report, labels=labels)
+
+
+    def _stratified_rehearsal(self, feats: PoolFeatures, ctx: SelectionContext, scores: dict[str, np.ndarray],
+                              idx: np.ndarray, quota: int) -> tuple[np.ndarray, str | None, dict[str, float], list[dict]]:
+        """The mastered group's quota split evenly over k-means clusters of its hidden states.
+
+        Mastered samples' gradients are near zero and their directions noise, but their hidden
+        states still say what the samples are about; an even split over those clusters rehearses
+        every mastered skill, where one draw over the group follows its biggest skill. At most
+        `quota` strata (more could not each get a sample). Returns the selected pool indices, the
+        scorer most strata chose, no group-level entropies (each stratum reports its own) and
+        one report entry per stratum.
+        """
+        hidden = l2_normalise(feats.require("hidden", f"{self.name} (selection.masteredRehearsal: stratified)"))
+        hi = max(1, min(ctx.k_max, quota))
+        sub = choose_k(hidden[idx], min(ctx.k_min, hi), hi, ctx.seed, ctx.niter, ctx.nredo, ctx.k_rule, ctx.min_gain)
+        shares = split_budget(np.bincount(sub.labels, minlength=sub.k), quota)
+        chosen: list[np.ndarray] = []
+        strata: list[dict] = []
+        for j in range(sub.k):
+            members = idx[sub.labels == j]
+            if members.size == 0:
+                continue
+            # Keyed apart from the clusters' generators ([seed, c] with c < k).
+            rng = np.random.default_rng([ctx.seed, STRATUM_KEY + j])
+            bins = ccs_bins(ctx.ccs_bin_rule, ctx.ccs_bins, int(shares[j]))
+            got, scorer, entropies = multiway_sample(scores, members, int(shares[j]), rng, bins)
+            chosen.append(got)
+            strata.append({"stratum": j, "size": int(members.size), "quota": int(shares[j]), "selected": int(got.size),
+                           "scorer": scorer, "entropies": {n: round(v, 6) for n, v in entropies.items()}})
+        names = [s["scorer"] for s in strata if s["scorer"] is not None]
+        scorer = max(sorted(set(names)), key=names.count) if names else None
+        return np.concatenate(chosen) if chosen else idx[:0], scorer, {}, strata
 
 
 @register

@@ -83,6 +83,7 @@ class SelectionContext:
     mastered: str = "none"               # "none" | "group": near-zero-loss samples clustered apart
     mastered_loss: float = 0.05
     mastered_budget: str = "cluster"     # "cluster": one cluster's share | "size": >= its size share
+    mastered_rehearsal: str = "pooled"   # "pooled": one draw | "stratified": over hidden-state sub-clusters
     options: dict[str, Any] = field(default_factory=dict)  # strategy-specific knobs (spec.strategyOptions)
 
 
