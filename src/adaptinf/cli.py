@@ -169,24 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    import os
-    import warnings
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its own level on import
-    # "View run … at <tracking URI>" lines interleave with the step table (and would print any
-    # credentials in the URI); the command prints where MLflow is once, redacted.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    warnings.filterwarnings("ignore", module="mlflow")
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    for name in ("transformers", "peft", "accelerate", "mlflow", "alembic", "urllib3", "botocore", "faiss",
-                 "matplotlib", "PIL"):  # matplotlib.font_manager logs INFO lines on its first use
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # "Loading weights" bars on every model load drown the step table (read when transformers is
-    # imported, which happens later); our own loops keep their bars.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -197,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[threads.ENV] = str(args.threads)  # stages (and their subprocesses) read it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    _quiet_libraries()
+    from adaptinf.quiet import quiet_libraries
+    quiet_libraries()
     from adaptinf.spec import SpecError
     from adaptinf.tracking.mlflow_tracker import RedactingFilter, redact_uri
     for handler in logging.getLogger().handlers:

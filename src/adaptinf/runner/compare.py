@@ -184,7 +184,9 @@ def _seeded(run: Any, seed: int) -> Any:
 def _worker_init() -> None:
     import torch
 
+    from adaptinf.quiet import quiet_libraries
     from adaptinf.threads import ENV
+    quiet_libraries()
     os.environ[ENV] = "1"  # one thread per worker: the stages would otherwise size up to the quota
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
