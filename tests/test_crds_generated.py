@@ -85,7 +85,7 @@ def test_a_field_without_a_crd_form_is_refused_by_name():
 
 def test_an_extra_may_not_contradict_the_model(monkeypatch):
     monkeypatch.setitem(crd_extras.FIELD_EXTRAS, (LifelongRunSpec, "trainBudget"), {"minimum": 0})
-    with pytest.raises(crd_schema.SchemaError, match=r"spec.trainBudget: the extra minimum=0 contradicts the model's 1"):
+    with pytest.raises(crd_schema.SchemaError, match=r"spec.trainBudget: the extra minimum=0 contradicts the model"):
         crd_schema.generated()
 
 

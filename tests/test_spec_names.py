@@ -61,7 +61,7 @@ def test_a_registered_class_without_a_literal_name_is_a_clear_error(tmp_path):
 
 
 def test_the_registry_check_names_both_sides():
-    with pytest.raises(manifest.ManifestError, match=r"read but not registered \['b'\], registered but not read \['c'\]"):
+    with pytest.raises(manifest.ManifestError, match=r"not registered \['b'\], registered but not read \['c'\]"):
         manifest.check_registered({"a": "m", "b": "m"}, ["a", "c"], "strategy")
     manifest.check_registered({"a": "m"}, ["a"], "strategy")
 

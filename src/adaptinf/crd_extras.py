@@ -227,7 +227,8 @@ FIELD_EXTRAS: dict[tuple[type[BaseModel], str], Node] = {
     (StageResources, "priorityClassName"): {
         "description": "PriorityClass of the stage pods (Kueue reads it as the priority)"},
     (StageResources, "affinity"): {
-        "description": "a Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity), given to the pods as it is"},
+        "description": "a Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity), "
+                       "given to the pods as it is"},
     (StageResources, "imagePullSecrets"): {
         "description": "names of Secrets to pull the stage image with",
         "items": {"minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN}},   # StageResources._secret_names

@@ -60,7 +60,10 @@ def _class_name(cls: ast.ClassDef, where: str) -> str:
 
 def module_names(path: Path) -> list[str]:
     """The names the `@register`-ed classes of one source file declare."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    text = path.read_text(encoding="utf-8")
+    if "register" not in text:   # a helper module: not worth parsing
+        return []
+    tree = ast.parse(text, filename=str(path))
     return [_class_name(node, str(path)) for node in tree.body
             if isinstance(node, ast.ClassDef) and any(_is_register(d) for d in node.decorator_list)]
 
