@@ -3,7 +3,7 @@
 One validation point for both backends: the local runner reads the YAML files users would
 `kubectl apply`, the operator reads the same objects from the API server, and both go through
 `load_resource` / `LifelongRunSpec.model_validate`. Field names are the CRD's camelCase; the
-CRD schema in `crds/` mirrors these models (a test keeps them in step).
+CRD schemas in `crds/` are generated from these models (tools/gen-crds.py, adaptinf.crd_schema).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Literal, overload
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from adaptinf import strategy_options
+from adaptinf import manifest, strategy_options
 from adaptinf.pod_template import (DNS_SUBDOMAIN, OPERATOR_ANNOTATION_PREFIXES, OPERATOR_LABEL_PREFIXES,
                                    OPERATOR_LABELS, OPERATOR_VOLUMES, SHM_PATH, EnvFromSource, EnvVar, LabelValue,
                                    PodVolume, VolumeMount, qualified_name_error, reserved)
@@ -26,12 +26,11 @@ API_VERSION = "v1alpha1"
 FULL_API_VERSION = f"{API_GROUP}/{API_VERSION}"
 
 DEFAULT_SCORERS = ("perplexity", "image-grounding", "el2n", "entropy")
-# The names the registries in adaptinf.selection / adaptinf.scorers provide, listed here because
-# the operator must reject an unknown one without importing them (they need torch and faiss).
-# tests/test_spec_names.py keeps both lists equal to the registries.
-STRATEGIES = ("adapt-inf", "coincide", "density", "el2n", "entropy", "ewc", "expansion", "image-grounding",
-              "lite-adapt-inf", "multitask", "perplexity", "random", "replay", "semdedup", "sequential")
-SCORERS = ("el2n", "entropy", "image-grounding", "perplexity")
+# The names the registries in adaptinf.selection / adaptinf.scorers provide, sorted, read from
+# their modules' source (adaptinf.manifest): the operator rejects an unknown one without importing
+# them (they need torch and faiss).
+STRATEGIES = manifest.strategy_names()
+SCORERS = manifest.scorer_names()
 DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

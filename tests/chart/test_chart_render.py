@@ -309,16 +309,7 @@ def test_notes_tell_how_to_apply_and_watch(helm):
     assert "crds/" in notes  # how to upgrade CRDs
 
 
-# --- CRDs: single source in crds/ -----------------------------------------------------------------
-
-def test_chart_crds_are_byte_identical_to_crds_folder():
-    src = {p.name: p.read_bytes() for p in sorted((REPO / "crds").glob("*.yaml"))}
-    dst = {p.name: p.read_bytes() for p in sorted((CHART / "crds").glob("*"))}
-    fix = "run tools/sync-crds.sh (crds/ is the single source; the chart keeps a byte-identical copy)"
-    assert sorted(dst) == sorted(src), f"chart CRD files {sorted(dst)} != crds/ {sorted(src)}: {fix}"
-    for name in src:
-        assert dst[name] == src[name], f"charts/adaptinf/crds/{name} drifted from crds/{name}: {fix}"
-
+# --- CRDs: generated into crds/ and the chart (tests/test_crds_generated.py) ----------------------
 
 def test_chart_ships_both_crds_and_rbac_names_their_resources(render):
     docs = render(crds=True)

@@ -1,5 +1,8 @@
 """The CRDs in `crds/` against the pydantic models in `adaptinf.spec` (the one validation point).
 
+The CRDs are generated from the models (tools/gen-crds.py); these checks hold the generator and
+`adaptinf.crd_extras` to what the models accept.
+
 Three kinds of checks: hand-written valid/invalid examples (errors name the field), a structural
 walk that compares every field, type, bound, enum, default and `required` of the two, and many
 seeded random objects generated from the CRD schema (plus one invalid mutation per constrained
@@ -530,8 +533,8 @@ def test_generated_examples_agree(kind: str) -> None:
 
 
 def test_strategy_and_scorer_enums_are_the_registry_lists() -> None:
-    """The CRD's enums are spec.STRATEGIES / spec.SCORERS (kept equal to the registries by
-    tests/test_spec_names.py); `STRATEGY@VARIANT` belongs to compare only, not to a run."""
+    """The CRD's enums are spec.STRATEGIES / spec.SCORERS (the registries' names, read by
+    adaptinf.manifest); `STRATEGY@VARIANT` belongs to compare only, not to a run."""
     props = crd_schema("LifelongRun")["properties"]["spec"]["properties"]
     assert props["strategy"]["enum"] == list(STRATEGIES)
     assert not any("@" in name for name in props["strategy"]["enum"])

@@ -2,7 +2,7 @@
 
 All scorers read per-answer-token statistics from the same forward pass that yields the
 gradients (plus, for image grounding, one image-free forward). Adding a scorer = adding a
-module with a `@register`ed subclass and importing it in `scorers/__init__.py`.
+module with a `@register`ed subclass that sets a literal `name` (adaptinf.manifest reads it).
 """
 from __future__ import annotations
 

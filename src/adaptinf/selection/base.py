@@ -1,9 +1,10 @@
 """The selection strategy interface and its registry.
 
 A strategy turns the pool's features into the indices trained on at this step. Like PEFT's
-one-folder-per-method layout, each strategy is one module that subclasses `Strategy` and is
-decorated with `@register`; `selection/__init__.py` imports the modules, which fills the
-registry. The stage code only ever calls `get_strategy(name).select(feats, ctx)`.
+one-folder-per-method layout, each strategy is one module that subclasses `Strategy`, sets a
+literal `name` and is decorated with `@register`; `adaptinf.manifest` reads those names from the
+source and `selection/__init__.py` imports the modules, which fills the registry. The stage code
+only ever calls `get_strategy(name).select(feats, ctx)`.
 """
 from __future__ import annotations
 
