@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from dataclasses import replace
 from typing import Any, Protocol
@@ -140,6 +141,10 @@ class Reconciler:
         self.kube, self.cfg, self.events = kube, cfg, events
         self.open_store, self.clock = store_opener, clock
         self._owned: set[tuple[str, str | None]] = set()  # (store URI, run uid) claims already checked
+        # Whether the API server selects datasets by spec.run (the CRD's selectableFields, Kubernetes
+        # >= 1.31); found out on the first refusal, once per process (the passes run in threads).
+        self._select_by_run = True
+        self._select_lock = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         run = self.kube.get("lifelongruns", namespace, name)
@@ -152,9 +157,8 @@ class Reconciler:
             return None
         # A dataset being deleted counts only if its step started (our finalizer holds it until the
         # step ends); a queued one simply goes (no finalizer may be added to it any more).
-        datasets = [d for d in self.kube.list("instructiondatasets", namespace)
-                    if (d.get("spec") or {}).get("run") == name and (not d["metadata"].get("deletionTimestamp")
-                                                                     or DATASET_FINALIZER in d["metadata"].get("finalizers", []))]
+        datasets = [d for d in self.run_datasets(namespace, name)
+                    if not d["metadata"].get("deletionTimestamp") or DATASET_FINALIZER in d["metadata"].get("finalizers", [])]
         jobs = self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}")
         uri = spec.storage.uri or self.cfg.store
         store = self.open_store(uri)
@@ -172,6 +176,28 @@ class Reconciler:
         return result
 
     # -- observe ------------------------------------------------------------------------------
+    def run_datasets(self, namespace: str, run: str) -> list[dict[str, Any]]:
+        """The InstructionDatasets naming `run`, selected by the API server where it can (Kubernetes
+        >= 1.31); an older one answers 400 for the unknown field label, and from then on this
+        process lists the namespace's datasets and keeps the run's here."""
+        found = None
+        if self._select_by_run:
+            try:
+                found = self.kube.list("instructiondatasets", namespace, fields=f"spec.run={run}")
+            except KubeError as err:
+                if err.status != 400:
+                    raise
+                with self._select_lock:
+                    if self._select_by_run:
+                        self._select_by_run = False
+                        log.warning("the API server cannot select InstructionDatasets by spec.run (%s): each pass "
+                                    "lists every dataset of the namespace instead (Kubernetes >= 1.31 with the "
+                                    "CRD's selectableFields avoids it)", err.message)
+        if found is None:
+            found = self.kube.list("instructiondatasets", namespace)
+        # Kept in both cases: what the server sent is checked, not trusted.
+        return [d for d in found if (d.get("spec") or {}).get("run") == run]
+
     def _observe(self, run: dict[str, Any], spec: LifelongRunSpec, datasets: list[dict[str, Any]],
                  jobs: list[dict[str, Any]], store: Store) -> Observation:
         name, now = run["metadata"]["name"], self.clock()
@@ -418,11 +444,10 @@ class Reconciler:
         deleted = 0
         for job in self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}"):
             deleted += self._delete_job(namespace, job)
-        for ds in self.kube.list("instructiondatasets", namespace):
-            if (ds.get("spec") or {}).get("run") == name:
-                if not ds["metadata"].get("deletionTimestamp"):
-                    self.mark_orphan(ds)
-                self._release_dataset(ds)  # no run, no step to finish
+        for ds in self.run_datasets(namespace, name):
+            if not ds["metadata"].get("deletionTimestamp"):
+                self.mark_orphan(ds)
+            self._release_dataset(ds)  # no run, no step to finish
         return deleted
 
     def mark_orphan(self, ds: dict[str, Any]) -> None:

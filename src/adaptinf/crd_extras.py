@@ -172,6 +172,9 @@ CRDS: dict[str, CrdInfo] = {
         kind="InstructionDataset", plural="instructiondatasets", short_name="ids", spec_model=InstructionDatasetSpec,
         description="One time step's instruction data for the LifelongRun named in spec.run.",
         status=DATASET_STATUS,
+        # The operator lists a run's datasets by it (Kubernetes >= 1.31; an older server drops the
+        # field and refuses the selector, and the operator filters the namespace's list itself).
+        selectable_fields=[".spec.run"],
         printer_columns=[
             _column("Run", "string", ".spec.run"),
             _column("Step", "integer", ".status.step"),

@@ -4,6 +4,7 @@ Needs a real helm (tools/get-helm.sh); see conftest.py.
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -51,6 +52,17 @@ def test_helm_lint_strict(helm, variant):
     assert "0 chart(s) failed" in out, out
 
 
+def before_selectable_fields(doc: dict, version: str) -> dict:
+    """The CRD as Kubernetes `version` knows it: before 1.30 there is no `selectableFields` (the
+    server drops it, strict validation refuses it: docs/install.md says what to do there)."""
+    if doc["kind"] != "CustomResourceDefinition" or tuple(map(int, version.split(".")[:2])) >= (1, 30):
+        return doc
+    doc = copy.deepcopy(doc)
+    for v in doc["spec"]["versions"]:
+        v.pop("selectableFields", None)
+    return doc
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_manifests_validate_against_kubernetes_schemas(render, variant):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -61,9 +73,21 @@ def test_rendered_manifests_validate_against_kubernetes_schemas(render, variant)
     for version in K8S_VERSIONS:
         for doc in docs:
             try:
-                kubernetes_validate.validate(doc, version, strict=True)
+                kubernetes_validate.validate(before_selectable_fields(doc, version), version, strict=True)
             except kubernetes_validate.ValidationError as e:  # pragma: no cover - message only
                 pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {version}: {e}")
+
+
+def test_selectable_fields_are_the_one_field_older_servers_do_not_know():
+    """What docs/install.md warns about: strict validation (kubectl apply's and Helm 4's default)
+    on Kubernetes 1.27-1.29 refuses the dataset CRD's selectableFields, and nothing else; 1.30
+    knows the field."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    crd = yaml.safe_load((REPO / "crds" / "instructiondatasets.yaml").read_text())
+    with pytest.raises(kubernetes_validate.ValidationError, match="selectableFields"):
+        kubernetes_validate.validate(crd, K8S_VERSIONS[0], strict=True)
+    kubernetes_validate.validate(before_selectable_fields(crd, K8S_VERSIONS[0]), K8S_VERSIONS[0], strict=True)
+    kubernetes_validate.validate(crd, "1.30.0", strict=True)
 
 
 def test_default_is_cluster_mode(render):

@@ -18,8 +18,13 @@ Kubernetes-style error bodies. This extension adds, in one place:
   ResourceQuota (`count/<resource>`, `pods`, `requests.<resource>` of pods: 403 exceeded quota),
   the ServiceAccount plugin (a pod naming a missing ServiceAccount: 403 Forbidden);
 - an audit log (JSON lines: verb, group, resource, subresource, namespace, name, user agent, label
-  and field selectors) so a
-  test can check RBAC rules against what the operator really did.
+  and field selectors, and for a list the number of items it returned, or its error code) so a
+  test can check RBAC rules and request selectivity against what the operator really did;
+- CRD `selectableFields` (Kubernetes >= 1.31): a custom resource's list or watch may select by
+  them, by `metadata.name`/`metadata.namespace`, and by nothing else (400 BadRequest); with
+  `--without-selectable-fields` the server behaves as one before 1.31: the field is dropped from
+  the CRD (1.30 with its feature gate off; 1.27-1.29 prune it as unknown, and refuse it under
+  `fieldValidation=Strict`, as `kubectl apply` sends by default), so every such selector is refused.
 
 Not emulated: authentication/authorization, garbage collection of dependents (ownerReferences),
 strategic-merge semantics for lists (merge patches replace lists), server-side apply, pagination,
@@ -126,9 +131,10 @@ def parse_field_selector(text: str) -> Callable[[dict[str, Any]], bool]:
 class Emulator(kmock.KubernetesEmulator):
     """kmock's in-memory API server with the semantics above; one instance per test session."""
 
-    def __init__(self, audit_path: Path | None = None) -> None:
+    def __init__(self, audit_path: Path | None = None, selectable_fields: bool = True) -> None:
         super().__init__()
         self.audit_path = audit_path
+        self.selectable_fields = selectable_fields  # False: an API server before Kubernetes 1.31
         self.rv = 0
         self.crds: dict[kmock.resource, dict[str, Any]] = {}  # schema, printer columns, kind
         self.infos: dict[kmock.resource, kmock.ResourceInfo] = {}
@@ -154,6 +160,18 @@ class Emulator(kmock.KubernetesEmulator):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path}/{plural})",
                            {"group": group, "kind": plural})
         return res
+
+    def _admit_crd(self, crd: dict[str, Any], strict: bool) -> None:
+        """What a server before 1.31 does with `selectableFields`: refused by strict field
+        validation (1.27-1.29 do not know the field), otherwise dropped."""
+        if self.selectable_fields:
+            return
+        for i, v in enumerate((crd.get("spec") or {}).get("versions") or []):
+            if "selectableFields" in v and strict:
+                raise ApiError(400, "BadRequest", "CustomResourceDefinition in version \"v1\" cannot be handled as a "
+                                                  f'CustomResourceDefinition: strict decoding error: unknown field '
+                                                  f'"spec.versions[{i}].selectableFields"', {})
+            v.pop("selectableFields", None)
 
     def _register_crd(self, crd: dict[str, Any]) -> None:
         spec, names = crd["spec"], crd["spec"]["names"]
@@ -219,18 +237,26 @@ class Emulator(kmock.KubernetesEmulator):
                 "POST": "create", "PATCH": "patch", "PUT": "update",
                 "DELETE": "delete" if name else "deletecollection"}.get(raw.method, raw.method.lower())
         created = (body.get("metadata") or {}).get("name") if verb == "create" and isinstance(body, dict) else None
-        self._audit(verb, res, namespace, name or created, sub, raw.headers.get("User-Agent", ""),
-                    q.get("labelSelector", ""), q.get("fieldSelector", ""))
+        audit = lambda **extra: self._audit(verb, res, namespace, name or created, sub,  # noqa: E731
+                                            raw.headers.get("User-Agent", ""), q.get("labelSelector", ""),
+                                            q.get("fieldSelector", ""), **extra)
+        if verb != "list":
+            audit()
         as_table = "as=Table" in raw.headers.get("Accept", "")
         async with self._lock:
             if verb == "watch":
-                pass  # streamed below, outside the lock
+                self._check_fields(res, q.get("fieldSelector", ""))
             elif verb == "get":
                 obj = self._get((res, namespace, name))
                 return aiohttp.web.json_response(self._table(res, [obj]) if as_table else obj)
             elif verb == "list":
-                self._check_fields(res, q.get("fieldSelector", ""))
-                items = self._select(res, namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
+                try:  # audited once answered: how many items a selector let through
+                    self._check_fields(res, q.get("fieldSelector", ""))
+                    items = self._select(res, namespace, q.get("labelSelector", ""), q.get("fieldSelector", ""))
+                except kmock.KubernetesError as err:
+                    audit(code=err.status)
+                    raise
+                audit(items=len(items))
                 if as_table:
                     return aiohttp.web.json_response(self._table(res, items))
                 info = self.infos[res]
@@ -251,11 +277,11 @@ class Emulator(kmock.KubernetesEmulator):
         return await self._watch(raw, res, namespace, name, q)
 
     def _audit(self, verb: str, res: kmock.resource, ns: str | None, name: str | None, sub: str | None,
-               agent: str, labels: str = "", fields: str = "") -> None:
+               agent: str, labels: str = "", fields: str = "", **extra: Any) -> None:
         if self.audit_path is not None:
             entry = {"verb": verb, "group": res.group, "version": res.version, "resource": res.plural,
                      "subresource": sub, "namespace": ns, "name": name, "userAgent": agent, "ts": time.time(),
-                     "labelSelector": labels, "fieldSelector": fields}
+                     "labelSelector": labels, "fieldSelector": fields, **extra}
             with self.audit_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
 
@@ -388,6 +414,7 @@ class Emulator(kmock.KubernetesEmulator):
         if ns is not None:
             admission.admit_create(res.plural, res.group, info.kind, obj, ns, self._namespaced_objects(ns))
         if res.plural == "customresourcedefinitions":
+            self._admit_crd(obj, q.get("fieldValidation") == "Strict")
             self._register_crd(obj)
         self._store(key, obj)
         await self._emit(res, "ADDED", obj)
@@ -425,6 +452,8 @@ class Emulator(kmock.KubernetesEmulator):
             else:
                 meta.pop(fixed, None)
         self._admit(res, new, q.get("fieldValidation") == "Strict", old)
+        if res.plural == "customresourcedefinitions":
+            self._admit_crd(new, q.get("fieldValidation") == "Strict")
         spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
         if spec_of(new) != spec_of(old):
             meta["generation"] = old["metadata"].get("generation", 1) + 1
@@ -539,8 +568,8 @@ def _job_status(job: dict[str, Any]) -> str:
     return "Running" if dig(job, "status.active") else "Pending"
 
 
-async def serve(port_file: Path, audit: Path | None, port: int = 0) -> None:
-    emulator = Emulator(audit)
+async def serve(port_file: Path, audit: Path | None, port: int = 0, selectable_fields: bool = True) -> None:
+    emulator = Emulator(audit, selectable_fields)
     async with emulator, kmock.Server(emulator, port=port or None) as server:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(str(server.port))
@@ -554,10 +583,12 @@ def main() -> None:
     parser.add_argument("--port-file", type=Path, required=True, help="written with the port once listening")
     parser.add_argument("--audit", type=Path, default=None, help="JSON-lines log of every API request")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--without-selectable-fields", action="store_true",
+                        help="behave as an API server before Kubernetes 1.31: no CRD selectableFields")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s emulator %(levelname)s %(message)s")
     try:
-        asyncio.run(serve(args.port_file, args.audit, args.port))
+        asyncio.run(serve(args.port_file, args.audit, args.port, not args.without_selectable_fields))
     except KeyboardInterrupt:
         pass
 

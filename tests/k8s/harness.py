@@ -48,13 +48,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_emulator(work: Path, audit: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_emulator(work: Path, audit: Path, selectable_fields: bool = True) -> tuple[subprocess.Popen, str, Path]:
     """The API emulator as a process on 127.0.0.1 (its log in work/emulator.log, every request in
-    `audit`) and a kubeconfig for it: (process, server URL, kubeconfig path). Stop it with SIGINT."""
+    `audit`) and a kubeconfig for it: (process, server URL, kubeconfig path). Stop it with SIGINT.
+    `selectable_fields=False`: an API server before Kubernetes 1.31 (no CRD selectableFields)."""
     port_file = work / "port"
+    args = [] if selectable_fields else ["--without-selectable-fields"]
     with (work / "emulator.log").open("wb") as log_file:   # the child keeps its own handle
         proc = subprocess.Popen([sys.executable, str(HERE / "emulator.py"), "--port-file", str(port_file),
-                                 "--audit", str(audit)], stdout=log_file, stderr=subprocess.STDOUT, cwd=HERE)
+                                 "--audit", str(audit), *args], stdout=log_file, stderr=subprocess.STDOUT, cwd=HERE)
     try:
         port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), 30, "the emulator to listen"))
     except BaseException:
@@ -72,10 +74,10 @@ def start_emulator(work: Path, audit: Path) -> tuple[subprocess.Popen, str, Path
 
 
 @contextlib.contextmanager
-def emulated_cluster(work: Path) -> Iterator[Cluster]:
+def emulated_cluster(work: Path, selectable_fields: bool = True) -> Iterator[Cluster]:
     """A running emulator with the CRDs established, as a Cluster; stopped on exit."""
     audit = work / "audit.jsonl"
-    proc, server, kubeconfig = start_emulator(work, audit)
+    proc, server, kubeconfig = start_emulator(work, audit, selectable_fields)
     try:
         c = Cluster(server, kubeconfig, audit, KubeApi(server), work)
         c.kubectl("apply", "-f", str(CRDS))

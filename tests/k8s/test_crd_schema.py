@@ -90,6 +90,24 @@ def test_printer_columns_point_at_declared_fields(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_selectable_fields_are_what_the_api_server_accepts(kind: str) -> None:
+    """A 1.31+ API server refuses a CRD whose selectableFields are more than 8, under metadata, or
+    not scalar fields of the schema; the dataset CRD declares the one the operator selects by."""
+    crd = crdschema.load_crd(CRDS / KINDS[kind][0])
+    root = crdschema.version_schema(crd)
+    fields = [f["jsonPath"] for f in crd["spec"]["versions"][0].get("selectableFields", [])]
+    assert len(fields) <= 8 and len(set(fields)) == len(fields)
+    for path in fields:
+        node = root
+        assert not path.startswith(".metadata"), path
+        for part in path.strip(".").split("."):
+            assert part in node.get("properties", {}), f"{path} is not declared"
+            node = node["properties"][part]
+        assert node["type"] in ("string", "integer", "boolean"), path
+    assert fields == {"LifelongRun": [], "InstructionDataset": [".spec.run"]}[kind]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_status_is_small_and_has_conditions(kind: str) -> None:
     status = crd_schema(kind)["properties"]["status"]["properties"]
     assert {"phase", "step", "observedGeneration", "conditions"} <= set(status)

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import Cluster, dataset_manifest, run_manifest, wait_for
 from kubeapi import ApiError
@@ -169,3 +170,50 @@ def test_audit_log_records_every_request(cluster: Cluster, namespace: str) -> No
     verbs = {(e["verb"], e["userAgent"].split("/")[0]) for e in entries}
     assert ("list", "kubectl") in verbs and ("create", "adaptinf-tests") in verbs
     assert all(set(e) >= {"verb", "group", "resource", "subresource", "namespace", "name"} for e in entries)
+
+
+def test_crd_selectable_fields_select_lists_and_watches(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    for name, run in (("x0", "x"), ("x1", "x"), ("y0", "y")):
+        cluster.api.create("instructiondatasets", namespace, dataset_manifest(name, run, tmp_path / "d.jsonl"))
+    mine = cluster.api.list("instructiondatasets", namespace, fields="spec.run=x")
+    assert sorted(d["metadata"]["name"] for d in mine) == ["x0", "x1"]
+    assert [d["metadata"]["name"] for d in cluster.api.list("instructiondatasets", namespace,
+                                                             fields="spec.run!=x")] == ["y0"]
+    # A watch selects the same way; kubectl's watch ends at its timeout.
+    watched = cluster.kubectl("get", "ids", "-n", namespace, "--watch", "--request-timeout=2s", "-o", "name",
+                              "--field-selector", "spec.run=y", check=False).stdout.split()
+    assert set(watched) == {"instructiondataset.adaptinf.dev/y0"}, watched  # listed, then watched
+    # A field the CRD does not declare is refused, naming the ones that are, lists and watches alike.
+    for query in ({}, {"watch": "true"}):
+        with pytest.raises(ApiError) as refused:
+            cluster.api.request("GET", cluster.api.path("instructiondatasets", namespace),
+                                query={"fieldSelector": "spec.source=x", **query})
+        assert refused.value.code == 400 and '"spec.run"' in refused.value.body["message"], refused.value.body
+    # The audit log says how many items a list returned, or why it returned none.
+    entries = [e for e in cluster.audit_entries() if (e["namespace"], e["verb"], e["resource"]) ==
+               (namespace, "list", "instructiondatasets") and e["userAgent"] == "adaptinf-tests"]
+    assert [(e["fieldSelector"], e.get("items"), e.get("code")) for e in entries] == \
+        [("spec.run=x", 2, None), ("spec.run!=x", 1, None), ("spec.source=x", None, 400)]
+
+
+def test_a_server_before_1_31_drops_selectable_fields(tmp_path: Path) -> None:
+    from harness import CRDS, emulated_cluster
+
+    with emulated_cluster(tmp_path, selectable_fields=False) as old:
+        crd = old.api.get("customresourcedefinitions", None, "instructiondatasets.adaptinf.dev")
+        assert "selectableFields" not in crd["spec"]["versions"][0]
+        old.api.create("instructiondatasets", "default", dataset_manifest("d", "r", tmp_path / "d.jsonl"))
+        with pytest.raises(ApiError) as refused:
+            old.api.list("instructiondatasets", "default", fields="spec.run=r")
+        assert refused.value.code == 400 and "is not a known field selector" in refused.value.body["message"]
+        # Created again as `kubectl apply` sends it by default (strict field validation): 1.27-1.29
+        # do not know the field and refuse it; without strict validation it is dropped.
+        manifest = yaml.safe_load((CRDS / "instructiondatasets.yaml").read_text())
+        crds = old.api.path("customresourcedefinitions")
+        old.api.delete("customresourcedefinitions", None, "instructiondatasets.adaptinf.dev")
+        with pytest.raises(ApiError) as strict:
+            old.api.request("POST", crds, manifest, query={"fieldValidation": "Strict"})
+        assert strict.value.code == 400, strict.value.body
+        assert 'unknown field "spec.versions[0].selectableFields"' in strict.value.body["message"]
+        created = old.api.request("POST", crds, manifest)
+        assert "selectableFields" not in created["spec"]["versions"][0]
