@@ -6,7 +6,10 @@
   `requests.<resource>` / `limits.<resource>` summed over the namespace's pods that have not ended:
   a create that would go over `spec.hard` is 403 Forbidden "exceeded quota", as the quota plugin says it;
 - ServiceAccount: a pod naming a ServiceAccount that does not exist in its namespace is 403 Forbidden
-  (`default` always exists, as the token controller creates it in every namespace).
+  (`default` always exists, as the token controller creates it in every namespace);
+- LimitRanger, `type: Container` items: missing limits and requests are filled from `default` /
+  `defaultRequest` (defaulted as the API does: default ← max, defaultRequest ← default, then min),
+  then a container over `max` or under `min` is 403 Forbidden with the plugin's message.
 """
 from __future__ import annotations
 
@@ -67,6 +70,9 @@ def admit_create(plural: str, group: str, kind: str, obj: dict[str, Any], ns: st
             raise Forbidden(403, "Forbidden", f'pods "{name}" is forbidden: error looking up service account '
                                               f'{ns}/{sa}: serviceaccount "{sa}" not found',
                             {"name": name, "kind": "pods"})
+        if errors := limit_range_errors(obj, objects("limitranges")):
+            raise Forbidden(403, "Forbidden", f'pods "{name}" is forbidden: ' + ", ".join(errors),
+                            {"name": name, "kind": "pods"})
     live_pods = None
     for quota in objects("resourcequotas"):
         for key, hard in ((quota.get("spec") or {}).get("hard") or {}).items():
@@ -86,6 +92,44 @@ def admit_create(plural: str, group: str, kind: str, obj: dict[str, Any], ns: st
                                                   f"{quota['metadata']['name']}, requested: {key}={_fmt(asked)}, "
                                                   f"used: {key}={_fmt(used)}, limited: {key}={hard}",
                                 {"name": name, "kind": plural})
+
+
+def _container_item(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A `type: Container` LimitRange item with the API server's defaulting applied."""
+    out = {k: dict(item.get(k) or {}) for k in ("max", "min", "default", "defaultRequest")}
+    for source, target in (("max", "default"), ("default", "defaultRequest"), ("min", "defaultRequest")):
+        for key, value in out[source].items():
+            out[target].setdefault(key, value)
+    return out
+
+
+def limit_range_errors(pod: dict[str, Any], limit_ranges: list[dict[str, Any]]) -> list[str]:
+    """Fills the pod's containers' missing limits/requests from the namespace's LimitRanges (the
+    plugin mutates the pod) and returns what goes over `max` or under `min`."""
+    errors = []
+    for lr in limit_ranges:
+        for item in (lr.get("spec") or {}).get("limits") or []:
+            if item.get("type") != "Container":
+                continue
+            rules = _container_item(item)
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                res = c.setdefault("resources", {})
+                limits, requests = res.setdefault("limits", {}), res.setdefault("requests", {})
+                for key, value in limits.items():  # the pod's own defaulting: a limit alone is the request too
+                    requests.setdefault(key, value)
+                for key, value in rules["default"].items():
+                    limits.setdefault(key, value)
+                for key, value in rules["defaultRequest"].items():
+                    requests.setdefault(key, value)
+                for key, bound in rules["max"].items():
+                    if key in limits and quantity(limits[key]) > quantity(bound):
+                        errors.append(f"maximum {key} usage per Container is {bound}, but limit is {limits[key]}")
+                    elif key in requests and quantity(requests[key]) > quantity(bound):
+                        errors.append(f"maximum {key} usage per Container is {bound}, but request is {requests[key]}")
+                for key, bound in rules["min"].items():
+                    if key in requests and quantity(requests[key]) < quantity(bound):
+                        errors.append(f"minimum {key} usage per Container is {bound}, but request is {requests[key]}")
+    return errors
 
 
 def _fmt(value: Fraction) -> str:

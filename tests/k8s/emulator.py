@@ -16,7 +16,8 @@ Kubernetes-style error bodies. This extension adds, in one place:
 - Kubernetes error reasons: NotFound, AlreadyExists, Invalid, Conflict, MethodNotAllowed;
 - built-in admission as a real server does it (admission.py): label values (63 characters),
   ResourceQuota (`count/<resource>`, `pods`, `requests.<resource>` of pods: 403 exceeded quota),
-  the ServiceAccount plugin (a pod naming a missing ServiceAccount: 403 Forbidden);
+  the ServiceAccount plugin (a pod naming a missing ServiceAccount: 403 Forbidden), LimitRanger
+  (Container defaults, `max`/`min`: 403 Forbidden);
 - an audit log (JSON lines: verb, group, resource, subresource, namespace, name, user agent, label
   and field selectors, and for a list the number of items it returned, or its error code) so a
   test can check RBAC rules and request selectivity against what the operator really did;
@@ -66,6 +67,7 @@ BUILTINS = [
     ("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"], []),
     ("", "v1", "events", "Event", True, ["ev"], []),
     ("", "v1", "resourcequotas", "ResourceQuota", True, ["quota"], ["status"]),
+    ("", "v1", "limitranges", "LimitRange", True, ["limits"], []),
     ("batch", "v1", "jobs", "Job", True, [], ["status"]),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
      ["crd", "crds"], ["status"]),

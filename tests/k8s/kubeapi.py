@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-CORE = {"pods", "secrets", "events", "namespaces", "configmaps", "serviceaccounts", "resourcequotas"}
+CORE = {"pods", "secrets", "events", "namespaces", "configmaps", "serviceaccounts", "resourcequotas", "limitranges"}
 GROUPS = {"jobs": "batch/v1", "lifelongruns": "adaptinf.dev/v1alpha1", "instructiondatasets": "adaptinf.dev/v1alpha1",
           "customresourcedefinitions": "apiextensions.k8s.io/v1"}
 

@@ -200,6 +200,10 @@ INVALID = [  # (kind, spec, field path both must name)
     ("LifelongRun", {**MIN_RUN, "model": {"base": "m", "lora": {"dropout": 1.0}}}, "spec.model.lora.dropout"),
     ("LifelongRun", {**MIN_RUN, "scorers": []}, "spec.scorers"),
     ("LifelongRun", {**MIN_RUN, "resources": {"train": {"gpus": -1}}}, "spec.resources.train.gpus"),
+    # One pod runs on one node, and nodes have at most 8 GPUs: 9 could never be scheduled.
+    ("LifelongRun", {**MIN_RUN, "resources": {"train": {"gpus": 9}}}, "spec.resources.train.gpus"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"default": {"memory": "16GB"}}}, "spec.resources.default.memory"),
+    ("LifelongRun", {**MIN_RUN, "resources": {"default": {"cpu": 1.5}}}, "spec.resources.default.cpu"),
     ("LifelongRun", {**MIN_RUN, "resources": {"default": {"tolerations": [{"operator": "Maybe"}]}}},
      "spec.resources.default.tolerations.0.operator"),
     ("LifelongRun", {**MIN_RUN, "storage": {"uri": "s3://b", "accessKey": "AKIA..."}}, "spec.storage"),

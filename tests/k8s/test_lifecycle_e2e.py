@@ -195,10 +195,19 @@ def test_jobs_whose_pods_are_refused_are_stuck(cluster: Cluster, namespace: str,
     assert any(e["reason"] == "PodsRefused" and e["type"] == "Warning" for e in events(cluster, ns))
     assert cluster.api.list("pods", ns) == []
 
-    # A GPU quota of 0 refuses the train pod the same way; lifting it lets the run finish.
-    quota(cluster, ns, "no-gpus", **{"requests.nvidia.com/gpu": "0"})
+    # A LimitRange of a CPU-only namespace (no GPU per container) refuses the train pod the same way.
+    cluster.api.create("limitranges", ns, {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "cpu-only"},
+                                           "spec": {"limits": [{"type": "Container", "max": {"nvidia.com/gpu": "0"}}]}})
     cluster.api.create("serviceaccounts", ns, {"apiVersion": "v1", "kind": "ServiceAccount",
                                                "metadata": {"name": "adaptinf-stage"}})
+    wait_for(lambda: "maximum nvidia.com/gpu usage per Container is 0, but limit is 1" in
+             condition(cluster, ns, "lifelongruns", run, "Stuck").get("message", ""), 60,
+             "the train pod to be refused by the LimitRange")
+    assert job_name(run, 0, "train") in condition(cluster, ns, "lifelongruns", run, "Stuck")["message"]
+
+    # So does a GPU quota of 0; lifting it lets the run finish.
+    quota(cluster, ns, "no-gpus", **{"requests.nvidia.com/gpu": "0"})
+    cluster.api.delete("limitranges", ns, "cpu-only")
     wait_for(lambda: "exceeded quota: no-gpus" in condition(cluster, ns, "lifelongruns", run, "Stuck").get("message", ""),
              60, "the train pod to be refused by the GPU quota")
     assert job_name(run, 0, "train") in condition(cluster, ns, "lifelongruns", run, "Stuck")["message"]
