@@ -4,8 +4,9 @@ kmock provides the HTTP server (`kmock.Server`), object storage with history
 (`KubernetesEmulator.objects`), per-resource event buses for watches, merge/JSON patching and
 Kubernetes-style error bodies. This extension adds, in one place:
 
-- discovery from a resource registry: built-ins plus every CRD created (`/api/v1` with the
-  right groupVersion, `/apis/<group>/<version>`), CRD status `Established`;
+- discovery from a resource registry: built-ins (pods and Jobs in the `all` category) plus every
+  CRD created (`/api/v1` with the right groupVersion, `/apis/<group>/<version>`), CRD status
+  `Established`;
 - server-filled metadata (uid, resourceVersion, generation, creationTimestamp, generateName);
 - `/status` subresources: status patches touch only status, main-resource writes never touch
   status, and a spec change bumps `generation`;
@@ -141,7 +142,8 @@ class Emulator(kmock.KubernetesEmulator):
         self.crds: dict[kmock.resource, dict[str, Any]] = {}  # schema, printer columns, kind
         self.infos: dict[kmock.resource, kmock.ResourceInfo] = {}
         for group, version, plural, kind, namespaced, short, subs in BUILTINS:
-            self._register(kmock.resource(group, version, plural), kind, namespaced, short, [], subs)
+            categories = ["all"] if plural in ("pods", "jobs") else []  # what `kubectl get all` expands to
+            self._register(kmock.resource(group, version, plural), kind, namespaced, short, categories, subs)
         for ns in ("default", "kube-system"):
             self._store((self._res("", "v1", "namespaces"), None, ns),
                         self._fill_new({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},

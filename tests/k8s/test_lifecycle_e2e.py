@@ -294,6 +294,21 @@ def test_multi_gpu_train_stops_on_sigterm_as_pid_1(cluster: Cluster, namespace: 
     assert limits["nvidia.com/gpu"] == "1"
 
 
+def test_kubectl_delete_all_leaves_runs_and_datasets(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    # `all` is a category of pods and Jobs, not of months-long runs (the CRDs use `adaptinf`).
+    cluster.apply(run_manifest("kept", tmp_path / "store"), dataset_manifest("d0", "kept", tmp_path / "d0.jsonl"),
+                  namespace=namespace)
+    cluster.api.create("jobs", namespace, {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "other"},
+                                           "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}],
+                                                                          "restartPolicy": "Never"}}}})
+    out = cluster.kubectl("delete", "all", "--all", "-n", namespace).stdout
+    assert "job.batch \"other\" deleted" in out and "lifelongrun" not in out, out
+    assert cluster.api.find("jobs", namespace, "other") is None
+    assert cluster.api.find("lifelongruns", namespace, "kept") is not None
+    assert cluster.api.find("instructiondatasets", namespace, "d0") is not None
+    assert "lifelongrun.adaptinf.dev/kept" in cluster.kubectl("get", "adaptinf", "-n", namespace, "-o", "name").stdout
+
+
 @pytest.mark.parametrize("patch, field", [({"storage": {"uri": "/elsewhere"}}, "spec.storage.uri"),
                                           ({"model": {"base": "other-model"}}, "spec.model.base")])
 def test_store_and_base_model_cannot_change_under_a_run(cluster: Cluster, namespace: str, tmp_path: Path,
