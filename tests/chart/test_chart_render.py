@@ -105,6 +105,21 @@ def test_default_is_cluster_mode(render):
     assert container_env(dep)["ADAPTINF_NAMESPACE"] == ""
 
 
+def test_operator_doc_rbac_table_is_the_charts_cluster_role(render):
+    """docs/operator.md "API access": (group, resource, verb) rows equal the ClusterRole's rules."""
+    text = (REPO / "docs" / "operator.md").read_text(encoding="utf-8")
+    section = text.split("## API access", 1)[1].split("\n## ", 1)[0]
+    documented = set()
+    for group, resources, verbs in re.findall(r"^\| `([^`]*)` \| (.+?) \| (.+?) \|$", section, flags=re.M):
+        for resource in re.findall(r"`([^`]+)`", resources):
+            for verb in re.sub(r"\([^)]*\)", "", verbs).split(","):
+                documented.add((group.strip('"'), resource, verb.strip()))
+    granted = {(g, r, v) for rule in one(render(), "ClusterRole")["rules"]
+               for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert documented == granted, (f"in the doc only: {sorted(documented - granted)}; "
+                                   f"in the chart only: {sorted(granted - documented)}")
+
+
 @pytest.mark.parametrize("watch_ns", [None, "team-a"])
 def test_namespace_mode_has_no_cluster_scoped_rbac(render, watch_ns):
     sets = NS_MODE + ((f"watch.namespace={watch_ns}",) if watch_ns else ())
