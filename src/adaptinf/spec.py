@@ -56,6 +56,11 @@ class LoraSpec(SpecModel):
         return v
 
 
+def path_like(name: str) -> bool:
+    """A model name that can only be a path or a store URI: a hub id is `name` or `org/name`."""
+    return name.startswith(("/", ".", "~", "s3://")) or name.count("/") > 1 or "\\" in name
+
+
 class ModelSpec(SpecModel):
     base: str = Field(..., min_length=1, description="local path, s3:// URI or hub id")
     # Step 0 instruction-tunes the base on the first dataset before any selection step:
@@ -65,6 +70,22 @@ class ModelSpec(SpecModel):
     initial_learning_rate: float = Field(1e-3, gt=0)
     lora: LoraSpec = Field(default_factory=LoraSpec)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # A hub base's branch, tag or commit, passed to every from_pretrained: steps months apart use
+    # the same weights. Hub ids only (a local folder or an s3:// base is what it is).
+    revision: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^\s]+$")
+    # A Secret whose key HF_TOKEN the operator gives the stage pods as HF_TOKEN (gated models);
+    # the local runner reads HF_TOKEN from its own environment.
+    token_secret: str | None = Field(None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    # Where hub downloads (and s3:// bases) are cached; default: ADAPTINF_MODEL_CACHE (the chart's
+    # model cache volume), else Hugging Face's own cache (HF_HOME).
+    cache_dir: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _revision_of_a_hub_id(self) -> ModelSpec:
+        if self.revision and path_like(self.base):
+            raise ValueError(f"model.revision: model.base {self.base!r} is a local path or store URI, not a "
+                             f"hub id; a revision pins a hub model only (drop model.revision, or name the hub id)")
+        return self
 
 
 class ExtractSpec(SpecModel):
@@ -172,6 +193,9 @@ class StorageSpec(SpecModel):
 class MlflowSpec(SpecModel):
     experiment: str = Field("adapt-inf", min_length=1)
     tracking_uri: str | None = None
+    # Each step's adapter as an MLflow model: "register" also adds it to the model registry under
+    # the run's name (tracking/model_registry.py), "log" only logs it, "none" neither.
+    model: Literal["register", "log", "none"] = "register"
 
     @field_validator("tracking_uri")
     @classmethod
