@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from adaptinf import strategy_options
 from adaptinf.pod_template import (DNS_SUBDOMAIN, OPERATOR_ANNOTATION_PREFIXES, OPERATOR_LABEL_PREFIXES,
-                                   OPERATOR_LABELS, OPERATOR_VOLUMES, SHM_PATH, EnvFromSource, EnvVar, LabelValue,
+                                   OPERATOR_LABELS, OPERATOR_VOLUMES, INSTEAD, EnvFromSource, EnvVar, LabelValue,
                                    PodVolume, VolumeMount, qualified_name_error, reserved)
 from adaptinf.spec_base import SpecError, SpecModel
 
@@ -350,8 +350,8 @@ class ResourcesSpec(SpecModel):
                 alias = info.alias or field
                 where = f"resources.{'default' if mounts_from == 'default' else alias}.volumeMounts.{i}.name"
                 if mount.name in OPERATOR_VOLUMES:
-                    raise ValueError(f"{where}: {mount.name!r} is the operator's volume, mounted by it at "
-                                     f"{SHM_PATH} (set shmSize instead)")
+                    raise ValueError(f"{where}: {mount.name!r} is the operator's volume, mounted by it "
+                                     f"({INSTEAD[mount.name]})")
                 volumes = f"resources.{'default' if volumes_from == 'default' else alias}.volumes"
                 raise ValueError(f"{where}: {mount.name!r} is no volume of the {alias} stage "
                                  f"(declared in {volumes}: {', '.join(declared) or 'none'})")
@@ -409,6 +409,18 @@ class LifelongRunSpec(SpecModel):
         if "strategy" not in info.data:   # the strategy itself is invalid: reported on its own
             return v
         return strategy_options.check(info.data["strategy"], v)
+
+    @model_validator(mode="after")
+    def _one_hf_token(self) -> LifelongRunSpec:
+        """model.tokenSecret gives the stage pods HF_TOKEN: a stage env setting it too is ambiguous."""
+        if not self.model.token_secret:
+            return self
+        for field, info in ResourcesSpec.model_fields.items():
+            own = getattr(self.resources, field)
+            if own is not None and any(e.name == "HF_TOKEN" for e in own.env or []):
+                raise ValueError(f"resources.{info.alias or field}.env: HF_TOKEN comes from model.tokenSecret "
+                                 f"({self.model.token_secret}); set one of the two")
+        return self
 
     def effective_strategy_options(self) -> dict[str, Any]:
         """The strategy's options in effect: its defaults updated with strategyOptions."""
@@ -485,6 +497,8 @@ def error_line(e: Any) -> str:
     loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
     msg = e["msg"].removeprefix("Value error, ")
     if e["loc"] and msg.startswith(f"{loc}.") and ": " in msg:
+        return f"spec.{msg}"
+    if not e["loc"] and re.match(r"^[a-zA-Z][\w.]*: ", msg):   # a whole-spec rule naming its field
         return f"spec.{msg}"
     return f"spec.{loc}: {e['msg']}"
 
