@@ -3,6 +3,7 @@ MLflow runs of a reduced lifelong run (3 steps of Lite-Adapt-∞ on CPU)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -16,12 +17,38 @@ pytestmark = pytest.mark.slow
 STEPS = 3
 
 
+# An HF token in the run's environment (as a Secret provides it on a cluster): it must reach no
+# MLflow param, tag, artifact, store file or log line (test_the_hf_token_is_never_written).
+HF_TOKEN = "hf_" + "x7Kq2" * 8
+LOG_LINES: list[str] = []   # what the fixture's run logged
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
 @pytest.fixture(scope="module")
 def finished_run(demo_quick, tmp_path_factory):
     run, datasets = collect([demo_quick])
     workdir = tmp_path_factory.mktemp("work")
     rows = []
-    summary = run_local(run, datasets[:STEPS], workdir, progress=False, on_step=rows.append)
+    lines, root = _Lines(), logging.getLogger()
+    level = root.level
+    root.addHandler(lines)
+    root.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HF_TOKEN", HF_TOKEN)
+            summary = run_local(run, datasets[:STEPS], workdir, progress=False, on_step=rows.append)
+    finally:
+        root.removeHandler(lines)
+        root.setLevel(level)
+    LOG_LINES[:] = lines.lines
     return run, datasets[:STEPS], workdir, summary, rows
 
 
@@ -220,3 +247,14 @@ def test_adapters_are_registered_under_the_run_name(finished_run):
     finally:
         mlflow.set_tracking_uri(None)
     assert model.predict([prompt]) == [answered]
+
+
+def test_the_hf_token_is_never_written(finished_run):
+    """Not in the MLflow store (params, tags, metrics: the sqlite file), its artifacts (the
+    registered models too), the run's store files, summary.json or the log."""
+    _, _, workdir, summary, _ = finished_run
+    files = [p for p in workdir.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and any(p.name == "MLmodel" for p in files)
+    assert [p for p in files if HF_TOKEN.encode() in p.read_bytes()] == []
+    assert HF_TOKEN not in json.dumps(summary)
+    assert LOG_LINES and not [line for line in LOG_LINES if HF_TOKEN in line]
