@@ -39,6 +39,10 @@ class OperatorConfig:
     ttl_after_finished: int | None = None
     reconcile_interval: float = 30.0
     aws_region: str = ""
+    # A PersistentVolumeClaim (in each stage namespace) mounted into every stage pod at
+    # model_cache_path as the hub and s3:// model cache: a step's five pods download a base once.
+    model_cache_claim: str = ""
+    model_cache_path: str = "/cache/models"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -95,4 +99,12 @@ class OperatorConfig:
             ttl_after_finished=number("ADAPTINF_TTL_AFTER_FINISHED", 0) if ttl else None,
             reconcile_interval=number("ADAPTINF_RECONCILE_INTERVAL", cls.reconcile_interval, float, minimum=0.1),
             aws_region=text("AWS_DEFAULT_REGION"),
+            model_cache_claim=text("ADAPTINF_MODEL_CACHE_CLAIM"),
+            model_cache_path=_absolute("ADAPTINF_MODEL_CACHE_PATH", text("ADAPTINF_MODEL_CACHE_PATH", cls.model_cache_path)),
         )
+
+
+def _absolute(name: str, path: str) -> str:
+    if not path.startswith("/"):
+        raise ConfigError(f"{name}={path!r} must be an absolute path")
+    return path

@@ -17,7 +17,8 @@ from typing import Any
 
 import kopf
 
-from adaptinf.pod_template import SHM_PATH, SHM_VOLUME_NAME
+from adaptinf.model.hub import CACHE_ENV
+from adaptinf.pod_template import MODEL_CACHE_VOLUME_NAME, SHM_PATH, SHM_VOLUME_NAME
 from adaptinf.spec import InstructionDatasetSpec, LifelongRunSpec, StageResources
 
 from .config import OperatorConfig
@@ -45,6 +46,7 @@ SHM_VOLUME = {"name": SHM_VOLUME_NAME, "emptyDir": {"medium": "Memory"}}
 # Job that carries it is created suspended: Kueue admits it by setting spec.suspend to false, and
 # no pod starts (no GPU is held) before that. Not on the pod template: the pods belong to the Job.
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+HF_TOKEN = "HF_TOKEN"
 
 
 # Evicted, preempted or drained (the pod has condition DisruptionTarget): not the stage's fault, so
@@ -98,6 +100,13 @@ def stage_env(run: str, spec: LifelongRunSpec, stage: str, dataset: str, ds_spec
     if cfg.mlflow_secret:
         env += [_secret_env(k, cfg.mlflow_secret, k, optional=True)
                 for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")]
+    if spec.model.token_secret:  # huggingface_hub reads HF_TOKEN itself; adaptinf never sees it
+        env.append(_secret_env(HF_TOKEN, spec.model.token_secret, HF_TOKEN))
+    if cfg.model_cache_claim:
+        env.append({"name": CACHE_ENV, "value": cfg.model_cache_path})
+        # HF_HOME/hub is where hub_kwargs puts the hub cache too; a run's own HF_HOME wins.
+        if not any(e.name == "HF_HOME" for e in spec.resources.for_stage(stage).env or []):
+            env.append({"name": "HF_HOME", "value": cfg.model_cache_path})
     return env
 
 
@@ -158,6 +167,9 @@ def pod_template(res: StageResources, stage: str, gpus: int, labels: dict[str, s
     if (shm := shm_volume(res, stage, gpus)) is not None:
         volumes.insert(0, shm)
         mounts.insert(0, {"name": SHM_VOLUME_NAME, "mountPath": SHM_PATH})
+    if cfg.model_cache_claim:
+        volumes.insert(0, {"name": MODEL_CACHE_VOLUME_NAME, "persistentVolumeClaim": {"claimName": cfg.model_cache_claim}})
+        mounts.insert(0, {"name": MODEL_CACHE_VOLUME_NAME, "mountPath": cfg.model_cache_path})
     if mounts:
         container["volumeMounts"] = mounts
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaptinf import layout
+from adaptinf.model.hub import configure_hub
 from adaptinf.spec import InstructionDatasetSpec, LifelongRunSpec
 from adaptinf.store import Store
 from adaptinf.tracking import Tracker, tracking_uri
@@ -61,6 +62,7 @@ def build_context(run: str, step: int, store: Store, run_spec: dict | None = Non
     if not store.exists(key):
         store.write_json(key, {"run": run, "step": step, "dataset": dataset,
                                "run_spec": spec.to_dict(), "dataset_spec": ds.to_dict()})
+    configure_hub(spec.model.base, spec.model.revision, spec.model.cache_dir)
     tracker = Tracker(tracking if tracking is not None else tracking_uri(spec.mlflow.tracking_uri),
                       spec.mlflow.experiment, run, store)
     return StageContext(run, spec, step, dataset, ds, store, tracker, shard_index, shard_count, progress)

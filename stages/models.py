@@ -35,19 +35,24 @@ def base_source(ctx: StageContext) -> str:
     return ctx.spec.model.base
 
 
-def base_identity(ctx: StageContext) -> str:
-    """The base this run's adapters apply to, named so that it can be found outside this pod:
-    the run's tuned base in the store (its URI), else `model.base` as the spec gives it."""
+def base_identity(ctx: StageContext) -> tuple[str, str | None]:
+    """The base this run's adapters apply to, named so that it can be found outside this pod, and
+    its revision: the run's tuned base in the store (its URI; no revision), else `model.base` as
+    the spec gives it with `model.revision`."""
     prefix = base_prefix(ctx.run)
-    return ctx.store.uri(prefix) if ctx.store.is_committed(prefix) else ctx.spec.model.base
+    if ctx.store.is_committed(prefix):
+        return ctx.store.uri(prefix), None
+    return ctx.spec.model.base, ctx.spec.model.revision
 
 
-def record_base(folder: Path, base: str) -> None:
-    """Point every adapter_config.json under `folder` at `base`: peft writes the path it loaded the
-    base from, which is a temporary copy inside the stage pod."""
+def record_base(folder: Path, base: str, revision: str | None = None) -> None:
+    """Point every adapter_config.json under `folder` at `base` and its `revision` (peft loads the
+    base at that revision): peft writes the path it loaded the base from, a temporary copy
+    inside the stage pod."""
     for path in folder.rglob("adapter_config.json"):
         config = json.loads(path.read_text())
         config["base_model_name_or_path"] = base
+        config["revision"] = revision
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

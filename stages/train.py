@@ -15,6 +15,7 @@ from typing import Any
 from adaptinf.data.pool import load_records
 from adaptinf.model.encoding import Encoder
 from adaptinf.model.loading import load_base, save_preprocessing
+from adaptinf.tracking.model_registry import log_adapter_model, register_step_model, version_tags
 from adaptinf.training import TrainConfig, distributed, train_model
 
 from . import continual
@@ -72,13 +73,15 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
         return summary
     with tempfile.TemporaryDirectory() as tmp:
         bundle.model.save_pretrained(tmp)
-        record_base(Path(tmp), base_identity(ctx))
+        base, revision = base_identity(ctx)
+        record_base(Path(tmp), base, revision)
         summary.update(continual.after_training(ctx, bundle, records, Path(tmp), penalty))  # Fisher / routing keys
         for path in sorted(Path(tmp).rglob("*")):
             if path.is_file():
                 ctx.store.write_bytes(f"{prefix}/adapter/{path.relative_to(tmp).as_posix()}", path.read_bytes())
         child = ctx.tracker.step_id(ctx.step, ctx.dataset)
         ctx.tracker.log_artifacts(child, tmp, "adapter")
+        _log_model(ctx, child, Path(tmp), base, revision)
     # Every metric's step is the time step; the per-epoch curves have keys of their own
     # (their step is the epoch), and step 0's full initial tuning is logged too.
     for epoch, loss in enumerate(result.losses):
@@ -91,6 +94,19 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     ctx.tracker.log_metrics(child, {**final, "train_seconds": result.seconds, "train_samples": len(records)},
                             ctx.step)
     return summary
+
+
+def _log_model(ctx: StageContext, child: str | None, adapter: Path, base: str, revision: str | None) -> None:
+    """The adapter as an MLflow model of the step's run, and (`mlflow.model: register`) the run's
+    registered model's newest version."""
+    mode = ctx.spec.mlflow.model
+    if child is None or mode == "none":
+        return
+    settings = {"dtype": ctx.spec.model.dtype, "max_length": ctx.spec.training.max_length,
+                "max_new_tokens": ctx.spec.eval.max_new_tokens}
+    if log_adapter_model(ctx.tracker, child, adapter, settings) and mode == "register":
+        version = register_step_model(ctx.tracker, child, version_tags(ctx.step, ctx.dataset, base, revision))
+        log.info("registered %s version %s (step %d)", ctx.run, version, ctx.step)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

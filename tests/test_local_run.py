@@ -3,6 +3,7 @@ MLflow runs of a reduced lifelong run (3 steps of Lite-Adapt-∞ on CPU)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -16,12 +17,38 @@ pytestmark = pytest.mark.slow
 STEPS = 3
 
 
+# An HF token in the run's environment (as a Secret provides it on a cluster): it must reach no
+# MLflow param, tag, artifact, store file or log line (test_the_hf_token_is_never_written).
+HF_TOKEN = "hf_" + "x7Kq2" * 8
+LOG_LINES: list[str] = []   # what the fixture's run logged
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
 @pytest.fixture(scope="module")
 def finished_run(demo_quick, tmp_path_factory):
     run, datasets = collect([demo_quick])
     workdir = tmp_path_factory.mktemp("work")
     rows = []
-    summary = run_local(run, datasets[:STEPS], workdir, progress=False, on_step=rows.append)
+    lines, root = _Lines(), logging.getLogger()
+    level = root.level
+    root.addHandler(lines)
+    root.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HF_TOKEN", HF_TOKEN)
+            summary = run_local(run, datasets[:STEPS], workdir, progress=False, on_step=rows.append)
+    finally:
+        root.removeHandler(lines)
+        root.setLevel(level)
+    LOG_LINES[:] = lines.lines
     return run, datasets[:STEPS], workdir, summary, rows
 
 
@@ -184,3 +211,50 @@ def test_multitask_trains_once_on_all_data_at_the_last_step(demo_quick, tmp_path
     figures = report.run_figures(summary, seq)
     assert figures["forgetting_rate"] is None and figures["forgetting_rate_taught"] is None
     assert [t for t, _ in report.curve(summary)] == [0, STEPS - 1]
+
+
+def _first_text_eval(run, workdir, step: int) -> tuple[str, str]:
+    """The first prompt of the text-only eval task and what the step's eval answered to it."""
+    task = next(t for t in run.resolved_spec().eval.suite if t.skill == "arithmetic")
+    first = json.loads(open(task.path).readline())
+    metrics = LocalStore(workdir).read_json(f"{layout.stage_prefix(run.name, step, 'eval')}/metrics.json")
+    return first["conversations"][0]["value"], metrics["tasks"]["arithmetic"]["examples"][0]["pred"]
+
+
+def test_adapters_are_registered_under_the_run_name(finished_run):
+    """One registry version per step, tagged with its step, dataset and base; `current` is the
+    newest, and its pyfunc model answers as the step's own eval did."""
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+    run, datasets, workdir, summary, _ = finished_run
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    versions = sorted(client.search_model_versions(f"name = '{run.name}'"), key=lambda v: int(v.version))
+    assert [v.tags["adaptinf.step"] for v in versions] == [str(t) for t in range(STEPS)]
+    assert [v.tags["adaptinf.dataset"] for v in versions] == [d.name for d in datasets]
+    base = LocalStore(workdir).uri(f"{run.name}/base")   # the demo's initially tuned base
+    assert all(v.tags["adaptinf.base"] == base and "adaptinf.revision" not in v.tags for v in versions)
+    current = client.get_model_version_by_alias(run.name, "current")
+    assert current.version == versions[-1].version
+    children = {r.data.tags["adaptinf.step"]: r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name(run.spec.mlflow.experiment).experiment_id],
+        filter_string=f"tags.`adaptinf.run` = '{run.name}'")}
+    assert [v.run_id for v in versions] == [children[str(t)] for t in range(STEPS)]
+    prompt, answered = _first_text_eval(run, workdir, STEPS - 1)
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{run.name}@current")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert model.predict([prompt]) == [answered]
+
+
+def test_the_hf_token_is_never_written(finished_run):
+    """Not in the MLflow store (params, tags, metrics: the sqlite file), its artifacts (the
+    registered models too), the run's store files, summary.json or the log."""
+    _, _, workdir, summary, _ = finished_run
+    files = [p for p in workdir.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and any(p.name == "MLmodel" for p in files)
+    assert [p for p in files if HF_TOKEN.encode() in p.read_bytes()] == []
+    assert HF_TOKEN not in json.dumps(summary)
+    assert LOG_LINES and not [line for line in LOG_LINES if HF_TOKEN in line]

@@ -60,6 +60,8 @@ def _run_local(args: argparse.Namespace) -> int:
         uri = redact_uri(default_tracking(workdir, run.spec.mlflow.tracking_uri))
         hint = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
         print(f"MLflow: experiment {run.spec.mlflow.experiment!r} at {uri}\n  view: {hint}")
+        if run.spec.mlflow.model == "register":
+            print(f"  model: models:/{run.name}@current (the newest adapter; a registry version per step)")
     return 0
 
 

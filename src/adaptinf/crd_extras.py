@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from adaptinf.pod_template import DNS_SUBDOMAIN, LABEL_VALUE, EnvFromSource, EnvVar, EnvVarSource, PodVolume
 from adaptinf.spec import (QUANTITY, SCORERS, STRATEGIES, ClusteringSpec, EvalTask, ExtractSpec,
-                           InstructionDatasetSpec, LifelongRunSpec, ModelSpec, StageResources,
+                           InstructionDatasetSpec, LifelongRunSpec, MlflowSpec, ModelSpec, StageResources,
                            StorageSpec)
 
 Node = dict[str, Any]
@@ -206,6 +206,15 @@ MODEL_EXTRAS: dict[type[BaseModel], Node] = {
 FIELD_EXTRAS: dict[tuple[type[BaseModel], str], Node] = {
     (ModelSpec, "base"): {"description": "local path, s3:// URI or hub id; immutable", **immutable(
         "spec.model.base is immutable: the adapters of a run belong to one base model; create a new run")},
+    (ModelSpec, "revision"): {"description": "a hub base's branch, tag or commit, passed to every from_pretrained "
+                                             "(hub ids only); immutable", **immutable(
+        "spec.model.revision is immutable: the adapters of a run belong to one base model; create a new run")},
+    (ModelSpec, "tokenSecret"): {"description": "a Secret whose key HF_TOKEN the stage pods get as HF_TOKEN "
+                                                "(gated hub models)"},
+    (ModelSpec, "cacheDir"): {"description": "where hub downloads and s3:// bases are cached (default: "
+                                             "ADAPTINF_MODEL_CACHE, the chart's model cache volume)"},
+    (MlflowSpec, "model"): {"description": "each step's adapter as an MLflow model; register: also in the model "
+                                           "registry under the run's name"},
     (StorageSpec, "uri"): {"description": "s3://bucket/prefix or a local directory; immutable", **immutable(
         "spec.storage.uri is immutable: the run's markers and adapters live there; create a new run")},
     # The registries' names (adaptinf.manifest): the spec checks them in validators.

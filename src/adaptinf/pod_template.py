@@ -28,10 +28,17 @@ OPERATOR_ENV_PREFIXES = ("ADAPTINF_",)
 OPERATOR_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
                 "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                 "MLFLOW_TRACKING_TOKEN", "JOB_COMPLETION_INDEX")
+# Set by the operator only when the run does not: HF_TOKEN from model.tokenSecret (a run that also
+# sets it in env is refused), HF_HOME at the chart's model cache (a run's own HF_HOME wins).
+OPERATOR_ENV_UNLESS_SET = ("HF_TOKEN", "HF_HOME")
+# What a run's volume would be instead, for an operator-owned volume name.
+INSTEAD = {"dshm": "its /dev/shm: set shmSize", "model-cache": "the chart's modelCache volume"}
 # The memory-backed /dev/shm the operator mounts (shmSize, or a multi-GPU train).
 SHM_VOLUME_NAME = "dshm"
 SHM_PATH = "/dev/shm"
-OPERATOR_VOLUMES = (SHM_VOLUME_NAME,)
+# The model cache PersistentVolumeClaim the chart's modelCache values give the stage pods.
+MODEL_CACHE_VOLUME_NAME = "model-cache"
+OPERATOR_VOLUMES = (SHM_VOLUME_NAME, MODEL_CACHE_VOLUME_NAME)
 OPERATOR_MOUNT_PATHS = (SHM_PATH,)
 
 
@@ -134,7 +141,7 @@ class PodVolume(SpecModel):
     @classmethod
     def _not_the_operators(cls, v: str) -> str:
         if v in OPERATOR_VOLUMES:
-            raise ValueError(f"volume name {v!r} is the operator's (its /dev/shm: set shmSize instead)")
+            raise ValueError(f"volume name {v!r} is the operator's ({INSTEAD[v]})")
         return v
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from adaptinf import manifest, strategy_options
 from adaptinf.pod_template import (DNS_SUBDOMAIN, OPERATOR_ANNOTATION_PREFIXES, OPERATOR_LABEL_PREFIXES,
-                                   OPERATOR_LABELS, OPERATOR_VOLUMES, SHM_PATH, EnvFromSource, EnvVar, LabelValue,
+                                   OPERATOR_LABELS, OPERATOR_VOLUMES, INSTEAD, EnvFromSource, EnvVar, LabelValue,
                                    PodVolume, VolumeMount, qualified_name_error, reserved)
 from adaptinf.spec_base import SpecError, SpecModel
 
@@ -55,6 +55,11 @@ class LoraSpec(SpecModel):
         return v
 
 
+def path_like(name: str) -> bool:
+    """A model name that can only be a path or a store URI: a hub id is `name` or `org/name`."""
+    return name.startswith(("/", ".", "~", "s3://")) or name.count("/") > 1 or "\\" in name
+
+
 class ModelSpec(SpecModel):
     base: str = Field(..., min_length=1, description="local path, s3:// URI or hub id")
     # Step 0 instruction-tunes the base on the first dataset before any selection step:
@@ -64,6 +69,22 @@ class ModelSpec(SpecModel):
     initial_learning_rate: float = Field(1e-3, gt=0)
     lora: LoraSpec = Field(default_factory=LoraSpec)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # A hub base's branch, tag or commit, passed to every from_pretrained: steps months apart use
+    # the same weights. Hub ids only (a local folder or an s3:// base is what it is).
+    revision: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^\s]+$")
+    # A Secret whose key HF_TOKEN the operator gives the stage pods as HF_TOKEN (gated models);
+    # the local runner reads HF_TOKEN from its own environment.
+    token_secret: str | None = Field(None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    # Where hub downloads (and s3:// bases) are cached; default: ADAPTINF_MODEL_CACHE (the chart's
+    # model cache volume), else Hugging Face's own cache (HF_HOME).
+    cache_dir: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _revision_of_a_hub_id(self) -> ModelSpec:
+        if self.revision and path_like(self.base):
+            raise ValueError(f"model.revision: model.base {self.base!r} is a local path or store URI, not a "
+                             f"hub id; a revision pins a hub model only (drop model.revision, or name the hub id)")
+        return self
 
 
 class ExtractSpec(SpecModel):
@@ -176,6 +197,9 @@ class StorageSpec(SpecModel):
 class MlflowSpec(SpecModel):
     experiment: str = Field("adapt-inf", min_length=1)
     tracking_uri: str | None = None
+    # Each step's adapter as an MLflow model: "register" also adds it to the model registry under
+    # the run's name (tracking/model_registry.py), "log" only logs it, "none" neither.
+    model: Literal["register", "log", "none"] = "register"
 
     @field_validator("tracking_uri")
     @classmethod
@@ -330,8 +354,8 @@ class ResourcesSpec(SpecModel):
                 alias = info.alias or field
                 where = f"resources.{'default' if mounts_from == 'default' else alias}.volumeMounts.{i}.name"
                 if mount.name in OPERATOR_VOLUMES:
-                    raise ValueError(f"{where}: {mount.name!r} is the operator's volume, mounted by it at "
-                                     f"{SHM_PATH} (set shmSize instead)")
+                    raise ValueError(f"{where}: {mount.name!r} is the operator's volume, mounted by it "
+                                     f"({INSTEAD[mount.name]})")
                 volumes = f"resources.{'default' if volumes_from == 'default' else alias}.volumes"
                 raise ValueError(f"{where}: {mount.name!r} is no volume of the {alias} stage "
                                  f"(declared in {volumes}: {', '.join(declared) or 'none'})")
@@ -389,6 +413,18 @@ class LifelongRunSpec(SpecModel):
         if "strategy" not in info.data:   # the strategy itself is invalid: reported on its own
             return v
         return strategy_options.check(info.data["strategy"], v)
+
+    @model_validator(mode="after")
+    def _one_hf_token(self) -> LifelongRunSpec:
+        """model.tokenSecret gives the stage pods HF_TOKEN: a stage env setting it too is ambiguous."""
+        if not self.model.token_secret:
+            return self
+        for field, info in ResourcesSpec.model_fields.items():
+            own = getattr(self.resources, field)
+            if own is not None and any(e.name == "HF_TOKEN" for e in own.env or []):
+                raise ValueError(f"resources.{info.alias or field}.env: HF_TOKEN comes from model.tokenSecret "
+                                 f"({self.model.token_secret}); set one of the two")
+        return self
 
     def effective_strategy_options(self) -> dict[str, Any]:
         """The strategy's options in effect: its defaults updated with strategyOptions."""
@@ -465,6 +501,8 @@ def error_line(e: Any) -> str:
     loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
     msg = e["msg"].removeprefix("Value error, ")
     if e["loc"] and msg.startswith(f"{loc}.") and ": " in msg:
+        return f"spec.{msg}"
+    if not e["loc"] and re.match(r"^[a-zA-Z][\w.]*: ", msg):   # a whole-spec rule naming its field
         return f"spec.{msg}"
     return f"spec.{loc}: {e['msg']}"
 

@@ -360,3 +360,22 @@ def test_chart_ships_both_crds_and_rbac_names_their_resources(render):
         if "adaptinf.dev" in rule["apiGroups"]:
             for res in rule["resources"]:
                 assert res.split("/")[0] in crds["adaptinf.dev"], res
+
+
+def test_model_cache_values_reach_the_operator_and_make_a_claim_per_stage_namespace(render):
+    """modelCache: the operator mounts the claim into stage pods (ADAPTINF_MODEL_CACHE_CLAIM/_PATH);
+    the chart creates one per stage namespace unless existingClaim names the user's own."""
+    assert container_env(operator(render()))["ADAPTINF_MODEL_CACHE_CLAIM"] == ""
+    assert not by_kind(render(), "PersistentVolumeClaim")
+    docs = render((GPU_VALUES,))
+    env = container_env(operator(docs))
+    claims = by_kind(docs, "PersistentVolumeClaim")
+    assert {c["metadata"]["name"] for c in claims} == {env["ADAPTINF_MODEL_CACHE_CLAIM"]}
+    assert sorted(c["metadata"]["namespace"] for c in claims) == sorted({operator(docs)["metadata"]["namespace"], "ml"})
+    assert all(c["spec"]["accessModes"] == ["ReadWriteMany"] and c["spec"]["resources"]["requests"]["storage"] == "200Gi"
+               for c in claims)
+    assert env["ADAPTINF_MODEL_CACHE_PATH"] == "/cache/models"
+    own = render((), ("modelCache.enabled=true", "modelCache.existingClaim=team-models", "modelCache.mountPath=/models"))
+    assert not by_kind(own, "PersistentVolumeClaim")
+    env = container_env(operator(own))
+    assert (env["ADAPTINF_MODEL_CACHE_CLAIM"], env["ADAPTINF_MODEL_CACHE_PATH"]) == ("team-models", "/models")

@@ -147,8 +147,8 @@ def _property_names(node: Any) -> set[str]:
 def test_no_credentials_in_spec(kind: str) -> None:
     """Credentials reach Jobs only through Secrets (secretKeyRef), never through a spec."""
     names = {n.lower() for n in _property_names(crd_schema(kind)["properties"]["spec"])}
-    # The pod template's references name a Secret (and its key): they hold no secret.
-    names -= {"imagepullsecrets", "secretkeyref", "secretref"}
+    # The pod template's references and model.tokenSecret name a Secret (and its key): they hold no secret.
+    names -= {"imagepullsecrets", "secretkeyref", "secretref", "tokensecret"}
     assert not {n for n in names if re.search(r"password|secret|accesskey|token$|credential", n)}
 
 

@@ -52,6 +52,7 @@ DATASET = {"metadata": {"name": "ds-0", "namespace": "ml"}, "spec": {"run": "dem
 FULL_CFG = {"ADAPTINF_S3_SECRET": "s3-creds", "ADAPTINF_S3_ENDPOINT": "http://minio:9000",
             "ADAPTINF_MLFLOW_URI": "http://mlflow:5000", "ADAPTINF_MLFLOW_SECRET": "mlf", "AWS_DEFAULT_REGION": "eu-1",
             "ADAPTINF_SERVICE_ACCOUNT": "stage-sa", "ADAPTINF_NODE_SELECTOR": '{"pool": "gpu"}'}
+CACHE_CFG = {**FULL_CFG, "ADAPTINF_MODEL_CACHE_CLAIM": "models"}   # the chart's modelCache
 
 
 def run_with(**stage_entries: dict[str, Any]) -> dict[str, Any]:
@@ -188,17 +189,58 @@ def test_the_reserved_names_are_what_the_operator_sets() -> None:
     run = copy.deepcopy(RUN)
     run["metadata"]["labels"][QUEUE_LABEL] = "team-a"
     for stage in ("extract", "cluster-select", "train", "eval", "prune"):
-        template = pod(run, stage)
+        template = pod(run, stage, env=CACHE_CFG)
         labels = set(template["metadata"]["labels"]) - set(run["metadata"]["labels"]) - set(DEFAULT["podLabels"])
         assert labels == set(job_labels("demo", 1, stage, "ds-0")), stage
         assert all(specs.reserved(k, specs.OPERATOR_LABELS, specs.OPERATOR_LABEL_PREFIXES) for k in labels | {QUEUE_LABEL})
         (container,) = template["spec"]["containers"]
         user = {e.name for e in LifelongRunSpec.model_validate(run["spec"]).resources.for_stage(stage).env or []}
-        own = {e["name"] for e in container["env"]} - user
+        own = {e["name"] for e in container["env"]} - user - set(specs.OPERATOR_ENV_UNLESS_SET)
         assert own and all(specs.reserved(n, specs.OPERATOR_ENV, specs.OPERATOR_ENV_PREFIXES) for n in own), own
         assert "JOB_COMPLETION_INDEX" in specs.OPERATOR_ENV  # Kubernetes sets it in the Indexed extract Job
-    volumes = {v["name"] for v in pod(RUN, "train")["spec"]["volumes"]} - {"scratch"}
+    volumes = {v["name"] for v in pod(RUN, "train", env=CACHE_CFG)["spec"]["volumes"]} - {"scratch"}
     assert volumes == set(specs.OPERATOR_VOLUMES)
+
+
+def _env(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (container,) = template["spec"]["containers"]
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_hf_token_comes_from_the_token_secret() -> None:
+    """model.tokenSecret: every stage pod gets HF_TOKEN by secretKeyRef (never a value); a stage env
+    that sets HF_TOKEN too is refused naming the field."""
+    run = copy.deepcopy(RUN)
+    run["spec"]["model"]["tokenSecret"] = "hf-gated"
+    run["spec"]["resources"]["default"]["env"] = [e for e in DEFAULT["env"] if e["name"] != "HF_TOKEN"]
+    for stage in ("extract", "cluster-select", "train", "eval", "prune"):
+        token = _env(pod(run, stage))["HF_TOKEN"]
+        assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-gated", "key": "HF_TOKEN",
+                                                                            "optional": False}}}, stage
+    run["spec"]["model"].pop("tokenSecret")
+    assert "HF_TOKEN" not in _env(pod(run, "train"))   # no Secret named: no token
+    both = copy.deepcopy(RUN)
+    both["spec"]["model"]["tokenSecret"] = "hf-gated"
+    assert "spec.resources.default.env: HF_TOKEN comes from model.tokenSecret (hf-gated)" in spec_error(both)
+
+
+def test_the_model_cache_claim_is_mounted_into_every_stage() -> None:
+    """ADAPTINF_MODEL_CACHE_CLAIM (the chart's modelCache): a PVC at the cache path, which the
+    stage finds in ADAPTINF_MODEL_CACHE and huggingface_hub in HF_HOME; a run's own HF_HOME wins."""
+    for stage in ("extract", "cluster-select", "train", "eval", "prune"):
+        template = pod(RUN, stage, env=CACHE_CFG)
+        assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "models"}} in template["spec"]["volumes"]
+        (container,) = template["spec"]["containers"]
+        assert {"name": "model-cache", "mountPath": "/cache/models"} in container["volumeMounts"]
+        env = _env(template)
+        assert env["ADAPTINF_MODEL_CACHE"]["value"] == env["HF_HOME"]["value"] == "/cache/models"
+    own = copy.deepcopy(RUN)
+    own["spec"]["resources"]["default"]["env"].append({"name": "HF_HOME", "value": "/tmp/huggingface"})
+    (container,) = pod(own, "eval", env=CACHE_CFG)["spec"]["containers"]
+    assert [e["value"] for e in container["env"] if e["name"] == "HF_HOME"] == ["/tmp/huggingface"]
+    no_cache = pod(RUN, "eval")
+    assert "ADAPTINF_MODEL_CACHE" not in _env(no_cache)
+    assert "model-cache" not in {v["name"] for v in no_cache["spec"].get("volumes", [])}
 
 
 # -- the Job's pod template --------------------------------------------------------------------

@@ -143,3 +143,10 @@ Cluster-scoped extras of cluster mode: Kopf watches CRDs to notice resources app
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- end -}}
+
+{{/* The model cache PVC the stage pods mount ("" = none): modelCache.existingClaim, else the chart's. */}}
+{{- define "adaptinf.modelCacheClaim" -}}
+{{- if .Values.modelCache.enabled -}}
+{{- default (printf "%s-model-cache" (include "adaptinf.fullname" .)) .Values.modelCache.existingClaim -}}
+{{- end -}}
+{{- end -}}

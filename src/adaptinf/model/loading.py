@@ -8,7 +8,9 @@ through `from_pretrained`, and the tiny demo models and the prepared SmolLM2
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import torch
 
 from ..spec import DEFAULT_LORA_TARGETS, LoraSpec, SpecError
 from ..store import open_store
+from .hub import HUB, hub_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -52,43 +55,53 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def materialise(uri: str, cache: Path | None = None) -> str:
-    """A local directory for a model named by an s3:// URI (downloaded once); others unchanged."""
+    """A local directory for a model named by an s3:// URI (downloaded once per cache: the model
+    cache volume when there is one, shared by the stage pods); others unchanged."""
     if not uri.startswith("s3://"):
         return uri
-    cache = cache or Path(tempfile.gettempdir()) / "adaptinf-models"
+    configured = HUB.cache()
+    cache = cache or (Path(configured) / "store" if configured else Path(tempfile.gettempdir()) / "adaptinf-models")
     dest = cache / uri[len("s3://"):].replace("/", "_")
     if not (dest / "config.json").exists():
+        # Downloaded beside it and renamed: a pod sharing the cache never sees half a model.
+        part = dest.with_name(f"{dest.name}.part-{uuid.uuid4().hex[:8]}")
         bucket_prefix, _, last = uri.rstrip("/").rpartition("/")
-        open_store(bucket_prefix).download_dir(last, dest)
+        open_store(bucket_prefix).download_dir(last, part)
+        try:
+            part.rename(dest)
+        except OSError:   # another pod finished first
+            shutil.rmtree(part, ignore_errors=True)
     return str(dest)
 
 
 def load_base(source: str, dtype: str = "auto", device: torch.device | None = None,
-              weights: bool = True) -> ModelBundle:
+              weights: bool = True, revision: str | None = None) -> ModelBundle:
     """The model with its tokenizer and image processor; `weights=False` loads only what
-    encoding needs (ingest checks lengths without the model)."""
+    encoding needs (ingest checks lengths without the model). `revision` (else the run's
+    `model.revision` for its base) is passed to every from_pretrained of a hub id."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
     device = device or pick_device()
     path = materialise(source)
     if not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
         # Not a hub id: without this, transformers reports a hub "Repo id must be …" error.
         raise SpecError(f"model {source!r}: local path {path} does not exist")
-    config = AutoConfig.from_pretrained(path)
+    hub = hub_kwargs(path, revision)
+    config = AutoConfig.from_pretrained(path, **hub)
     torch_dtype = resolve_dtype(dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, **hub)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = None
     if getattr(config, "vision_config", None) is not None:
         from transformers import AutoModelForImageTextToText
         if weights:
-            model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
-        image_processor = AutoImageProcessor.from_pretrained(path)
+            model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, **hub)
+        image_processor = AutoImageProcessor.from_pretrained(path, **hub)
         image_token_id = getattr(config, "image_token_index", None) or config.image_token_id
         n_image_tokens = int(getattr(config, "image_seq_length", 0) or _count_image_tokens(config))
     else:
         if weights:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **hub)
         image_processor, image_token_id, n_image_tokens = None, None, 0
     if model is not None:
         model.to(device)

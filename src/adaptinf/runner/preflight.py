@@ -32,9 +32,21 @@ def model_problem(name: str, origin: Resource | None, field: str) -> str | None:
     return None
 
 
-def _config(name: str) -> Any | None:
+def _config(name: str, revision: str | None = None) -> Any | None:
     from transformers import AutoConfig
-    return AutoConfig.from_pretrained(name)
+
+    from adaptinf.model.hub import hub_kwargs
+    return AutoConfig.from_pretrained(name, **hub_kwargs(name, revision))
+
+
+def revision_problem(spec: LifelongRunSpec) -> str | None:
+    """A revision on a base that resolved to a local folder (the spec check sees only names that
+    cannot be hub ids; `model` next to the YAML can be either until it is resolved)."""
+    from adaptinf.model.hub import is_local_name
+    if spec.model.revision and is_local_name(spec.model.base):
+        return (f"model.revision: model.base {spec.model.base} is a local folder, not a hub id; a revision "
+                f"pins a hub model only (drop model.revision, or name the hub id)")
+    return None
 
 
 def _n_layers(config: Any) -> int | None:
@@ -107,9 +119,11 @@ def check_inputs(run: Resource, spec: LifelongRunSpec) -> None:
     problems = [p for p in (base, model_problem(spec.extract.proxy_model, run, "extract.proxyModel")
                             if spec.extract.proxy_model else None) if p]
     problems += eval_problems(spec)
-    if base is None and not spec.model.base.startswith("s3://"):
+    if (revision := revision_problem(spec)) is not None:
+        problems.append(revision)
+    elif base is None and not spec.model.base.startswith("s3://"):
         try:
-            config = _config(spec.model.base)
+            config = _config(spec.model.base, spec.model.revision)
         except (OSError, ValueError) as err:
             where = run.resolve(spec.model.base) if run.origin else spec.model.base
             problems.append(f"model.base: {spec.model.base!r} is not a local path ({where} does not exist) "

@@ -178,14 +178,24 @@ class Tracker:
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")
 
 
+# A Hugging Face access token (user and org tokens alike), as it may be quoted in a hub error.
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+
+
 def redact_uri(uri: str | None) -> str | None:
     """The URI (or any text holding URIs) without the `user:password@` MLflow accepts in a
-    tracking URI: safe to print, log and store."""
-    return _USERINFO.sub(r"\1***@", uri) if uri else uri
+    tracking URI, nor a Hugging Face token (HF_TOKEN's value or anything shaped like one): safe
+    to print, log and store."""
+    if not uri:
+        return uri
+    clean = _HF_TOKEN.sub("hf_***", _USERINFO.sub(r"\1***@", uri))
+    token = os.environ.get("HF_TOKEN", "")
+    return clean.replace(token, "***") if len(token) >= 8 else clean
 
 
 class RedactingFilter:
-    """A logging filter: no log line carries a URI's credentials (MLflow and urllib3 errors quote it)."""
+    """A logging filter: no log line carries a URI's credentials (MLflow and urllib3 errors quote
+    it) or a Hugging Face token."""
 
     def filter(self, record: Any) -> bool:
         message = record.getMessage()
