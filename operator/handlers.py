@@ -26,6 +26,7 @@ from .health import LoopWatch
 from .jobs import MANAGED_BY, RUN_LABEL
 from .kube import GROUP, VERSION, Kube
 from .metrics import OperatorMetrics, metrics_port
+from .peering import missing_peering
 from .reconcile import REPORTED_ANNOTATION, RETRY_ANNOTATION, Reconciler
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.label_selectors["batch", "jobs"] = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
     memo.cfg = cfg
     memo.reconciler = Reconciler(Kube.from_environment(), cfg, KopfEvents())
+    # (A namespaced operator without ADAPTINF_NAMESPACE does not say where its peering object is.)
+    if settings.peering.mandatory and not settings.peering.standalone and (settings.peering.clusterwide
+                                                                           or cfg.namespace):
+        why = missing_peering(memo.reconciler.kube, settings.peering.name,
+                              "" if settings.peering.clusterwide else cfg.namespace)
+        if why:
+            log.warning("Kopf peering %r: %s", settings.peering.name, why)
     memo.pokes = {}  # (namespace, run) → asyncio.Event that wakes the run's daemon
     memo.loop = LoopWatch()
     memo.metrics = OperatorMetrics()

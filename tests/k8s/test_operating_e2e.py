@@ -67,6 +67,7 @@ def test_a_standby_operator_stays_frozen_then_takes_over(cluster: Cluster, names
     wait_for(lambda: has_job(cluster, ns, job_name(RUN, 1, "extract")), 60, "step 1's extract Job")
     time.sleep(2)  # passes of the standby, were it reconciling (interval 1 s)
     assert created_by(standby) == [], standby.logs()[-3000:]
+    assert "Kopf peering" not in active.logs() + standby.logs()  # the startup check found the object
     assert created_by(active) == [job_name(RUN, 0, s) for s in STAGES] + [job_name(RUN, 1, "extract")]
     # A paused operator reports no run: only the active one's gauges count it.
     assert active.metrics()[("adaptinf_runs", (("namespace", ns), ("phase", "Running")))] == 1
@@ -164,3 +165,22 @@ def test_metrics_and_liveness_reflect_the_run(cluster: Cluster, namespace: str, 
         body = json.loads(resp.read())
     assert resp.status == 200 and body["reconcile"]["passes"] > 10, body
     assert body["reconcile"]["lastPassSecondsAgo"] is not None and body["reconcile"]["lastPassSecondsAgo"] < 30
+
+
+def test_without_its_peering_object_the_operator_refuses_to_work_and_says_why(cluster: Cluster, namespace: str,
+                                                                             start_operator, start_kubelet,
+                                                                             tmp_path: Path) -> None:
+    ns, store = namespace, tmp_path / "store"
+    store.mkdir()
+    start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    op = start_peered(start_operator, 0, "operator.log")
+    assert f"no KopfPeering '{PEERING}' in namespace {ns}: the operator stays paused" in op.logs()
+    cluster.apply(run_manifest(RUN, store), dataset_manifest("d0", RUN, write_records(tmp_path / "d0.jsonl", 10)),
+                  namespace=ns)
+    time.sleep(3)
+    assert cluster.api.list("jobs", ns) == [] and not status(cluster, ns, "lifelongruns", RUN)
+
+    # The object appears (helm upgrade with peering.enabled, or by hand): the operator starts working.
+    cluster.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}}, namespace=ns)
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{RUN}", "-n", ns, "--timeout=60s")
+    every_job_created_once(cluster, ns, [job_name(RUN, 0, s) for s in STAGES])

@@ -1,5 +1,6 @@
-"""Unit tests of the operator's metrics (operator/metrics.py) and liveness report (operator/health.py),
-and of the daemon's per-pass bookkeeping in handlers.py. The e2e view is test_operating_e2e.py."""
+"""Unit tests of the operator's metrics (operator/metrics.py), liveness report (operator/health.py),
+startup peering check (operator/peering.py), and of the daemon's per-pass bookkeeping in handlers.py.
+The e2e view is test_operating_e2e.py."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -11,7 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from adaptinf.operator import handlers
 from adaptinf.operator.config import ConfigError
 from adaptinf.operator.health import LoopStalled, LoopWatch
+from adaptinf.operator.kube import KubeError
 from adaptinf.operator.metrics import PHASES, OperatorMetrics, metrics_port
+from adaptinf.operator.peering import missing_peering
 from adaptinf.operator.reconcile import job_view
 from adaptinf.operator.steps import FAILED, SUCCEEDED, CreateJob, JobView, Plan, ReportJob
 
@@ -128,3 +131,27 @@ def test_a_refused_run_counts_by_its_status_and_a_deleted_one_not_at_all():
     memo.reconciler = FakeReconciler(None, None)
     handlers._reconcile_once(memo, "ns", "a")
     assert not [k for k in samples(memo.metrics) if k[0] == "adaptinf_runs"]
+
+
+class FakeKube:
+    def __init__(self, items: list[dict[str, Any]] | None = None, status: int | None = None):
+        self.items, self.status, self.asked = items or [], status, []
+
+    def request(self, method: str, path: str, query: dict[str, str]) -> dict[str, Any]:
+        self.asked.append((method, path, query))
+        if self.status:
+            raise KubeError(self.status, {"reason": "NotFound" if self.status == 404 else "Forbidden"}, path)
+        return {"items": self.items}
+
+
+def test_peering_check_names_the_missing_object_or_crd():
+    kube = FakeKube([{"metadata": {"name": "adaptinf"}}])
+    assert missing_peering(kube, "adaptinf", "ml") is None
+    assert kube.asked == [("GET", "/apis/kopf.dev/v1/namespaces/ml/kopfpeerings",
+                           {"fieldSelector": "metadata.name=adaptinf"})]
+    why = missing_peering(FakeKube(), "adaptinf", "")
+    assert why and "no ClusterKopfPeering 'adaptinf'" in why and "stays paused" in why and "--standalone" in why
+    why = missing_peering(FakeKube(status=404), "adaptinf", "ml")
+    assert why and "CRD kopfpeerings.kopf.dev missing" in why
+    why = missing_peering(FakeKube(status=403), "adaptinf", "")
+    assert why and "cannot list clusterkopfpeerings (403 Forbidden)" in why
