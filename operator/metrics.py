@@ -11,7 +11,8 @@ docs/operator.md "Metrics" lists:
   per Job, when the operator reports it (outcome succeeded|failed);
 - adaptinf_job_failures_total{namespace,stage}: stage Jobs that failed (after their retries);
 - adaptinf_reconcile_errors_total{namespace}: reconcile passes that raised (API or store trouble);
-- adaptinf_reconcile_duration_seconds: how long one pass takes.
+- adaptinf_reconcile_duration_seconds: how long one pass takes;
+- process_*: prometheus_client's process collector (CPU, resident memory, open files).
 
 Counters start at zero with the process, as Prometheus expects: a restarted operator does not
 count again the Jobs its predecessor reported (the Job's adaptinf.dev/reported annotation).
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -82,6 +83,7 @@ class OperatorMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_*: the operator's CPU, memory, open files
         self._runs = _RunCollector()
         self.registry.register(self._runs)
         self.stage_duration = Histogram("adaptinf_stage_duration_seconds",

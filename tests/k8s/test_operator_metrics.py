@@ -44,6 +44,7 @@ def test_runs_by_phase_steps_and_reported_jobs():
     assert s[("adaptinf_stage_duration_seconds_count", (("outcome", "failed"), ("stage", "eval")))] == 1
     assert ("adaptinf_stage_duration_seconds_count", (("outcome", "failed"), ("stage", "extract"))) not in s
     assert s[("adaptinf_reconcile_duration_seconds_count", ())] == 3
+    assert s[("process_resident_memory_bytes", ())] > 0
 
     m.gone("ns", "b")
     m.gone("ns", "c")
