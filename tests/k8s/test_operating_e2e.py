@@ -160,11 +160,16 @@ def test_metrics_and_liveness_reflect_the_run(cluster: Cluster, namespace: str, 
     assert not any(k[0] == "adaptinf_reconcile_errors_total" and v for k, v in m.items())
     assert sample(m, "adaptinf_reconcile_duration_seconds_count") > 10
 
-    # The liveness endpoint: Kopf's, with the reconcile loop's report in its body.
-    with urllib.request.urlopen(f"http://127.0.0.1:{op.liveness_port}/healthz", timeout=5) as resp:
-        body = json.loads(resp.read())
-    assert resp.status == 200 and body["reconcile"]["passes"] > 10, body
-    assert body["reconcile"]["lastPassSecondsAgo"] is not None and body["reconcile"]["lastPassSecondsAgo"] < 30
+    # The liveness endpoint: Kopf's, with the reconcile loop's report in its body (Kopf caches
+    # the probe results for 10 s: the one of the harness's first health check may still be served).
+    def report() -> dict | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{op.liveness_port}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+            body = json.loads(resp.read())["reconcile"]
+        return body if body["passes"] > 10 else None
+
+    body = wait_for(report, 15, "the liveness report to count the passes", interval=1)
+    assert body["inFlight"] in (0, 1) and 0 <= body["lastPassSecondsAgo"] < 30, body
 
 
 def test_without_its_peering_object_the_operator_refuses_to_work_and_says_why(cluster: Cluster, namespace: str,
