@@ -6,21 +6,27 @@ seconds, and at once when one of the run's Jobs or datasets changes or the run i
 finalizer until done). A dataset naming a run that does not exist gets `RunFound=False` and a
 Warning Event.
 
-Run it with `kopf run -m adaptinf.operator.main --standalone -A` (or `--namespace NS`) and
-`--liveness=http://0.0.0.0:8080/healthz`.
+Run it with `kopf run -m adaptinf.operator.main --peering=adaptinf -A` (or `--namespace NS`;
+`--standalone` where no second operator can appear) and `--liveness=http://0.0.0.0:8080/healthz`,
+whose probe reports the reconcile loop (health.py). ADAPTINF_METRICS_PORT serves Prometheus
+metrics (metrics.py).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import kopf
 
 from .config import OperatorConfig
+from .health import LoopWatch
 from .jobs import MANAGED_BY, RUN_LABEL
 from .kube import GROUP, VERSION, Kube
+from .metrics import OperatorMetrics, metrics_port
+from .peering import missing_peering
 from .reconcile import REPORTED_ANNOTATION, RETRY_ANNOTATION, Reconciler
 
 log = logging.getLogger(__name__)
@@ -59,9 +65,53 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.label_selectors["batch", "jobs"] = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
     memo.cfg = cfg
     memo.reconciler = Reconciler(Kube.from_environment(), cfg, KopfEvents())
+    # (A namespaced operator without ADAPTINF_NAMESPACE does not say where its peering object is.)
+    if settings.peering.mandatory and not settings.peering.standalone and (settings.peering.clusterwide
+                                                                           or cfg.namespace):
+        why = missing_peering(memo.reconciler.kube, settings.peering.name,
+                              "" if settings.peering.clusterwide else cfg.namespace)
+        if why:
+            log.warning("Kopf peering %r: %s", settings.peering.name, why)
     memo.pokes = {}  # (namespace, run) → asyncio.Event that wakes the run's daemon
-    log.info("adaptinf operator: namespace=%s image=%s interval=%ss", cfg.namespace or "(all)", cfg.stage_image,
-             cfg.reconcile_interval)
+    memo.loop = LoopWatch()
+    memo.metrics = OperatorMetrics()
+    if port := metrics_port():
+        memo.metrics.serve(port)
+    log.info("adaptinf operator: namespace=%s image=%s interval=%ss metrics=%s", cfg.namespace or "(all)",
+             cfg.stage_image, cfg.reconcile_interval, f":{port}" if port else "off")
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.metrics.close()
+
+
+@kopf.on.probe(id="reconcile", errors=kopf.ErrorsMode.PERMANENT)
+def reconcile_health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """The liveness endpoint's body; a stuck pass raises, which makes the endpoint answer 500."""
+    return memo.loop.report()
+
+
+def _reconcile_once(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """One pass, in a worker thread, recorded in the metrics and the liveness watch."""
+    with memo.loop.pass_of(namespace, name):
+        began = time.monotonic()
+        try:
+            result = memo.reconciler.reconcile(namespace, name)
+        except Exception:
+            memo.metrics.failed(namespace)
+            raise
+        if result is not None:
+            memo.metrics.passed(namespace, name, result, time.monotonic() - began)
+            return
+        # Refused before planning (invalid spec, store in use), or gone: the run's status says which.
+        run = memo.reconciler.kube.get("lifelongruns", namespace, name)
+        if run is None or run["metadata"].get("deletionTimestamp"):
+            memo.metrics.gone(namespace, name)
+        else:
+            status = run.get("status") or {}
+            memo.metrics.phase_only(namespace, name, status.get("phase") or "Pending",
+                                    int(status.get("stepsCompleted") or 0))
 
 
 def _poke(memo: kopf.Memo, namespace: str | None, run: str | None) -> bool:
@@ -79,7 +129,7 @@ async def reconcile_run(name: str, namespace: str, memo: kopf.Memo, stopped: kop
         while not stopped:
             poke.clear()
             try:
-                await asyncio.to_thread(memo.reconciler.reconcile, namespace, name)
+                await asyncio.to_thread(_reconcile_once, memo, namespace, name)
                 delay = memo.cfg.reconcile_interval
             except Exception:  # an API or store hiccup: log, back off a little, try again
                 logger.exception("reconcile of %s/%s failed", namespace, name)
@@ -92,6 +142,7 @@ async def reconcile_run(name: str, namespace: str, memo: kopf.Memo, stopped: kop
                     w.cancel()
     finally:
         memo.pokes.pop((namespace, name), None)
+        memo.metrics.gone(namespace, name)  # deleted, or handed to another operator (peering)
 
 
 def _echo(event: dict[str, Any], body: kopf.Body) -> bool:

@@ -101,7 +101,16 @@ def job_view(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> Job
                    dataset=labels[DATASET_LABEL], state=state, reason=cond.get("reason", ""),
                    message=message, pending_for=max(pending) if pending else None,
                    reported=REPORTED_ANNOTATION in annotations, detail=detail,
-                   suspended=bool((job.get("spec") or {}).get("suspend")) and state == ACTIVE)
+                   suspended=bool((job.get("spec") or {}).get("suspend")) and state == ACTIVE,
+                   ran_for=_ran_for(status, cond) if state != ACTIVE else None)
+
+
+def _ran_for(status: dict[str, Any], ended: dict[str, Any]) -> float | None:
+    """An ended Job's startTime to its completionTime (or its end condition's time)."""
+    start, end = status.get("startTime"), status.get("completionTime") or ended.get("lastTransitionTime")
+    if not start or not end:
+        return None
+    return _seconds_since(start, dt.datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp())
 
 
 def recorded_failure(record: dict[str, Any]) -> JobView:

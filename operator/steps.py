@@ -51,6 +51,7 @@ class JobView:
     detail: str = ""  # why its last pod failed: exit code, reason, last log line
     refused: str = ""  # an active Job with no pod: why the API server refuses its pods (FailedCreate)
     suspended: bool = False  # spec.suspend: not admitted by its queue (yet), so no pods
+    ran_for: float | None = None  # an ended Job: seconds from its start to its end (metrics only)
 
 
 @dataclass(frozen=True)

@@ -286,9 +286,25 @@ def generated() -> dict[str, str]:
     return files
 
 
+# Third-party CRDs the chart installs as they are (Kopf's peering resources): crds/ holds the
+# source, the chart's copy must equal it.
+VENDORED = ("kopfpeerings.yaml",)
+
+
+def vendored(root: Path) -> dict[str, str]:
+    """File name → text of the third-party CRDs, read from `root`/crds."""
+    out = {}
+    for name in VENDORED:
+        path = root / CRD_DIRS[0] / name
+        if not path.is_file():
+            raise SchemaError(f"{CRD_DIRS[0]}/{name}: a vendored CRD is missing")
+        out[name] = path.read_text(encoding="utf-8")
+    return out
+
+
 def drift(root: Path) -> list[str]:
     """How the committed CRDs under `root` differ from the generated ones ([] when current)."""
-    want = generated()
+    want = generated() | vendored(root)
     out = []
     for folder in CRD_DIRS:
         have = {p.name for p in (root / folder).glob("*.yaml")}
@@ -304,8 +320,9 @@ def drift(root: Path) -> list[str]:
 
 
 def write(root: Path) -> list[str]:
-    """Write every generated CRD under `root` and remove stale ones; the paths changed."""
-    want = generated()
+    """Write every generated CRD under `root` (and the chart's copy of the vendored ones) and
+    remove stale ones; the paths changed."""
+    want = generated() | vendored(root)
     changed = []
     for folder in CRD_DIRS:
         (root / folder).mkdir(parents=True, exist_ok=True)

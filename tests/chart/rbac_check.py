@@ -308,5 +308,8 @@ def confine_to_namespace(requests: Iterable[Request], namespace: str,
 
 def as_cluster_wide(requests: Iterable[Request]) -> list[Request]:
     """A --namespace session as a --all-namespaces operator would make it: Kopf observes
-    namespaces only when it is not cluster-wide, so its namespace list/watch disappear."""
-    return [r for r in requests if not (r.resource == "namespaces" and r.verb in ("list", "watch"))]
+    namespaces only when it is not cluster-wide, so its namespace list/watch disappear, and it
+    keeps its peering keep-alive in a ClusterKopfPeering instead of a namespace's KopfPeering."""
+    return [Request(r.verb, r.group, "clusterkopfpeerings", r.subresource, None, r.name)
+            if (r.group, r.resource) == ("kopf.dev", "kopfpeerings") else r
+            for r in requests if not (r.resource == "namespaces" and r.verb in ("list", "watch"))]

@@ -8,8 +8,9 @@ tests/k8s fake kubelet (stages replaced by tests/k8s/fake_stage.py). The session
 operator through every API path it has: a pod refused by a quota (FailedCreate events), a step of
 five stage Jobs, their pods, status and events,
 a dataset naming a missing run, and the deletion of a run (finalizer cleanup deletes its Jobs).
-The operator's requests (user agents kopf/… and adaptinf-operator/…) are then checked against
-the rendered Role/ClusterRole with rbac_check.py.
+The operator runs with the chart's peering (the rendered peering object is created too), so its
+keep-alives are part of the session. The operator's requests (user agents kopf/… and
+adaptinf-operator/…) are then checked against the rendered Role/ClusterRole with rbac_check.py.
 
 The e2e tests of tests/k8s record more sessions (restarts, retries, stuck pods, real stages);
 `test_e2e_sessions_are_allowed` checks that none of their requests is denied either. It runs
@@ -78,6 +79,11 @@ def record_session(helm: str, mode: str, work: Path) -> tuple[list[dict[str, Any
         for crd in by_kind(docs, "CustomResourceDefinition"):  # the chart's own CRDs
             api.create("customresourcedefinitions", None, crd)
         api.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RUN_NS}})
+        # The chart's peering object: without it the operator (--peering) stays paused.
+        for peering in by_kind(docs, "ClusterKopfPeering") + by_kind(docs, "KopfPeering"):
+            ns = peering["metadata"].get("namespace")
+            api.request("POST", f"/apis/kopf.dev/v1{f'/namespaces/{ns}' if ns else ''}/{peering['kind'].lower()}s",
+                        peering)
 
         # The operator exactly as the chart runs it.
         live = harness.free_port()
@@ -86,7 +92,9 @@ def record_session(helm: str, mode: str, work: Path) -> tuple[list[dict[str, Any
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("ADAPTINF_", "KUBECONFIG", "AWS_", "MLFLOW_"))}
         env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
-        env.update(KUBECONFIG=str(kubeconfig), ADAPTINF_RECONCILE_INTERVAL="1")
+        # Both modes' sessions run side by side: each its own metrics port.
+        env.update(KUBECONFIG=str(kubeconfig), ADAPTINF_RECONCILE_INTERVAL="1",
+                   ADAPTINF_METRICS_PORT=str(harness.free_port()))
         logs.append((work / "operator.log").open("wb"))
         operator = subprocess.Popen(argv, env=env, stdout=logs[-1], stderr=subprocess.STDOUT, cwd=work)
 

@@ -5,9 +5,11 @@ Needs a real helm (tools/get-helm.sh); see conftest.py.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
 
+import jsonschema
 import pytest
 import yaml
 
@@ -25,6 +27,14 @@ VARIANTS = {
     "namespace-mode": ((), NS_MODE),
     "namespace-mode-other-ns": ((GPU_VALUES,), NS_MODE + ("watch.namespace=team-a",)),
 }
+
+
+def crd_schema():
+    """tests/k8s/schema.py (a CRD's schema as JSON Schema), under a name of its own."""
+    spec = importlib.util.spec_from_file_location("adaptinf_k8s_crdschema", REPO / "tests" / "k8s" / "schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def contract_env_names() -> list[str]:
@@ -70,8 +80,15 @@ def test_rendered_manifests_validate_against_kubernetes_schemas(render, variant)
     docs = render(files, sets, crds=True)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ServiceAccount", "CustomResourceDefinition"} <= kinds
+    # Objects of the chart's own CRDs (the peering object) against those CRDs' schemas.
+    served = {(f"{c['spec']['group']}/{v['name']}", c["spec"]["names"]["kind"]): v["schema"]["openAPIV3Schema"]
+              for c in by_kind(docs, "CustomResourceDefinition") for v in c["spec"]["versions"]}
+    custom = [d for d in docs if (d["apiVersion"], d["kind"]) in served]
+    assert {d["kind"] for d in custom} == {"KopfPeering" if "watch.mode=namespace" in sets else "ClusterKopfPeering"}
+    for doc in custom:
+        jsonschema.validate(doc, crd_schema().to_json_schema(served[(doc["apiVersion"], doc["kind"])]))
     for version in K8S_VERSIONS:
-        for doc in docs:
+        for doc in (d for d in docs if d not in custom):
             try:
                 kubernetes_validate.validate(before_selectable_fields(doc, version), version, strict=True)
             except kubernetes_validate.ValidationError as e:  # pragma: no cover - message only
@@ -176,7 +193,6 @@ def test_probes_hit_kopfs_liveness_endpoint(render):
     c = operator(render())["spec"]["template"]["spec"]["containers"][0]
     argv = c["command"] + c["args"]
     assert argv[:4] == ["kopf", "run", "-m", "adaptinf.operator.main"]
-    assert "--standalone" in argv  # one replica, no peering objects (and no RBAC for them)
     (liveness,) = [a for a in argv if a.startswith("--liveness=")]
     m = re.fullmatch(r"--liveness=http://0\.0\.0\.0:(\d+)(/\S*)", liveness)
     assert m, liveness

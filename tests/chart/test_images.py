@@ -131,7 +131,10 @@ def entrypoint(path: Path) -> list[str]:
 def test_operator_entrypoint_runs_kopf_on_the_operator_module():
     argv = entrypoint(OPERATOR)
     assert argv[:4] == ["kopf", "run", "-m", OPERATOR_MODULE]
-    assert "--standalone" in argv
+    # Peering is the chart's (its args); the image alone runs standalone, by its CMD.
+    assert not any(a.startswith(("--standalone", "--peering", "--priority")) for a in argv), argv
+    cmd = parse(OPERATOR).final.last("CMD")
+    assert cmd is not None and cmd.exec_form() == ["--standalone", "--all-namespaces"]
     assert any(a.startswith("--liveness=http://0.0.0.0:") for a in argv)
     kopf_req = [r for r in PYPROJECT["project"]["optional-dependencies"]["operator"]
                 if canonicalize_name(Requirement(r).name) == "kopf"]

@@ -125,9 +125,10 @@ def test_operator_image_reconciles_a_run_whose_jobs_run_in_the_stage_image(
                 "-e", "KUBECONFIG=/kube/config", "-e", f"ADAPTINF_NAMESPACE={ns}",
                 "-e", "ADAPTINF_RECONCILE_INTERVAL=1", "-e", "ADAPTINF_DEFAULT_GPUS=0",
                 "-e", f"ADAPTINF_STAGE_IMAGE={STAGE}", "-e", f"ADAPTINF_MLFLOW_URI={mlflow_server}",
-                # The image's CMD is --all-namespaces; the chart passes --namespace, and the last
-                # --liveness wins over the ENTRYPOINT's port 8080 (which others may hold here).
-                OPERATOR, f"--namespace={ns}", f"--liveness=http://127.0.0.1:{port}/healthz").stdout.strip()
+                # The image's CMD is --standalone --all-namespaces; the chart passes --namespace, and
+                # the last --liveness wins over the ENTRYPOINT's port 8080 (which others may hold here).
+                OPERATOR, "--standalone", f"--namespace={ns}",
+                f"--liveness=http://127.0.0.1:{port}/healthz").stdout.strip()
 
     def operator_logs() -> str:
         p = podman("logs", op, check=False)

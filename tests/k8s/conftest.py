@@ -49,8 +49,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> str:
 def start_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Operator]]:
     started: list[Operator] = []
 
-    def start(**env: str) -> Operator:
-        op = Operator(cluster, namespace, operator_env(cluster, namespace, **env), tmp_path / "operator.log")
+    def start(peering: tuple[str, ...] = ("--standalone",), log_name: str = "operator.log", **env: str) -> Operator:
+        op = Operator(cluster, namespace, operator_env(cluster, namespace, **env), tmp_path / log_name, peering)
         started.append(op)
         return op.start()
 

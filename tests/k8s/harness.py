@@ -151,22 +151,26 @@ class Operator:
     namespace: str
     env: dict[str, str]
     log_path: Path
+    # How it learns of other operators: --standalone (none), or ("--peering=NAME", "--priority=N").
+    peering: tuple[str, ...] = ("--standalone",)
     proc: subprocess.Popen | None = None
     liveness_port: int = 0
+    metrics_port: int = 0
     starts: int = 0
     _logs: list[Any] = field(default_factory=list)
 
     def start(self) -> Operator:
-        self.liveness_port = free_port()
+        self.liveness_port, self.metrics_port = free_port(), free_port()
         self.starts += 1
         out = self.log_path.open("ab")
         self._logs.append(out)
         out.write(f"\n===== operator start #{self.starts} =====\n".encode())
         out.flush()
         self.proc = subprocess.Popen(
-            ["kopf", "run", "-m", "adaptinf.operator.main", "--standalone", "--namespace", self.namespace,
+            ["kopf", "run", "-m", "adaptinf.operator.main", *self.peering, "--namespace", self.namespace,
              f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz", "--verbose"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.cluster.workdir)
+            env={**self.env, "ADAPTINF_METRICS_PORT": str(self.metrics_port)}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=self.cluster.workdir)
         wait_for(self.healthy, 60, "the operator's liveness endpoint")
         return self
 
@@ -174,6 +178,15 @@ class Operator:
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"the operator exited ({self.proc and self.proc.returncode}):\n{self.logs()[-3000:]}")
         return liveness_ok(self.liveness_port)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """A scrape of its metrics endpoint: {(sample name, sorted labels): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies under the operator's pod."""

@@ -65,6 +65,11 @@ app.kubernetes.io/part-of: adaptinf
 {{- default .Release.Namespace (include "adaptinf.watchNamespace" .) -}}
 {{- end -}}
 
+{{/* The Kopf peering object every adaptinf operator on the same objects shares. */}}
+{{- define "adaptinf.peeringName" -}}
+{{- .Values.peering.name -}}
+{{- end -}}
+
 {{/* repository:tag or repository@digest; tag defaults to the chart's appVersion. */}}
 {{- define "adaptinf.imageRef" -}}
 {{- $img := index . 0 -}}
@@ -149,4 +154,18 @@ Cluster-scoped extras of cluster mode: Kopf watches CRDs to notice resources app
 {{- if .Values.modelCache.enabled -}}
 {{- default (printf "%s-model-cache" (include "adaptinf.fullname" .)) .Values.modelCache.existingClaim -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Kopf peering: the operator watches its peering object and patches its keep-alive into the
+object's status. Cluster mode uses a ClusterKopfPeering, namespace mode a KopfPeering in the
+watched namespace (templates/peering.yaml).
+*/}}
+{{- define "adaptinf.peeringRules" -}}
+{{- if .Values.peering.enabled }}
+# Kopf peering: its keep-alive in the peering object, and the other operators' there.
+- apiGroups: ["kopf.dev"]
+  resources: [{{ if include "adaptinf.watchNamespace" . }}"kopfpeerings"{{ else }}"clusterkopfpeerings"{{ end }}]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- end -}}
