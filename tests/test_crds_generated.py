@@ -38,13 +38,19 @@ def test_the_check_mode_reports_drift_and_the_write_mode_fixes_it(tmp_path):
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "lifelongruns.yaml").write_text("# edited by hand\n", encoding="utf-8")
         (tmp_path / folder / "old.yaml").write_text("{}\n", encoding="utf-8")
+    with pytest.raises(crd_schema.SchemaError, match="kopfpeerings.yaml: the source of a vendored CRD"):
+        crd_schema.drift(tmp_path)
+    vendored = "kopfpeerings.yaml"   # Kopf's CRD: crds/ is its source, the chart's copy follows
+    (tmp_path / "crds" / vendored).write_text((REPO / "crds" / vendored).read_text(encoding="utf-8"), encoding="utf-8")
     drift = crd_schema.drift(tmp_path)
+    assert f"charts/adaptinf/crds/{vendored}: missing" in drift
     assert "crds/lifelongruns.yaml: differs from the generated CRD" in drift
     assert "charts/adaptinf/crds/instructiondatasets.yaml: missing" in drift
     assert any(line.startswith("crds/old.yaml: not generated") for line in drift)
     crd_schema.write(tmp_path)
     assert crd_schema.drift(tmp_path) == []
     assert not (tmp_path / "crds" / "old.yaml").exists()
+    assert (tmp_path / "charts/adaptinf/crds" / vendored).read_bytes() == (REPO / "crds" / vendored).read_bytes()
 
 
 def test_the_script_checks_this_checkout():

@@ -297,7 +297,7 @@ def vendored(root: Path) -> dict[str, str]:
     for name in VENDORED:
         path = root / CRD_DIRS[0] / name
         if not path.is_file():
-            raise SchemaError(f"{CRD_DIRS[0]}/{name}: a vendored CRD is missing")
+            raise SchemaError(f"{CRD_DIRS[0]}/{name}: the source of a vendored CRD is missing (restore it from git)")
         out[name] = path.read_text(encoding="utf-8")
     return out
 
