@@ -50,3 +50,18 @@ def skipped_scorers(ctx: StageContext) -> dict[str, str]:
     for key in sorted(k for k in ctx.store.list(prefix) if k.endswith("/_COMMITTED.json")):
         out.update(ctx.store.read_json(key).get("summary", {}).get("skipped_scorers", {}))
     return out
+
+
+def feature_provenance(ctx: StageContext) -> dict[str, object]:
+    """How many of this step's features were computed and how many reused from earlier steps
+    (a fixed proxy model), and the step each was computed at: their staleness."""
+    prefix = ctx.prefix("extract")
+    computed = reused = 0
+    at: dict[str, int] = {}
+    for key in sorted(k for k in ctx.store.list(prefix) if k.endswith("/_COMMITTED.json")):
+        summary = ctx.store.read_json(key).get("summary", {})
+        computed += int(summary.get("features_computed", summary.get("samples", 0)))
+        reused += int(summary.get("features_reused", 0))
+        for step, count in summary.get("computed_at", {}).items():
+            at[step] = at.get(step, 0) + int(count)
+    return {"computed": computed, "reused": reused, "computed_at_step": dict(sorted(at.items(), key=lambda kv: int(kv[0])))}

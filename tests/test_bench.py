@@ -79,6 +79,9 @@ def test_prune_bench(capsys: pytest.CaptureFixture[str]) -> None:
     # Water-filling from the largest cluster down: the largest shrinks, none grows.
     assert out["largest_cluster_after"] < out["largest_cluster_before"]
     assert 0 < out["removed_max_sim_mean"] <= 1
+    # The previous implementation ran on the same pool: the same removals, a positive ratio.
+    assert out["same_removals"] is True and out["same_removed_set"] is True
+    assert out["reference_removed_sha256"] == out["removed_sha256"] and out["speedup"] > 0
 
 
 def test_step_overhead_arithmetic() -> None:

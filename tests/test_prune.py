@@ -199,3 +199,59 @@ def test_answer_groups_normalise_and_keep_one_per_answer():
         prune_pool(hidden, np.zeros(4, int), 2, answers=["x"])
     with pytest.raises(ValueError, match="max_cluster_fraction"):
         prune_pool(hidden, np.zeros(4, int), 2, max_cluster_fraction=0.0)
+
+
+# ---- the fast greedy against the previous implementation (bench/prune_reference.py) ---------
+
+def _reference():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "bench" / "prune_reference.py"
+    spec = importlib.util.spec_from_file_location("bench_prune_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.prune_reference
+
+
+def _pool_with_ties(seed: int, n: int, dim: int, clusters: int):
+    """Clustered vectors with near-copies and exact copies (equal similarities: ties)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    labels = rng.choice(clusters, size=n, p=rng.dirichlet(np.full(clusters, 1.5)))
+    x = (centres[labels] + 0.8 * rng.normal(size=(n, dim))).astype(np.float32)
+    copy, source = rng.choice(n, (2, n // 20), replace=False)
+    x[copy] = x[source] + 1e-3 * rng.normal(size=(len(copy), dim))
+    labels[copy] = labels[source]
+    copy, source = rng.choice(n, (2, n // 40), replace=False)
+    x[copy] = x[source]
+    labels[copy] = labels[source]
+    return x, labels, rng
+
+
+@pytest.mark.parametrize("seed,n,dim,neighbours,keep", [(0, 3000, 16, 32, 0.3), (1, 2500, 8, 4, 0.5),
+                                                        (2, 1200, 32, 2, 0.1), (3, 4000, 64, 8, 0.6)])
+def test_fast_greedy_removes_what_the_previous_one_did(seed, n, dim, neighbours, keep):
+    """Lists refilled in batches and re-read with numpy: the same removals in the same order, with
+    the same similarities; on pools with exact copies (tied keys), short lists (many refills),
+    protected samples and the per-cluster cap."""
+    prune_reference = _reference()
+    x, labels, rng = _pool_with_ties(seed, n, dim, clusters=6)
+    target = int(keep * n)
+    protect = rng.random(n) < 0.1
+    for kwargs in ({}, {"protect": protect}, {"max_cluster_fraction": 0.4, "protect": protect}):
+        fast = prune_pool(x, labels, target, neighbours=neighbours, **kwargs)
+        ref = prune_reference(x, labels, target, neighbours=neighbours, **kwargs)
+        assert [r[0] for r in fast.removed] == [r[0] for r in ref.removed], kwargs
+        assert [r[2] for r in fast.removed] == [r[2] for r in ref.removed]   # bit-equal similarities
+        assert fast.keep.tolist() == ref.keep.tolist()
+        assert fast.per_cluster_removed == ref.per_cluster_removed and fast.shortfall == ref.shortfall
+    assert len(fast.removed) > 0
+
+
+def test_fast_greedy_equals_previous_with_answer_groups():
+    prune_reference = _reference()
+    x, labels, rng = _pool_with_ties(7, 1500, 12, clusters=3)
+    answers = [f"a{int(v)}" for v in rng.integers(0, 5, len(labels))]
+    fast = prune_pool(x, labels, 600, neighbours=3, answers=answers, max_cluster_fraction=0.7)
+    ref = prune_reference(x, labels, 600, neighbours=3, answers=answers, max_cluster_fraction=0.7)
+    assert [r[0] for r in fast.removed] == [r[0] for r in ref.removed] and len(ref.removed) > 0

@@ -14,14 +14,17 @@ Scaling: the exact greedy needs the full similarity matrix of a cluster (quadrat
 clusters of several thousand). Instead each sample keeps its top-K neighbour list from a faiss
 IndexFlatIP search over its cluster, sorted by similarity. Only the first two kept entries of
 a list matter, and they are certified exact while both are at least the list's bound (no
-unlisted sample can be more similar). A sample whose list runs out is rescanned exactly
-against every kept sample of its cluster and gets a fresh exact list. A max-heap with lazy
-invalidation orders the candidates; removing j only updates the samples whose top-2 held j.
+unlisted sample can be more similar). A list that can no longer certify them is refilled
+exactly (twice as long), batched with the other lists closest to running out: one float32
+product against the cluster's kept rows proposes candidates, exact similarities are taken only
+for those float32 rounding cannot rule out. A max-heap with lazy invalidation orders the
+candidates; removing j re-reads (vectorised) only the samples whose top-2 held j.
 
 Similarities are recomputed in float64 from the float32 normalised vectors, one pair at a
 time with a fixed operand order, so sim(i, j) is bit-identical however it is reached; faiss
-(float32) only proposes the candidate lists, and its rounding is covered by a tolerance on
-the bound. The result therefore equals the brute-force greedy (tests check this).
+and the refill product (float32) only propose candidates, and their rounding is covered by a
+tolerance on the bound. The result therefore equals the brute-force greedy, and the previous
+implementation (bench/prune_reference.py) removal for removal (tests check both).
 """
 from __future__ import annotations
 
@@ -38,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_NEIGHBOURS = 32
 _SIM_CHUNK = 4096  # rows per float64 similarity batch: bounds the temporary memory
+_REFILL_FACTOR = 2  # a refilled neighbour list is this many times `neighbours` long
+_REFILL_BATCH = 32  # lists refilled by one float32 matrix product
+_COMPACT_AT = 0.75  # the refill product drops removed rows once they are a quarter of it
 
 
 @dataclass
@@ -104,94 +110,145 @@ def removal_counts(sizes: np.ndarray, excess: int, capacity: np.ndarray | None =
 
 
 class _ClusterGreedy:
-    """The greedy removal inside one cluster, over local indices 0..m-1."""
+    """The greedy removal inside one cluster, over local indices 0..m-1.
+
+    Each sample holds a list of up to `width` neighbours sorted by exact similarity and a bound
+    that no unlisted kept sample exceeds; its top two kept entries are exact while the second
+    is at least the bound. After a removal, the samples whose top two held the removed one are
+    re-read together (numpy over rows). A list that can no longer certify its top two is
+    refilled, together with the other lists closest to running out (a list stays valid however
+    early it is refilled, since the kept set only shrinks): one float32 matrix product of the
+    cluster's kept rows (kept compact, so it gets cheaper as the cluster shrinks) against the
+    batch proposes candidates, and only those that float32 rounding cannot rule out get exact
+    similarities, so each refilled list and its bound are exact.
+    """
 
     def __init__(self, x: np.ndarray, protected: np.ndarray, neighbours: int):
         m, h = x.shape
+        self.x32 = x
         self.x = x.astype(np.float64)  # converted once; every exact similarity reads it
         self.protected = protected
         self.kept = np.ones(m, dtype=bool)
-        self.k = min(neighbours, m - 1)
-        # faiss float32 inner products err by at most ~h·2⁻²⁴ for unit vectors.
-        tol = 2.0 * h * 2.0**-24 + 1e-9
+        self.n_kept = m
+        k = min(neighbours, m - 1)
+        # A refilled list is longer than the first one, so that it runs out later. Any width
+        # gives the same removals: the lists are exact.
+        self.width = max(1, min(m - 1, _REFILL_FACTOR * k))
+        # float32 inner products of unit vectors err by at most ~h·2⁻²⁴ (faiss and BLAS alike).
+        self.tol = 2.0 * h * 2.0**-24 + 1e-9
         index = faiss.IndexFlatIP(h)
         index.add(x)
         with faiss_threads(float(m) * m * h):
-            fsim, fids = index.search(x, self.k + 1)
+            fsim, fids = index.search(x, k + 1)
         is_self = fids == np.arange(m)[:, None]
         is_self[~is_self.any(axis=1), -1] = True  # self outranked by exact duplicates: drop the last
-        ids = fids[~is_self].reshape(m, self.k).astype(np.int64)
-        sims = pair_sims(self.x, np.repeat(np.arange(m), self.k), ids.ravel()).reshape(m, self.k)
+        ids = fids[~is_self].reshape(m, k).astype(np.int64)
+        sims = pair_sims(self.x, np.repeat(np.arange(m), k), ids.ravel()).reshape(m, k)
         order = np.argsort(-sims, axis=1, kind="stable")
-        self.ids = np.take_along_axis(ids, order, axis=1)
-        self.sims = np.take_along_axis(sims, order, axis=1)
-        complete = self.k == m - 1
+        self.ids = np.full((m, self.width), -1, dtype=np.int64)
+        self.sims = np.full((m, self.width), -np.inf)
+        self.ids[:, :k] = np.take_along_axis(ids, order, axis=1)
+        self.sims[:, :k] = np.take_along_axis(sims, order, axis=1)
+        complete = k == m - 1
         # Any sample not in i's list has faiss similarity <= the last one returned for i.
-        self.bound = np.full(m, -np.inf) if complete else fsim[:, -1].astype(np.float64) + tol
+        self.bound = np.full(m, -np.inf) if complete else fsim[:, -1].astype(np.float64) + self.tol
         self.complete = np.full(m, complete)
-        self.ptr = np.zeros(m, dtype=np.int64)    # first possibly-kept position in i's list
+        self.left = np.full(m, k)  # kept entries in i's list when last read (which lists to refill early)
         self.top = np.full((m, 2), -1, dtype=np.int64)  # current top-2 kept neighbours of i
-        # Reverse lists: who lists j. CSR for the initial lists, plus appends from rescans.
-        flat = self.ids.ravel()
-        rev_order = np.argsort(flat, kind="stable")
-        self.rev_ptr = np.searchsorted(flat[rev_order], np.arange(m + 1))
-        self.rev_rows = rev_order // max(self.k, 1)
-        self.rev_extra: dict[int, list[int]] = {}
         self.version = np.zeros(m, dtype=np.int64)
         self.heap: list[tuple[float, float, int, int]] = []
+        self.live = np.arange(m)  # a superset of the kept samples, and their rows, compact
+        self.live_x = x
 
-    def _top2(self, i: int) -> tuple[float, float, int, int]:
-        """(max, second, argmax, arg-second) similarity of i to kept samples, exact."""
-        kept = self.kept
-        for attempt in (0, 1):  # a fresh exact list (attempt 1) is certified by construction
-            ids = self.ids[i]
-            p = int(self.ptr[i])
-            while p < self.k and (ids[p] < 0 or not kept[ids[p]]):
-                p += 1
-            self.ptr[i] = p
-            q = p + 1
-            while q < self.k and (ids[q] < 0 or not kept[ids[q]]):
-                q += 1
-            if attempt == 0 and not self.complete[i] and (q >= self.k or self.sims[i, q] < self.bound[i]):
-                self._rescan(i)
-            else:
-                break
-        v1, n1 = (float(self.sims[i, p]), int(ids[p])) if p < self.k else (-np.inf, -1)
-        v2, n2 = (float(self.sims[i, q]), int(ids[q])) if q < self.k else (-np.inf, -1)
+    def _top2(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Exact (max, second, argmax, arg-second) similarity to kept samples for each of `rows`,
+        refilling the lists that cannot certify their second entry."""
+        v1, v2, n1, n2, stale = self._read_top2(rows)
+        if stale.any():
+            self._refill(rows[stale])
+            v1[stale], v2[stale], n1[stale], n2[stale], _ = self._read_top2(rows[stale])
         return v1, v2, n1, n2
 
-    def _rescan(self, i: int) -> None:
-        """Exact similarities of i to every kept sample; store the top-K as i's new list."""
-        others = np.flatnonzero(self.kept)
-        others = others[others != i]
-        s = pair_sims(self.x, np.full(len(others), i), others)
-        if len(others) > self.k:
-            part = np.argpartition(-s, self.k)
-            self.bound[i] = s[part[self.k]]  # exact: every unlisted kept sample is <= this
-            sel = part[: self.k]
-        else:
-            self.bound[i] = -np.inf
+    def _read_top2(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        ids = self.ids[rows]
+        alive = (ids >= 0) & self.kept[ids]          # ids of -1 read kept[-1]; masked by ids >= 0
+        seen = np.cumsum(alive, axis=1)
+        has1, has2 = seen[:, -1] >= 1, seen[:, -1] >= 2
+        p, q = np.argmax(seen >= 1, axis=1), np.argmax(seen >= 2, axis=1)
+        sims = self.sims[rows]
+        r = np.arange(len(rows))
+        v1 = np.where(has1, sims[r, p], -np.inf)
+        v2 = np.where(has2, sims[r, q], -np.inf)
+        n1 = np.where(has1, ids[r, p], -1)
+        n2 = np.where(has2, ids[r, q], -1)
+        stale = ~self.complete[rows] & (~has2 | (v2 < self.bound[rows]))
+        self.left[rows] = seen[:, -1]
+        return v1, v2, n1, n2, stale
+
+    def _refill(self, rows: np.ndarray) -> None:
+        """Fresh exact lists for `rows` and, in the same product, for the lists nearest to running out."""
+        if self.n_kept < _COMPACT_AT * len(self.live):  # drop removed rows: later products get cheaper
+            self.live = np.flatnonzero(self.kept)
+            self.live_x = np.ascontiguousarray(self.x32[self.live])
+        spare = _REFILL_BATCH - len(rows)
+        if spare > 0:
+            low = self.kept & ~self.protected & ~self.complete & (self.left <= self.width // 4)
+            low[rows] = False
+            others = np.flatnonzero(low)
+            if len(others) > spare:
+                others = others[np.argpartition(self.left[others], spare)[:spare]]
+            rows = np.concatenate([rows, others])
+        gone = ~self.kept[self.live]
+        w = self.width
+        for s in range(0, len(rows), _REFILL_BATCH):
+            batch = rows[s: s + _REFILL_BATCH]
+            approx = self.x32[batch] @ self.live_x.T           # (batch, live) float32
+            approx[:, gone] = -np.inf
+            approx[np.arange(len(batch)), np.searchsorted(self.live, batch)] = -np.inf  # self
+            if self.n_kept - 1 <= w:
+                kth = np.full(len(batch), -np.inf)
+            else:
+                cut = approx.shape[1] - w
+                kth = np.partition(approx, cut, axis=1)[:, cut].astype(np.float64)
+            for c, i in enumerate(batch.tolist()):
+                self._store_list(i, approx[c], float(kth[c]))
+
+    def _store_list(self, i: int, approx: np.ndarray, kth: float) -> None:
+        """i's list from its float32 similarities to the live rows; kth: the width-th largest."""
+        w = self.width
+        if kth == -np.inf:  # every other kept sample fits in the list
+            cand = self.live[np.isfinite(approx)]
             self.complete[i] = True
-            sel = np.arange(len(others))
-        sel = sel[np.argsort(-s[sel], kind="stable")]
+            self.bound[i] = -np.inf
+        else:
+            # Every kept sample outside `cand` has exact similarity < kth - tol <= the bound;
+            # the w most similar by float32 are inside it, each exactly >= kth - tol.
+            cand = self.live[approx >= kth - 2 * self.tol]
+        s = pair_sims(self.x, np.full(len(cand), i), cand)
+        order = np.argsort(-s, kind="stable")
+        if not self.complete[i]:
+            self.bound[i] = max(kth - self.tol, float(s[order[w]]) if len(cand) > w else -np.inf)
+        sel = order[:w]
         self.ids[i] = -1
         self.sims[i] = -np.inf
-        self.ids[i, : len(sel)] = others[sel]
+        self.ids[i, : len(sel)] = cand[sel]
         self.sims[i, : len(sel)] = s[sel]
-        self.ptr[i] = 0
-        for j in others[sel]:
-            self.rev_extra.setdefault(int(j), []).append(i)
+        self.left[i] = len(sel)
 
-    def _push(self, i: int) -> None:
-        v1, v2, n1, n2 = self._top2(i)
-        self.top[i] = (n1, n2)
-        self.version[i] += 1
-        heapq.heappush(self.heap, (-v1, -v2, -i, int(self.version[i])))
+    def _push(self, rows: np.ndarray) -> None:
+        if not len(rows):
+            return
+        v1, v2, n1, n2 = self._top2(rows)
+        self.top[rows, 0], self.top[rows, 1] = n1, n2
+        self.version[rows] += 1
+        for entry in zip((-v1).tolist(), (-v2).tolist(), (-rows).tolist(), self.version[rows].tolist()):
+            heapq.heappush(self.heap, entry)
 
     def run(self, count: int) -> list[tuple[int, float | None, int | None]]:
         """Remove `count` samples; returns (local index, max_sim, nearest local index) per removal."""
-        for i in np.flatnonzero(~self.protected):
-            self._push(int(i))
+        candidates = np.flatnonzero(~self.protected)
+        for s in range(0, len(candidates), _SIM_CHUNK):
+            self._push(candidates[s: s + _SIM_CHUNK])
         removed: list[tuple[int, float | None, int | None]] = []
         while len(removed) < count:
             neg_v1, _, neg_i, version = heapq.heappop(self.heap)
@@ -201,10 +258,10 @@ class _ClusterGreedy:
             nearest = int(self.top[j, 0])
             removed.append((j, None if nearest < 0 else -neg_v1, None if nearest < 0 else nearest))
             self.kept[j] = False
-            listers = self.rev_rows[self.rev_ptr[j]: self.rev_ptr[j + 1]]
-            for i in (*listers.tolist(), *self.rev_extra.pop(j, ())):
-                if self.kept[i] and not self.protected[i] and j in (self.top[i, 0], self.top[i, 1]):
-                    self._push(i)
+            self.n_kept -= 1
+            # Only a sample whose top two held j has a new key; protected ones are never keyed.
+            hit = np.flatnonzero((self.top[:, 0] == j) | (self.top[:, 1] == j))
+            self._push(hit[self.kept[hit] & ~self.protected[hit]])
         return removed
 
 
@@ -248,6 +305,16 @@ def prune_pool(hidden: np.ndarray, labels: np.ndarray, target_size: int,
     each group, and the last sample of an answer is never removed. What the caps keep above
     the target is `shortfall` (logged).
     """
+    return prune_with(_ClusterGreedy, hidden, labels, target_size, protect, neighbours,
+                      max_cluster_fraction, answers)
+
+
+def prune_with(greedy: type, hidden: np.ndarray, labels: np.ndarray, target_size: int,
+               protect: np.ndarray | None = None, neighbours: int = DEFAULT_NEIGHBOURS,
+               max_cluster_fraction: float = 1.0, answers: list[str] | None = None) -> PruneResult:
+    """`prune_pool` with another in-cluster greedy (`greedy(x, protected, neighbours).run(count)`):
+    bench/prune.py and the tests run the previous implementation through it to check that the
+    removals are the same."""
     hidden = np.asarray(hidden)
     labels = np.asarray(labels)
     n = len(labels)
@@ -295,8 +362,8 @@ def prune_pool(hidden: np.ndarray, labels: np.ndarray, target_size: int,
             continue
         members = members_of[c]
         for part, count in _parts(members, int(counts[c]), protect, groups):
-            greedy = _ClusterGreedy(l2_normalise(hidden[part]), protect[part], neighbours)
-            for local, sim, nearest in greedy.run(count):
+            cluster = greedy(l2_normalise(hidden[part]), protect[part], neighbours)
+            for local, sim, nearest in cluster.run(count):
                 keep[part[local]] = False
                 removed.append((int(part[local]), label.item(), sim,
                                 None if nearest is None else int(part[nearest])))

@@ -100,6 +100,12 @@ class ExtractSpec(SpecModel):
     gradient_source: Literal["backprop", "zero-order"] = "backprop"
     # A (smaller) model that computes every extract feature instead of the trained one.
     proxy_model: str | None = None
+    # A fixed proxy gives a sample the same features at every step: reuse them from the store
+    # (new samples only are computed). false: recompute the whole pool every step.
+    reuse_features: bool = True
+    # When the trained model's features are recomputed: "every-step" (the paper). Other policies
+    # (every N steps, new data plus a share of the old) are future work (docs/options.md).
+    refresh: Literal["every-step"] = "every-step"
 
 
 class ClusteringSpec(SpecModel):
