@@ -62,14 +62,20 @@ def test_extract_bench(capsys: pytest.CaptureFixture[str], tmp_path: Path, resto
 
 def test_cluster_bench(capsys: pytest.CaptureFixture[str]) -> None:
     out = _run("cluster", ["--sizes", "1200x32,500x64", "--k-min", "3", "--k-max", "8", "--true-k", "5",
-                           "--threads", "1"], capsys)
+                           "--structureless", "400x16", "--threads", "1"], capsys)
     assert [(r["n"], r["d"]) for r in out["sizes"]] == [(1200, 32), (500, 64)]
     for row in out["sizes"]:
-        assert 3 <= row["k_adaptinf"] <= 8 and 3 <= row["k_sklearn"] <= 8
+        assert all(3 <= row[k] <= 8 for k in ("k_full", "k_fast", "k_sklearn"))
+        assert row["same_k"] == (row["k_full"] == row["k_fast"])
         assert row["selected"] == row["budget"] == row["n"] // 4
-        assert row["adaptinf_sweep_s"] > 0 and row["sklearn_sweep_s"] > 0
-        assert -1 <= row["ari_adaptinf"] <= 1 and row["wss_ratio_at_true_k"] > 0
+        assert row["full_sweep_s"] > 0 and row["fast_sweep_s"] > 0 and row["sklearn_sweep_s"] > 0
+        assert -1 <= row["ari_fast"] <= 1 and row["wss_ratio_at_true_k"] > 0
+        assert row["ari_gap"] == pytest.approx(row["ari_sklearn"] - row["ari_fast"], abs=1e-3)
+        assert 1 <= row["fast_k_evaluated"] <= 6 and row["fast_sample_rows"] == row["n"]
     assert out["speedup"] == min(r["speedup"] for r in out["sizes"]) and out["speedup"] > 0
+    assert out["speedup_vs_full"] == min(r["speedup_vs_full"] for r in out["sizes"])
+    [flat] = out["structureless"]
+    assert flat["data"] == "structureless" and set(flat) >= {"same_k_gain", "same_k_elbow"}
 
 
 def test_prune_bench(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sklearn.metrics import adjusted_rand_score
+
+from adaptinf import clustering
 from adaptinf.clustering import choose_k, elbow_k, gain_k, k_range, k_stability, kmeans, nmi, pick_k
 
 
@@ -164,3 +167,70 @@ def test_k_stability_reports_each_seed():
     st = k_stability(x, chosen, [1, 2], 2, 15, nredo=3, rule="gain")
     assert [r["k"] for r in st["runs"]] == [7, 7]
     assert st["k_min_seen"] == st["k_max_seen"] == 7 and st["mean_nmi"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("rule", ["gain", "elbow"])
+@pytest.mark.parametrize("data_seed", [0, 1, 2])
+def test_fast_sweep_chooses_the_full_sweeps_k_on_blobs(rule, data_seed):
+    x, truth = blobs(data_seed, centres=7, per=150)
+    full = choose_k(x, 2, 15, seed=0, nredo=3, rule=rule, sweep="full")
+    fast = choose_k(x, 2, 15, seed=0, nredo=3, rule=rule, sweep="fast")
+    assert fast.k == full.k == 7, (fast.wss_by_k, full.wss_by_k)
+    assert adjusted_rand_score(full.labels, fast.labels) >= 0.97
+    assert adjusted_rand_score(truth, fast.labels) >= 0.97
+    assert (fast.sweep, full.sweep) == ("fast", "full")
+    assert len(fast.wss_by_k) < len(full.wss_by_k) == 14  # fewer k measured
+    # The final clustering's restarts include full's: never a worse WSS at the same k.
+    assert clustering._assign(x, fast.centroids)[1] <= full.wss_by_k[7] * (1 + 1e-6)
+
+
+def test_fast_sweep_subsamples_large_pools(monkeypatch):
+    x, truth = blobs(3, centres=5, per=1000, dim=8)
+    monkeypatch.setattr(clustering, "SAMPLE_MIN_ROWS", 1000)  # so a test-sized pool is subsampled
+    assert clustering.sample_rows(len(x), 8) == 1600  # 200 rows per cluster at kMax
+    fast = choose_k(x, 2, 8, seed=0, rule="elbow", sweep="fast")
+    full = choose_k(x, 2, 8, seed=0, rule="elbow", sweep="full")
+    assert fast.sample_rows == 1600 and full.sample_rows == 5000 and fast.labels.shape == (5000,)
+    assert fast.k == full.k == 5 and adjusted_rand_score(truth, fast.labels) >= 0.97
+    assert fast.sweep_report() == {"sweep": "fast", "sample_rows": 1600, "k_evaluated": len(fast.wss_by_k)}
+
+
+def test_elbow_search_equals_the_whole_grid_on_decreasing_curves():
+    # Random non-increasing curves: the coarse-to-fine search returns elbow_k of the whole curve
+    # while measuring fewer points.
+    rng = np.random.default_rng(0)
+    measured_fewer = 0
+    for trial in range(200):
+        lo, hi = 2, int(rng.integers(5, 60))
+        drops = rng.exponential(1.0, hi - lo) * (rng.random(hi - lo) < 0.7) * rng.uniform(0.01, 3)
+        curve = dict(zip(range(lo, hi + 1), np.exp(-np.concatenate([[0.0], np.cumsum(drops)])) * 1e3))
+        asked: list[int] = []
+
+        def wss_at(k: int) -> float:
+            asked.append(k)
+            return float(curve[k])
+
+        assert clustering._elbow_search(lo, hi, wss_at) == elbow_k(list(curve), list(curve.values())), trial
+        measured_fewer += len(set(asked)) < len(curve)
+    assert measured_fewer > 100
+
+
+def test_gain_search_stops_at_the_rules_answer():
+    curve = {2: 100.0, 3: 50.0, 4: 20.0, 5: 19.5, 6: 5.0, 7: 4.0}
+    asked: list[int] = []
+    k = clustering._gain_search(2, 7, lambda kk: asked.append(kk) or curve[kk], 0.05)
+    assert k == gain_k(list(curve), list(curve.values())) == 4
+    assert sorted(set(asked)) == [2, 3, 4, 5]  # nothing past the stop
+
+
+def test_unknown_sweep_is_a_clear_error():
+    x, _ = blobs(0)
+    with pytest.raises(ValueError, match="unknown k sweep 'quick'"):
+        choose_k(x, 2, 5, sweep="quick")
+
+
+def test_k_stability_names_the_sweep():
+    x, _ = blobs(0)
+    chosen = choose_k(x, 2, 15, seed=0, nredo=3, rule="gain", sweep="fast")
+    st = k_stability(x, chosen, [1], 2, 15, nredo=3, rule="gain", sweep="fast")
+    assert st["sweep"] == "fast" and [r["k"] for r in st["runs"]] == [7]

@@ -228,6 +228,9 @@ FIELD_EXTRAS: dict[tuple[type[BaseModel], str], Node] = {
     (LifelongRunSpec, "suspend"): {"description": "pause before the next stage; a running stage finishes"},
     (ExtractSpec, "layers"): {"description": "decoder-layer indices or middle/first/last/all"},
     (ExtractSpec, "shards"): {"description": "extract runs as an Indexed Job with this many pods"},
+    (ExtractSpec, "refresh"): {"description": "when the trained model's features are recomputed"},
+    (ExtractSpec, "reuseFeatures"): {"description": "with a proxy model, reuse the features of samples an earlier "
+                                                    "step computed"},
     (EvalTask, "imageRoot"): {"description": "images are relative to this (default: the file's folder)"},
     (LifelongRunSpec, "resources"): {
         "description": "scheduling of the stage Jobs; a stage's own entry is laid over `default`"},

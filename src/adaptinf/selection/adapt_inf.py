@@ -90,8 +90,8 @@ class AdaptInf(Strategy):
             elif 0 < mask.sum() < len(feats) - 1:
                 mastered = mask
         active = np.flatnonzero(~mastered)
-        args = (ctx.k_min, ctx.k_max, ctx.seed, ctx.niter, ctx.nredo, ctx.k_rule, ctx.min_gain)
-        clusters = choose_k(x[active], *args)
+        clusters = choose_k(x[active], ctx.k_min, ctx.k_max, ctx.seed, ctx.niter, ctx.nredo, ctx.k_rule,
+                            ctx.min_gain, ctx.k_sweep)
         k = clusters.k + int(mastered.any())
         labels = np.full(len(feats), clusters.k, dtype=np.int64)
         labels[active] = clusters.labels
@@ -139,6 +139,7 @@ class AdaptInf(Strategy):
             "selected": int(indices.size),
             "k": k,
             "k_rule": ctx.k_rule,
+            "k_sweep": clusters.sweep_report(),
             "cluster_features": ctx.cluster_features,
             "budget_split": ctx.budget_split,
             "mastered": int(mastered.sum()),
@@ -155,7 +156,7 @@ class AdaptInf(Strategy):
         if ctx.stability_seeds > 0:
             seeds = [ctx.seed + 1000 * (i + 1) for i in range(ctx.stability_seeds)]
             report["k_stability"] = k_stability(x[active], clusters, seeds, ctx.k_min, ctx.k_max, ctx.niter,
-                                                ctx.nredo, ctx.k_rule, ctx.min_gain)
+                                                ctx.nredo, ctx.k_rule, ctx.min_gain, ctx.k_sweep)
         return SelectionResult(indices=indices, report=report, labels=labels)
 
 
@@ -172,7 +173,8 @@ class AdaptInf(Strategy):
         """
         hidden = l2_normalise(feats.require("hidden", f"{self.name} (selection.masteredRehearsal: stratified)"))
         hi = max(1, min(ctx.k_max, quota))
-        sub = choose_k(hidden[idx], min(ctx.k_min, hi), hi, ctx.seed, ctx.niter, ctx.nredo, ctx.k_rule, ctx.min_gain)
+        sub = choose_k(hidden[idx], min(ctx.k_min, hi), hi, ctx.seed, ctx.niter, ctx.nredo, ctx.k_rule, ctx.min_gain,
+                       ctx.k_sweep)
         shares = split_budget(np.bincount(sub.labels, minlength=sub.k), quota)
         chosen: list[np.ndarray] = []
         strata: list[dict] = []

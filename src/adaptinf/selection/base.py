@@ -74,6 +74,7 @@ class SelectionContext:
     # (spec.ClusteringSpec / SelectionSpec, docs/options.md).
     k_rule: str = "elbow"                # "elbow" | "gain" (clustering.pick_k)
     min_gain: float = 0.05
+    k_sweep: str = "full"                # "full" (every k, every row) | "fast" (clustering.choose_k)
     stability_seeds: int = 0             # re-runs of the k choice reported as k's stability
     cluster_features: str = "gradients"  # "gradients" | "hidden" (Table-3 ablation)
     ccs_bin_rule: str = "fixed"          # "fixed": ccs_bins always; "quota": min(ccs_bins, quota)

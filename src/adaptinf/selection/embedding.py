@@ -59,7 +59,8 @@ def cluster_hidden(feats: PoolFeatures, ctx: SelectionContext, strategy: str,
         raise ValueError(f"strategy {strategy!r}: hidden features must be a finite (n, h) matrix")
     x = l2_normalise(hidden)
     if k is None:
-        res = choose_k(x, ctx.k_min, ctx.k_max, ctx.seed, ctx.niter, ctx.nredo, ctx.k_rule, ctx.min_gain)
+        res = choose_k(x, ctx.k_min, ctx.k_max, ctx.seed, ctx.niter, ctx.nredo, ctx.k_rule, ctx.min_gain,
+                       ctx.k_sweep)
         k_, labels, centroids, wss_by_k = res.k, res.labels, res.centroids, res.wss_by_k
     else:
         if int(k) < 1:
