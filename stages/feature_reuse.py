@@ -53,7 +53,8 @@ def _tree_digest(root: Path) -> str:
 def model_identity(name: str) -> dict[str, str]:
     """What identifies a model's weights: its name and, for a local folder or file, a digest of
     its contents (a PEFT adapter folder: the base it names too). A hub id is identified by its
-    name only (a pinned revision, once the spec has one, belongs here)."""
+    name only: `model.revision` pins the run's base, not the proxy, so a hub proxy that changes
+    upstream is not noticed; use a local folder as the proxy to make reuse exact."""
     path = Path(materialise(name))
     out = {"name": name}
     if path.is_file():
