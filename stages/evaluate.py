@@ -12,12 +12,12 @@ from typing import Any
 from adaptinf import layout
 from adaptinf.evaluation.plots import close, skill_curves
 from adaptinf.evaluation.suite import evaluate_suite
+from adaptinf.history import skill_history
 from adaptinf.metrics import average_accuracy, forgetting_rate, forgetting_rate_taught
 from adaptinf.model.encoding import Encoder
+from adaptinf.training.regimes import regime_for
 
 from .context import StageContext
-from .history import skill_history
-from .continual import model_for_eval
 from .runtime import run_idempotent
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,9 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     if not ctx.spec.eval.suite:
         ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "note": "no eval suite in the run spec"})
         return {"skills": {}, "avg_acc": None, "forgetting_rate": None}
-    bundle, answer, routing = model_for_eval(ctx)   # expansion: every adapter, routed per sample
-    result = evaluate_suite(bundle, Encoder(bundle, ctx.spec.training.max_length), ctx.spec.eval,
-                            progress=ctx.progress, answer=answer)
+    model = regime_for(ctx.spec.strategy).eval_model(ctx)   # expansion: every adapter, routed per sample
+    result = evaluate_suite(model.bundle, Encoder(model.bundle, ctx.spec.training.max_length), ctx.spec.eval,
+                            progress=ctx.progress, answer=model.answer)
     if not result.skills:
         ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "skipped": result.skipped})
         return {"skills": {}, "avg_acc": None, "forgetting_rate": None, "skipped": result.skipped}
@@ -38,7 +38,7 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     forgetting = {"forgetting_rate": forgetting_rate(history), "forgetting_rate_taught": forgetting_rate_taught(history)}
     ctx.store.write_json(f"{prefix}/metrics.json", {"skills": result.skills, "tasks": result.tasks,
                                                     "skipped": result.skipped, "avg_acc": avg, **forgetting,
-                                                    **({"routing": routing} if routing else {})})
+                                                    **({"routing": model.routing} if model.routing else {})})
     _log(ctx, result.skills, avg, forgetting, result.tasks)
     return {"skills": result.skills, "avg_acc": avg, **forgetting}
 

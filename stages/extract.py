@@ -18,6 +18,7 @@ import numpy as np
 
 from adaptinf.data.pool import PoolManifest, load_records
 from adaptinf.features.extract import ExtractConfig, extract_features
+from adaptinf.model.checkpoints import load_for_step, load_proxy
 from adaptinf.model.encoding import Encoder
 from adaptinf.model.loading import decoder_layers, resolve_layers
 from adaptinf.selection import get_strategy
@@ -25,7 +26,6 @@ from adaptinf.selection import get_strategy
 from .context import StageContext, StageError
 from .feature_reuse import ORIGIN, Reused, feature_key, find_reusable, gather
 from .ingest import candidate_pool, ingest
-from .models import load_for_step, load_proxy
 from .runtime import run_idempotent
 
 log = logging.getLogger(__name__)

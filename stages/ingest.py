@@ -12,11 +12,11 @@ import logging
 from adaptinf import layout
 from adaptinf.data.pool import DatasetSource, PoolManifest, empty_pool, load_pool, save_pool
 from adaptinf.data.records import Record, Rejection, dump_jsonl, load_jsonl, read_records
+from adaptinf.model.checkpoints import base_source
 from adaptinf.model.encoding import Encoder, EncodingError
 from adaptinf.model.loading import load_base
 
 from .context import StageContext, StageError
-from .models import base_source
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import numpy as np
 
 from adaptinf import layout
 from adaptinf.data.pool import PoolManifest, PrunedSample, load_records, save_pool
+from adaptinf.history import build_summary
 from adaptinf.prune import prune_pool
 from adaptinf.selection import get_strategy
 
 from .context import StageContext
 from .features_io import load_features
-from .history import build_summary
 from .ingest import candidate_pool
 from .runtime import run_idempotent
 
@@ -34,10 +34,10 @@ def _hidden_after_training(ctx: StageContext, pool: PoolManifest) -> np.ndarray:
     """Hidden states of the pool from the model as this step left it (the paper prunes with the
     updated model; extract's hidden states predate this step's training)."""
     from adaptinf.features.extract import ExtractConfig, extract_features
+    from adaptinf.model.checkpoints import load_for_step
     from adaptinf.model.encoding import Encoder
     from adaptinf.model.loading import decoder_layers, resolve_layers
 
-    from .models import load_for_step
     x = ctx.spec.extract
     bundle = load_for_step(ctx, adapter_before=ctx.step + 1, trainable=False)
     cfg = ExtractConfig(layers=resolve_layers(x.layers, len(decoder_layers(bundle.model))),

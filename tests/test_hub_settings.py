@@ -78,12 +78,12 @@ def recorded(monkeypatch, tiny_model_dir):
 
 def test_the_stage_passes_the_revision_and_cache_to_every_from_pretrained(recorded, tmp_path, monkeypatch) -> None:
     """A stage context sets the run's hub settings; loads of the base that do not carry the spec
-    (continual, ingest: load_base(base_source(ctx))) get them too."""
+    (the regimes, ingest: load_base(base_source(ctx))) get them too."""
+    from adaptinf.model.checkpoints import base_source
     from adaptinf.model.hub import HUB
     from adaptinf.model.loading import load_base
     from adaptinf.store import LocalStore
     from stages.context import build_context
-    from stages.models import base_source
     monkeypatch.setattr(HUB, "revisions", {})
     monkeypatch.setattr(HUB, "cache_dir", None)   # restored after: configure_hub sets it
     run = run_with_model(base="org/base", revision="0123abc", cacheDir=str(tmp_path / "cache"))["spec"]
@@ -101,7 +101,7 @@ def test_the_stage_passes_the_revision_and_cache_to_every_from_pretrained(record
 
 def test_the_adapter_records_its_base_and_revision(tmp_path) -> None:
     """peft loads the base at adapter_config.json's `revision`: the README's lines get the same weights."""
-    from stages.models import record_base
+    from adaptinf.model.checkpoints import record_base
     (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/tmp/pod/base"}))
     record_base(tmp_path, "org/base", "0123abc")
     config = json.loads((tmp_path / "adapter_config.json").read_text())

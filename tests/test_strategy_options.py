@@ -161,16 +161,18 @@ def test_library_options_are_checked_like_the_spec():
 
 
 def test_ewc_options_reach_the_train_stage(monkeypatch):
-    from adaptinf.stages import continual
+    from adaptinf.training.regimes import ewc as ewc_regime, regime_for
     s = spec("ewc", **{"lambda": 250.0, "fisher_samples": 64})
-    monkeypatch.setattr(continual, "latest_trained", lambda ctx, step: (0, Path("adapter")))
-    monkeypatch.setattr(continual, "_fisher_upto", lambda ctx, bundle, step, adapter: {"w": "F"})
-    monkeypatch.setattr(continual.ewc, "EwcPenalty", lambda model, fisher, lam: ("penalty", fisher, lam))
-    penalty, note = continual.penalty(_stage_ctx(s), SimpleNamespace(model=None))
+    monkeypatch.setattr(ewc_regime, "latest_trained", lambda ctx, step: (0, Path("adapter")))
+    monkeypatch.setattr(ewc_regime, "_fisher_upto", lambda ctx, bundle, step, adapter: {"w": "F"})
+    monkeypatch.setattr(ewc_regime.ewc, "EwcPenalty", lambda model, fisher, lam: ("penalty", fisher, lam))
+    regime = regime_for("ewc")                 # the hooks the train stage calls, in its order
+    note = regime.before_train(_stage_ctx(s), SimpleNamespace(model=None))
+    penalty = regime.loss_penalty()
     assert penalty == ("penalty", {"w": "F"}, 250.0)
     assert note == {"ewc": {"lambda": 250.0, "fisher_upto_step": 0}}
-    assert continual._fisher_samples(_stage_ctx(s)) == 64
-    assert continual._fisher_samples(_stage_ctx(spec("ewc"))) == 1024
+    assert ewc_regime._fisher_samples(_stage_ctx(s)) == 64
+    assert ewc_regime._fisher_samples(_stage_ctx(spec("ewc"))) == 1024
 
 
 class _FakeMlflow:

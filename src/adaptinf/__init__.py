@@ -27,10 +27,12 @@ _EXPORTS = {
     # running without a cluster
     "collect": "adaptinf.runner.resources", "run_local": "adaptinf.runner.local",
     "CompareConfig": "adaptinf.runner.compare", "compare": "adaptinf.runner.compare",
-    # the registries: selection strategies and scorers
+    # the registries: selection strategies, scorers and training regimes
     "Strategy": "adaptinf.selection", "SelectionContext": "adaptinf.selection", "PoolFeatures": "adaptinf.selection",
     "SelectionResult": "adaptinf.selection", "get_strategy": "adaptinf.selection", "register_strategy": "adaptinf.selection",
     "Scorer": "adaptinf.scorers.base", "get_scorer": "adaptinf.scorers.base", "register_scorer": "adaptinf.scorers.base",
+    "Regime": "adaptinf.training.regimes", "get_regime": "adaptinf.training.regimes",
+    "register_regime": "adaptinf.training.regimes",
     # the artifact store
     "Store": "adaptinf.store", "LocalStore": "adaptinf.store", "S3Store": "adaptinf.store", "open_store": "adaptinf.store",
     "StoreError": "adaptinf.store",

@@ -125,7 +125,7 @@ def _restart(store: LocalStore, run: str, step: int, uri: str | None, spec: Any)
 def _steps(store: LocalStore, run_name: str, spec: Any, datasets: list[Resource], uri: str | None,
            progress: bool, on_step: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     from adaptinf import progress as progress_label   # not `progress`: that is the flag
-    from adaptinf.stages.history import build_summary
+    from adaptinf.history import build_summary
     from adaptinf.selection import get_strategy
     from adaptinf.stages.ingest import join_pool
     from adaptinf.stages.registry import STAGES, StageError, build_context, stage_function

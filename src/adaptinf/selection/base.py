@@ -111,9 +111,9 @@ class Strategy:
     # The knobs ctx.options may set, with their defaults. A built-in strategy's come from
     # `adaptinf.strategy_options` (filled in by `register`); another strategy declares its own.
     defaults: ClassVar[dict[str, Any]] = {}
-    # How the train stage uses the selection (stages/continual.py): "continue" the previous
-    # step's adapter, "ewc" (continue under an EWC penalty) or "expansion" (a new adapter per
-    # dataset, routed per sample at eval).
+    # How the train and eval stages use the selection: the name of a registered training regime
+    # (`adaptinf.training.regimes`): "continue" the previous step's adapter, "ewc" (continue
+    # under an EWC penalty) or "expansion" (a new adapter per dataset, routed per sample at eval).
     training_regime: ClassVar[str] = "continue"
     # One training on the union of all datasets at the last step ("in one go", the paper's
     # multi-task upper bound): runners that know the last step (run-local, compare) only ingest

@@ -10,14 +10,15 @@
   option `fraction`).
 
 Two more from He et al., "Continual Instruction Tuning for Large Multimodal Models" (2023),
-which select like `sequential` and differ in how they train (`Strategy.training_regime`):
+which select like `sequential` and differ in how they train (`Strategy.training_regime` names
+their regime in `adaptinf.training.regimes`, one module each):
 
 - `ewc`: regularisation — the previous adapter is continued under an EWC penalty whose Fisher
-  comes from the earlier steps' training data (`adaptinf.training.ewc`; options `lambda`,
-  `fisher_samples`, used by the train stage).
+  comes from the earlier steps' training data (`adaptinf.training.regimes.ewc`, on
+  `adaptinf.training.ewc`; options `lambda`, `fisher_samples`).
 - `expansion`: model expansion — a new adapter per dataset; at eval each sample is routed to
   the adapter owning the nearest of the k-means centroids of each adapter's training prompts'
-  hidden states (`adaptinf.evaluation.routing`).
+  hidden states (`adaptinf.training.regimes.expansion`, on `adaptinf.evaluation.routing`).
 """
 from __future__ import annotations
 

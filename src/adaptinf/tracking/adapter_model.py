@@ -4,7 +4,7 @@ MLflow's transformers flavour logs a PEFT model either by a hub reference (it as
 the base's latest commit: a network call, and the wrong base for a tuned one in the store) or by
 a local base path (a temporary folder inside a stage pod). Neither names the base a user can
 reach later, so the model here carries only the adapter, whose `adapter_config.json` names the
-base by its id/URI and revision (stages/models.py `record_base`), and loads both with adaptinf's
+base by its id/URI and revision (`adaptinf.model.checkpoints.record_base`), and loads both with adaptinf's
 own loader (a hub id, a local folder or an `s3://` base alike).
 
 No `from __future__ import annotations`: MLflow reads `predict`'s type hints as the signature.

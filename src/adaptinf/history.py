@@ -87,7 +87,7 @@ def build_summary(store: Store, run: str, strategy: str) -> dict[str, Any]:
              "forgetting_rate": forgetting_rate(history),
              "forgetting_rate_taught": forgetting_rate_taught(history),
              "adapter": latest_adapter_uri(store, run, [r["step"] for r in rows])}
-    out = {"run": run, "strategy": strategy, "steps": rows, "failed_steps": failed, "final": final}
+    out: dict[str, Any] = {"run": run, "strategy": strategy, "steps": rows, "failed_steps": failed, "final": final}
     if get_strategy(strategy).joint:   # multitask: steps before the last were only ingested
         out["joint"] = True
     return out

@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from adaptinf import layout
 from adaptinf.model.loading import ModelBundle, attach_adapter, load_base, materialise
+from adaptinf.spec import LifelongRunSpec
 from adaptinf.store import Store
 
-from .context import StageContext
-
 BASE_GROUP = "base"
+
+
+class RunStep(Protocol):
+    """What these functions read of a step: its run, spec, number and store (a stage's
+    `StageContext` is one)."""
+    run: str
+    spec: LifelongRunSpec
+    step: int
+    store: Store
 
 
 def base_prefix(run: str) -> str:
@@ -28,14 +37,14 @@ def _local_copy(store: Store, prefix: str) -> Path:
     return store.download_dir(prefix, dest)
 
 
-def base_source(ctx: StageContext) -> str:
+def base_source(ctx: RunStep) -> str:
     prefix = base_prefix(ctx.run)
     if ctx.store.is_committed(prefix):
         return str(_local_copy(ctx.store, prefix))
     return ctx.spec.model.base
 
 
-def base_identity(ctx: StageContext) -> tuple[str, str | None]:
+def base_identity(ctx: RunStep) -> tuple[str, str | None]:
     """The base this run's adapters apply to, named so that it can be found outside this pod, and
     its revision: the run's tuned base in the store (its URI; no revision), else `model.base` as
     the spec gives it with `model.revision`."""
@@ -56,11 +65,18 @@ def record_base(folder: Path, base: str, revision: str | None = None) -> None:
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def adapter_prefix(ctx: StageContext, step: int) -> str:
+def write_folder(store: Store, prefix: str, folder: Path) -> None:
+    """Every file below `folder` written under `prefix` (uncommitted: the stage's marker seals it)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            store.write_bytes(f"{prefix}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+
+
+def adapter_prefix(ctx: RunStep, step: int) -> str:
     return f"{layout.stage_prefix(ctx.run, step, 'train')}/adapter"
 
 
-def adapter_at(ctx: StageContext, step: int) -> Path | None:
+def adapter_at(ctx: RunStep, step: int) -> Path | None:
     """The local folder of the adapter step `step` trained, if its train stage finished with one."""
     prefix = layout.stage_prefix(ctx.run, step, "train")
     if not ctx.store.is_committed(prefix):
@@ -69,7 +85,13 @@ def adapter_at(ctx: StageContext, step: int) -> Path | None:
     return adapter if (adapter / "adapter_config.json").exists() else None
 
 
-def latest_trained(ctx: StageContext, before: int) -> tuple[int, Path] | None:
+def trained_steps(ctx: RunStep, upto: int) -> list[tuple[int, Path]]:
+    """(step, local adapter folder) of every step <= upto whose train stage left an adapter."""
+    found = ((step, adapter_at(ctx, step)) for step in range(upto + 1))
+    return [(step, adapter) for step, adapter in found if adapter is not None]
+
+
+def latest_trained(ctx: RunStep, before: int) -> tuple[int, Path] | None:
     """(step, adapter) of the latest step < `before` that trained one; only that one is fetched."""
     for step in range(before - 1, -1, -1):
         adapter = adapter_at(ctx, step)
@@ -78,13 +100,13 @@ def latest_trained(ctx: StageContext, before: int) -> tuple[int, Path] | None:
     return None
 
 
-def latest_adapter(ctx: StageContext, before: int) -> Path | None:
+def latest_adapter(ctx: RunStep, before: int) -> Path | None:
     """The adapter of the latest step < `before` whose train stage finished."""
     found = latest_trained(ctx, before)
     return found[1] if found else None
 
 
-def load_proxy(ctx: StageContext) -> ModelBundle:
+def load_proxy(ctx: RunStep) -> ModelBundle:
     """`extract.proxyModel` with a LoRA adapter for its gradients (extract only; never trained).
 
     The proxy is loaded by the same code as the base. A folder holding a PEFT adapter (its
@@ -94,6 +116,8 @@ def load_proxy(ctx: StageContext) -> ModelBundle:
     x_tᵀ) Aᵀ — the full weight gradient of each adapted linear, sketched by the random A. The
     proxy stays fixed across steps, as a smaller instruction-tuned model would be used.
     """
+    if not ctx.spec.extract.proxy_model:   # extract only calls this when one is set
+        raise ValueError("extract.proxyModel is not set: there is no proxy model to load")
     source = materialise(ctx.spec.extract.proxy_model)
     adapter = Path(source) / "adapter_config.json"
     if adapter.exists():
@@ -104,8 +128,14 @@ def load_proxy(ctx: StageContext) -> ModelBundle:
     return attach_adapter(bundle, ctx.spec.model.lora, None, trainable=False, seed=ctx.spec.seed)
 
 
-def load_for_step(ctx: StageContext, adapter_before: int, trainable: bool) -> ModelBundle:
+def load_for_step(ctx: RunStep, adapter_before: int, trainable: bool) -> ModelBundle:
     """Base + the adapter of the latest finished step before `adapter_before` (or a fresh one)."""
     bundle = load_base(base_source(ctx), ctx.spec.model.dtype)
     adapter = latest_adapter(ctx, adapter_before)
     return attach_adapter(bundle, ctx.spec.model.lora, adapter, trainable=trainable, seed=ctx.spec.seed)
+
+
+def fresh_adapter(ctx: RunStep, trainable: bool) -> ModelBundle:
+    """Base + a new adapter from the run's seeded initialisation (the same at every step)."""
+    bundle = load_base(base_source(ctx), ctx.spec.model.dtype)
+    return attach_adapter(bundle, ctx.spec.model.lora, None, trainable=trainable, seed=ctx.spec.seed)
