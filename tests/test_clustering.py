@@ -234,3 +234,17 @@ def test_k_stability_names_the_sweep():
     chosen = choose_k(x, 2, 15, seed=0, nredo=3, rule="gain", sweep="fast")
     st = k_stability(x, chosen, [1], 2, 15, nredo=3, rule="gain", sweep="fast")
     assert st["sweep"] == "fast" and [r["k"] for r in st["runs"]] == [7]
+
+
+def test_auto_sweep_is_full_below_the_subsample_and_fast_above():
+    """`auto` (the spec default) leaves pools that fit the fast sweep's subsample exactly as the
+    full sweep clusters them, and uses the fast sweep on larger ones."""
+    from adaptinf.clustering import SAMPLE_MIN_ROWS, sample_rows
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(300, 8)).astype(np.float32)
+    auto, full = choose_k(small, 2, 6, seed=0, sweep="auto"), choose_k(small, 2, 6, seed=0, sweep="full")
+    assert auto.sweep == "full" and auto.k == full.k and (auto.labels == full.labels).all()
+    n = SAMPLE_MIN_ROWS + 50
+    assert sample_rows(n, 6) < n
+    big = rng.normal(size=(n, 4)).astype(np.float32)
+    assert choose_k(big, 2, 6, seed=0, sweep="auto").sweep == "fast"

@@ -244,7 +244,7 @@ def k_range(n: int, k_min: int, k_max: int) -> tuple[int, int]:
     return lo, hi
 
 
-SWEEPS = ("fast", "full")
+SWEEPS = ("auto", "fast", "full")
 SAMPLE_MIN_ROWS = 20_000  # the fast sweep's subsample: at least this many rows ...
 SAMPLE_ROWS_PER_K = 200   # ... and this many per cluster at k_max (faiss trains on <= 256 per centroid)
 SWEEP_NITER = 10          # k-means iterations per k in the fast sweep (k-means++ seeds converge fast)
@@ -335,7 +335,8 @@ def choose_k(x: np.ndarray, k_min: int = 5, k_max: int = 50, seed: int = 0, nite
              rule: str = "elbow", min_gain: float = 0.05, sweep: str = "full") -> ClusterResult:
     """k-means at the k that `rule` (`pick_k`) picks from the WSS curve over the (clamped) range.
 
-    sweep "full" (the reference) trains every k on every row. "fast" measures the curve on
+    sweep "full" (the reference) trains every k on every row; "auto" is "fast" when the pool has
+    more rows than the fast sweep's subsample and "full" otherwise. "fast" measures the curve on
     `sample_rows` rows with at most SWEEP_NITER iterations, SWEEP_POINTS_PER_CENTROID training
     points per centroid and the same restarts, only at the k the rule needs,
     then trains the chosen k on every row as "full" does (same seed and niter) but with at least
@@ -351,6 +352,8 @@ def choose_k(x: np.ndarray, k_min: int = 5, k_max: int = 50, seed: int = 0, nite
         raise ValueError(f"unknown k sweep {sweep!r}; known: {', '.join(SWEEPS)}")
     x = _as_matrix(x)
     lo, hi = k_range(x.shape[0], k_min, k_max)
+    if sweep == "auto":  # fast only where a subsample saves work: a smaller pool clusters as before
+        sweep = "fast" if sample_rows(x.shape[0], hi) < x.shape[0] else "full"
     with faiss_threads(float(x.shape[0]) * x.shape[1] * hi):
         if sweep == "fast":
             k, wss_by_k, m = _sweep_curve(x, lo, hi, seed, niter, nredo, rule, min_gain)

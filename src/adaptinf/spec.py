@@ -120,8 +120,9 @@ class ClusteringSpec(SpecModel):
     k_rule: Literal["gain", "elbow"] = "gain"
     min_gain: float = Field(0.05, gt=0, lt=1)
     # How the WSS curve is measured: "fast" on a subsample, only at the k the rule needs, then the
-    # chosen k on every row; "full" (the reference) every k on every row (docs/options.md).
-    sweep: Literal["fast", "full"] = "fast"
+    # chosen k on every row; "full" (the reference) every k on every row; "auto" fast for pools
+    # larger than the subsample (max(20000, 200·kMax) rows), full below (docs/options.md).
+    sweep: Literal["auto", "fast", "full"] = "auto"
     # Re-runs of the k choice with other seeds, reported as k's stability (0: none).
     stability_seeds: int = Field(2, ge=0, le=10)
     # What is clustered: the paper's projected gradients, or hidden states (its Table-3 ablation).

@@ -60,6 +60,6 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
 def paper_behaviour(spec: Any) -> None:
     """Set the clustering, selection and prune rules the paper is silent about to its behaviour."""
     c, sel, pr = spec.clustering, spec.selection, spec.prune
-    c.nredo, c.k_rule, c.stability_seeds = 1, "elbow", 0
+    c.nredo, c.k_rule, c.stability_seeds, c.sweep = 1, "elbow", 0, "full"
     sel.ccs_bin_rule, sel.diffuse, sel.mastered = "fixed", "none", "none"
     pr.max_cluster_fraction, pr.redundancy, pr.hidden_states = 1.0, "hidden", "after-train"
