@@ -14,23 +14,7 @@ import faiss
 import numpy as np
 
 from adaptinf.clustering import faiss_threads
-from adaptinf.prune import DEFAULT_NEIGHBOURS, PruneResult, prune_with
-
-_SIM_CHUNK = 4096
-
-
-def reference_pair_sims(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of rows a[t] and b[t] of normalised x, in float64, symmetric by construction.
-
-    Pass x already in float64 where it is called repeatedly: the conversion of the gathered
-    rows was over half of the pruning time (the values are the same either way)."""
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    out = np.empty(len(lo), dtype=np.float64)
-    for s in range(0, len(lo), _SIM_CHUNK):
-        sl = slice(s, s + _SIM_CHUNK)
-        out[sl] = np.einsum("ij,ij->i", x[lo[sl]].astype(np.float64, copy=False),
-                            x[hi[sl]].astype(np.float64, copy=False))
-    return out
+from adaptinf.prune import DEFAULT_NEIGHBOURS, PruneResult, pair_sims, prune_with
 
 
 class ReferenceGreedy:
@@ -51,7 +35,7 @@ class ReferenceGreedy:
         is_self = fids == np.arange(m)[:, None]
         is_self[~is_self.any(axis=1), -1] = True  # self outranked by exact duplicates: drop the last
         ids = fids[~is_self].reshape(m, self.k).astype(np.int64)
-        sims = reference_pair_sims(self.x, np.repeat(np.arange(m), self.k), ids.ravel()).reshape(m, self.k)
+        sims = pair_sims(self.x, np.repeat(np.arange(m), self.k), ids.ravel()).reshape(m, self.k)
         order = np.argsort(-sims, axis=1, kind="stable")
         self.ids = np.take_along_axis(ids, order, axis=1)
         self.sims = np.take_along_axis(sims, order, axis=1)
@@ -94,7 +78,7 @@ class ReferenceGreedy:
         """Exact similarities of i to every kept sample; store the top-K as i's new list."""
         others = np.flatnonzero(self.kept)
         others = others[others != i]
-        s = reference_pair_sims(self.x, np.full(len(others), i), others)
+        s = pair_sims(self.x, np.full(len(others), i), others)
         if len(others) > self.k:
             part = np.argpartition(-s, self.k)
             self.bound[i] = s[part[self.k]]  # exact: every unlisted kept sample is <= this

@@ -24,6 +24,7 @@ import numpy as np
 
 from adaptinf import __version__, layout
 from adaptinf.model.loading import materialise
+from adaptinf.model.prepare import sha256_file
 
 from .context import StageContext
 
@@ -33,20 +34,12 @@ ORIGIN = "origin.npy"  # per row: the step whose model computed it
 FEATURE_FILES = ("grads.npy", "hidden.npy")  # and scores/<scorer>.npy
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _tree_digest(root: Path) -> str:
     """Names and contents of every file under `root`. Read in full each time (~2 s per GB): a
     cache keyed by sizes and mtimes would miss a file rewritten within the clock's resolution."""
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + _file_digest(path).encode())
+        h.update(str(path.relative_to(root)).encode() + b"\0" + sha256_file(path).encode())
     return h.hexdigest()
 
 
@@ -58,7 +51,7 @@ def model_identity(name: str) -> dict[str, str]:
     path = Path(materialise(name))
     out = {"name": name}
     if path.is_file():
-        out["sha256"] = _file_digest(path)
+        out["sha256"] = sha256_file(path)
     elif path.is_dir():
         out["sha256"] = _tree_digest(path)
         adapter = path / "adapter_config.json"
