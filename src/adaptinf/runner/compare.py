@@ -300,6 +300,19 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
     return parent
 
 
+def _eval_metrics(workdirs: dict[str, list[Path]], run_name: str) -> dict[str, str]:
+    """Skill → metric, from the spec a finished run recorded (the stream's files may have moved
+    since the runs began; the plot must not re-read them)."""
+    from adaptinf import layout
+    for dirs in workdirs.values():
+        for workdir in dirs:
+            inputs = workdir / layout.inputs_key(run_name, 0)
+            if inputs.is_file():
+                suite = json.loads(inputs.read_text())["run_spec"].get("eval", {}).get("suite", [])
+                return {t["skill"]: t.get("metric", "exact_match") for t in suite}
+    return {}
+
+
 def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run the comparison and write table.json, table.md and the plot; return the rows."""
     from adaptinf.evaluation.plots import close
@@ -329,8 +342,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
                    f"(the stage times in the table are every run's own)" if resumed else "") + "."
                 + "".join(f" Note: {n}." for n in cfg.notes))
     (cfg.out / "table.md").write_text(report.table_markdown(rows, quality, preamble, mix))
-    run_spec, _ = streams.load_stream(cfg.source(cfg.out / "stream"))
-    fig = report.plot_strategies(summaries, {t.skill: t.metric for t in run_spec.spec.eval.suite})
+    fig = report.plot_strategies(summaries, _eval_metrics(workdirs, run_name))
     fig.savefig(cfg.out / "skills_over_time.png", dpi=110)
     close(fig)
     uri = _tracking_uri(cfg)
