@@ -30,7 +30,7 @@ def selection_context(ctx: StageContext, scorers: tuple[str, ...]) -> SelectionC
     """The SelectionContext of this step from the spec's clustering and selection sections."""
     c, sel = ctx.spec.clustering, ctx.spec.selection
     return SelectionContext(
-        budget=ctx.spec.train_budget, seed=ctx.spec.seed + ctx.step, k_min=c.k_min, k_max=c.k_max,
+        budget=ctx.spec.train_budget, seed=ctx.spec.seed + c.seed + ctx.step, k_min=c.k_min, k_max=c.k_max,
         niter=c.niter, scorers=scorers, nredo=c.nredo, k_rule=c.k_rule, min_gain=c.min_gain, k_sweep=c.sweep,
         stability_seeds=c.stability_seeds, cluster_features=c.features, ccs_bin_rule=sel.ccs_bin_rule,
         ccs_bins=sel.ccs_bins, budget_split=sel.budget_split, diffuse=sel.diffuse,

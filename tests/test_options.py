@@ -161,3 +161,22 @@ def test_table3_and_paper_variants_set_the_spec():
     assert (paper.clustering.k_rule, paper.clustering.nredo, paper.selection.ccs_bin_rule,
             paper.selection.diffuse, paper.selection.mastered, paper.prune.max_cluster_fraction,
             paper.prune.redundancy) == ("elbow", 1, "fixed", "none", "none", 1.0, "hidden")
+
+
+def test_clustering_seed_offsets_only_the_selection_seed():
+    """clustering.seed re-draws the clustering alone: the selection's seed is spec.seed +
+    clustering.seed + step; 0 (the default) leaves every earlier run's selections as they were."""
+    from types import SimpleNamespace
+
+    from adaptinf.spec import LifelongRunSpec
+    from stages.cluster_select import selection_context
+
+    def spec(**clustering):
+        return LifelongRunSpec.model_validate({"model": {"base": "m"}, "trainBudget": 4, "seed": 5,
+                                               "storage": {"uri": "s"}, "clustering": clustering})
+    default, offset = spec(), spec(seed=3)
+    assert selection_context(SimpleNamespace(spec=default, step=2), ("perplexity",)).seed == 7
+    assert selection_context(SimpleNamespace(spec=offset, step=2), ("perplexity",)).seed == 10
+    assert offset.training.seed == default.training.seed and offset.seed == default.seed
+    with pytest.raises(ValueError, match="seed"):
+        spec(seed=-1)

@@ -111,7 +111,9 @@ class ExtractSpec(SpecModel):
 class ClusteringSpec(SpecModel):
     k_min: int = Field(5, ge=1)
     k_max: int = Field(50, ge=1)
-    seed: int = 0
+    # Added to spec.seed (and the step) for k-means and the draws inside clusters: another value
+    # re-draws the clustering alone, leaving the adapter's and training's seeds as they are.
+    seed: int = Field(0, ge=0)
     niter: int = Field(25, ge=1, le=1000)
     # k-means restarts per k, best WSS kept (the paper: 1; one run's k followed its seed).
     nredo: int = Field(3, ge=1, le=100)
