@@ -396,3 +396,15 @@ def test_cli_writes_the_skewed_stream_and_a_model(tmp_path):
                  "--stream", "skewed"]) == 0
     assert load_resources(tmp_path / "lifelongrun.yaml")[0].name == "skewed-text"
     assert (tmp_path / "model" / "config.json").exists()
+
+
+def test_tiny_model_folder_is_readable_by_others(tmp_path):
+    """safetensors writes its file 0600; a model folder shared over a volume must not be."""
+    import os
+
+    from adaptinf.file_modes import DIR_MODE, FILE_MODE
+    from adaptinf.model.tiny import build_tiny_model
+    out = build_tiny_model(tmp_path / "m", multimodal=False, hidden=32, layers=2)
+    modes = {p.name: os.stat(p).st_mode & 0o777 for p in [out, *out.rglob("*")]}
+    assert modes["model.safetensors"] == FILE_MODE, modes
+    assert all(m == (DIR_MODE if (out / n).is_dir() or n == out.name else FILE_MODE) for n, m in modes.items()), modes

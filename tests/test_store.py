@@ -63,3 +63,14 @@ def test_s3_permanent_error_names_object(s3_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with pytest.raises(StoreError, match="s3://no-such-bucket/p/x.json"):
         open_store("s3://no-such-bucket/p").read_json("x.json")
+
+
+def test_local_store_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    """A local store is read by other users and pods: its files follow the umask (mkstemp alone
+    leaves every atomically written file owner-only)."""
+    import os
+    from adaptinf.file_modes import FILE_MODE
+    store = LocalStore(tmp_path)
+    store.write_bytes("run/step-000/summary.json", b"{}")
+    mode = os.stat(tmp_path / "run/step-000/summary.json").st_mode & 0o777
+    assert mode == FILE_MODE and mode & 0o044, oct(mode)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .file_modes import FILE_MODE
+
 log = logging.getLogger(__name__)
 
 MARKER = "_COMMITTED.json"
@@ -153,6 +155,7 @@ class LocalStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide a shared store from its other readers
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()

