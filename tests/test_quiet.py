@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 PROBE = """
-import warnings
+import os, warnings
 from adaptinf.runner.compare import _worker_init
-_worker_init()
+_worker_init(os.getppid())
 with warnings.catch_warnings(record=True) as seen:
     warnings.warn_explicit("`is_gradient_checkpointing` is deprecated", FutureWarning, "modeling_utils.py", 1,
                            module="transformers.modeling_utils")

@@ -33,6 +33,8 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -182,7 +184,21 @@ def _seeded(run: Any, seed: int) -> Any:
     return run
 
 
-def _worker_init() -> None:
+def _die_with(parent: int) -> None:
+    """Linux: the worker gets SIGTERM when compare dies, even by SIGKILL. Without it a killed
+    compare leaves its workers finishing their runs alone (minutes of CPU each), racing a
+    restarted compare for the same workdirs."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:   # compare died before prctl took effect
+        os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    _die_with(parent)
     import torch
 
     from adaptinf.quiet import quiet_libraries
@@ -224,7 +240,8 @@ def run_all(cfg: CompareConfig, progress: bool = True) -> dict[str, dict[int, di
     stream = cfg.out / "stream"
     ctx = multiprocessing.get_context("spawn")   # torch and fork do not mix
     summaries: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in cfg.strategies}
-    with ProcessPoolExecutor(max_workers=max(1, cfg.jobs), mp_context=ctx, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, cfg.jobs), mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:
         proxy = pool.submit(_prepare_proxy, str(stream), cfg.modality == "multimodal") \
             if variants.needs_proxy(cfg.strategies) else None
         bases = _initial_state(pool, cfg, src)
