@@ -181,6 +181,18 @@ def test_batched_generation_equals_one_record_at_a_time(bundle, encoder, records
     assert any(batched)
 
 
+def test_ewc_fisher_and_routing_states_take_the_family_inputs(bundle, encoder, records):
+    """EWC's Fisher and expansion's routing batch through the same collate."""
+    from adaptinf.evaluation.routing import prompt_states
+    from adaptinf.training.ewc import diagonal_fisher
+    fisher = diagonal_fisher(bundle, encoder, records, batch_size=4)
+    lora = {n for n, _ in bundle.model.named_parameters() if "lora_" in n}
+    assert set(fisher) == lora and all(torch.isfinite(v).all() for v in fisher.values())
+    assert sum(float(v.sum()) for v in fisher.values()) > 0
+    states = prompt_states(bundle, encoder, records, LAYER, batch_size=4)
+    assert states.shape == (len(records), bundle.config.text_config.hidden_size) and np.isfinite(states).all()
+
+
 def test_saved_base_reloads_as_the_same_family(model_dir, bundle, records, tmp_path):
     """What step 0's initial tuning stores: the weights and the preprocessing, loaded back."""
     base = load_base(str(model_dir), "float32", torch.device("cpu"))
