@@ -86,6 +86,17 @@ def test_inputs_are_checked_before_any_compute(demo, capsys):
     assert not (tmp / "work" / "demo" / "steps").exists()
 
 
+def test_unsupported_image_text_family_is_named_before_any_compute(demo, capsys):
+    """An image-text model of a family the encoder cannot place images for (before: an obscure
+    crash inside extract's first batch)."""
+    from transformers import PaliGemmaConfig
+    edit, tmp = demo
+    PaliGemmaConfig().save_pretrained(tmp / "paligemma")
+    err = refused(capsys, edit(lambda s: s["model"].update(base=str(tmp / "paligemma"))))
+    assert "model.base: model " in err and "image-text model type 'paligemma' is not supported" in err
+    assert not (tmp / "work" / "demo" / "steps").exists()
+
+
 def test_verbose_after_the_subcommand():
     assert build_parser().parse_args(["run-local", "x", "-v"]).verbose is True
     assert build_parser().parse_args(["-v", "run-local", "x"]).verbose is True

@@ -20,9 +20,14 @@ def _demo_data(args: argparse.Namespace) -> int:
     if args.size == "small" and args.stream != "skewed":
         print("error: --size small exists for --stream skewed only", file=sys.stderr)
         return 2
+    if args.family != "llava" and args.modality == "text":
+        print(f"error: --family {args.family} is an image-text family: it needs --modality multimodal", file=sys.stderr)
+        return 2
     info = write(args.out, seed=args.seed, size=args.size, modality=args.modality, eval_samples=args.eval_samples)
-    build_tiny_model(Path(args.out) / "model", multimodal=args.modality == "multimodal", seed=args.seed)
-    print(f"wrote {len(info['datasets'])} datasets, {len(info['eval'])} eval sets and a tiny model to {args.out}")
+    build_tiny_model(Path(args.out) / "model", multimodal=args.modality == "multimodal", seed=args.seed,
+                     family=args.family)
+    kind = f"tiny {args.family} model" if args.modality == "multimodal" else "tiny causal LM"
+    print(f"wrote {len(info['datasets'])} datasets, {len(info['eval'])} eval sets and a {kind} to {args.out}")
     print(f"next: adaptinf run-local {args.out} --workdir WORKDIR")
     return 0
 
@@ -107,6 +112,7 @@ def _step_number(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from adaptinf import __version__
     from adaptinf.spec import STRATEGIES
+    from adaptinf.model.families import TINY_FAMILIES
     from adaptinf.stages.cli import add_parser as add_stage
     from adaptinf.pool_admin import add_parser as add_pool
     from adaptinf.model.prepare import add_parser as add_models
@@ -124,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=("multimodal", "text"), default="multimodal")
     p.add_argument("--stream", choices=("default", "skewed"), default="default",
                    help="skewed: paraphrased prompts, shared images/words, 10x size skew, a rare skill")
+    p.add_argument("--family", choices=TINY_FAMILIES, default="llava",
+                   help="the tiny image-text model's architecture: llava (LLaVA-1.5, a fixed 16 tokens an image), "
+                        "llava-next, qwen2-vl, qwen2.5-vl (the processor sets each image's token count)")
     p.set_defaults(func=_demo_data)
 
     p = sub.add_parser("run-local", help="run a LifelongRun over its datasets on this machine")

@@ -42,7 +42,8 @@ class LoraSpec(SpecModel):
     # Regex over module names; the default hits every linear of the language model only (for a
     # language-only model, whose module names have no `language_model`, see `lora_target_modules`).
     target_modules: str = DEFAULT_LORA_TARGETS
-    # Extra modules trained in full next to the adapter (LLaVA trains its projector too).
+    # Extra modules trained in full next to the adapter (LLaVA trains its projector too). The
+    # default means the model family's projector (`merger` on Qwen-VL, see `modules_to_save`).
     modules_to_save: list[str] = Field(default_factory=lambda: ["multi_modal_projector"])
 
     @field_validator("target_modules")

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.records import Record
-from ..model.encoding import Encoder
+from ..model.encoding import Encoder, sequence_pad_values
 from ..model.loading import ModelBundle, decoder_layers
 from ..scorers import TokenStats, get_scorer, token_stats
 from .grads import LoraGradCapture
@@ -229,10 +229,10 @@ def _pad_to_multiple(batch: dict[str, torch.Tensor], multiple: int, pad_id: int)
     extra = -width % multiple
     if extra == 0:
         return batch
-    fill = {"input_ids": pad_id, "labels": -100, "attention_mask": 0}
     out = dict(batch)
-    for key, value in fill.items():
-        out[key] = torch.nn.functional.pad(batch[key], (0, extra), value=value)
+    for key, value in sequence_pad_values(pad_id).items():
+        if key in batch:  # mm_token_type_ids only for the families that use it
+            out[key] = torch.nn.functional.pad(batch[key], (0, extra), value=value)
     return out
 
 

@@ -6,8 +6,10 @@ format the tiny demo models are trained in. Only gpt turns are labelled, prompt 
 positions are masked with -100. With a chat template each turn is the text that rendering one
 more message adds (so the generation prompt at eval time is exactly the training prefix), and an
 answer's labels end with the template's end-of-turn token; what the template writes after it
-(a newline) is context, not label. Each `<image>` becomes exactly `n_image_tokens` image-token
-ids, as the model's merge step expects. "Without image"
+(a newline) is context, not label. Each `<image>` becomes the ids the model's family gives an
+image of that size (`vision.py`): LLaVA-1.5's fixed `n_image_tokens`, or as many as LLaVA-NeXT's /
+Qwen-VL's processor makes of it (the image's header is read for its size, once per image), as
+the model's merge step expects. "Without image"
 (for image grounding) removes the placeholder and the pixels altogether, rather than zeroing
 pixels as the reference code did: the text-only model then sees the same words and nothing else.
 """
@@ -23,6 +25,11 @@ from ..store import read_uri
 from .loading import ModelBundle
 
 IGNORE = -100
+
+
+def sequence_pad_values(pad_id: int) -> dict[str, int]:
+    """The fill of each per-position input a batch may hold, for padding it further."""
+    return {"input_ids": pad_id, "labels": IGNORE, "attention_mask": 0, "mm_token_type_ids": 0}
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Encoder:
             raise EncodingError(f"{bundle.source}: the tokenizer has no chat template")
         self.chat = has if chat_template is None else chat_template
         self.end_of_turn = self._find_end_of_turn() if self.chat else self.tok.eos_token_id
+        self._image_sizes: dict[str, tuple[int, int]] = {}
 
     @property
     def stop_ids(self) -> list[int]:
@@ -113,23 +121,38 @@ class Encoder:
     def _text_ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def _prompt_ids(self, text: str, with_image: bool) -> list[int]:
+    def _prompt_ids(self, text: str, image: str | None) -> list[int]:
+        """A prompt's ids; `<image>` becomes `image`'s ids, or is removed when `image` is None."""
         if IMAGE_TOKEN not in text:
             return self._text_ids(text)
         before, _, after = text.partition(IMAGE_TOKEN)
-        if not with_image:
+        if image is None:
             return self._text_ids(before + after.lstrip("\n"))
-        image_ids = [self.b.image_token_id] * self.b.n_image_tokens
-        return self._text_ids(before) + image_ids + self._text_ids(after)
+        return self._text_ids(before) + self._image_ids(image) + self._text_ids(after)
+
+    def _image_ids(self, uri: str) -> list[int]:
+        family = self.b.family
+        if family is None:  # a bundle built by hand, LLaVA-1.5-style
+            return [self.b.image_token_id] * self.b.n_image_tokens
+        return family.image_ids(*(self._image_size(uri) if not family.fixed else (0, 0)))
+
+    def _image_size(self, uri: str) -> tuple[int, int]:
+        """(width, height) of the image (PIL reads only the header), kept per URI."""
+        if uri not in self._image_sizes:
+            from PIL import Image
+            with Image.open(io.BytesIO(read_uri(uri))) as im:
+                self._image_sizes[uri] = im.size
+        return self._image_sizes[uri]
 
     def encode(self, rec: Record, with_image: bool = True, include_answer: bool = True) -> Encoded:
         """Full sequence with labels; `include_answer=False` gives the generation prompt for the
         last answer (used by eval)."""
         use_image = with_image and rec.image is not None and self.b.multimodal
+        image = rec.image if use_image else None
         if self.chat:
             ids, labels = [], []
             for text, answer in self._chat_segments(rec, include_answer):
-                seg, seg_labels = self._answer_ids(text) if answer else (self._prompt_ids(text, use_image), None)
+                seg, seg_labels = self._answer_ids(text) if answer else (self._prompt_ids(text, image), None)
                 ids += seg
                 labels += seg_labels if seg_labels is not None else [IGNORE] * len(seg)
             return self._truncate(rec, ids, labels, include_answer, use_image)
@@ -144,7 +167,7 @@ class Encoder:
                 ids += ans
                 labels += ans
             else:
-                prompt = self._prompt_ids(("USER: " if i == 0 else "\nUSER: ") + text + " ASSISTANT:", use_image)
+                prompt = self._prompt_ids(("USER: " if i == 0 else "\nUSER: ") + text + " ASSISTANT:", image)
                 ids += prompt
                 labels += [IGNORE] * len(prompt)
         return self._truncate(rec, ids, labels, include_answer, use_image)
@@ -154,16 +177,24 @@ class Encoder:
         if include_answer and len(ids) > self.max_length:
             if all(l == IGNORE for l in labels[:self.max_length]):
                 raise EncodingError(f"{rec.uid}: prompt leaves no answer token within maxLength={self.max_length}")
+            if use_image and self.b.image_token_id in ids[self.max_length:]:
+                # Part of an image would be cut off: the model needs all of its tokens.
+                raise EncodingError(f"{rec.uid}: the image's tokens do not fit within maxLength={self.max_length} "
+                                    f"({len(ids)} tokens with the image)")
             ids, labels = ids[:self.max_length], labels[:self.max_length]
         return Encoded(ids, labels, rec.image if use_image else None)
 
-    def pixels(self, uris: list[str]) -> torch.Tensor:
+    def image_inputs(self, uris: list[str]) -> dict[str, torch.Tensor]:
+        """The image processor's model inputs for these images: `pixel_values`, and what the
+        family needs beside it (`image_sizes`, `image_grid_thw`)."""
         from PIL import Image
         images = [Image.open(io.BytesIO(read_uri(u))).convert("RGB") for u in uris]
-        return self.b.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        if self.b.family is None:
+            return {"pixel_values": self.b.image_processor(images=images, return_tensors="pt")["pixel_values"]}
+        return self.b.family.pixel_inputs(images)
 
     def collate(self, batch: list[Encoded], pad_left: bool = False) -> dict[str, torch.Tensor]:
-        """Pad to the longest sequence; pixel_values only for the items that carry an image."""
+        """Pad to the longest sequence; image inputs only for the items that carry an image."""
         width = max(len(e.input_ids) for e in batch)
         pad = self.tok.pad_token_id
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -178,5 +209,7 @@ class Encoder:
         out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
         images = [e.image for e in batch if e.image is not None]
         if images:
-            out["pixel_values"] = self.pixels(images)
+            out.update(self.image_inputs(images))
+        if self.b.family is not None:
+            out.update(self.b.family.sequence_inputs(ids))
         return out

@@ -1,8 +1,8 @@
 """Load a base model (local path, s3:// URI or hub id) and its adapter.
 
-Supported families: any LLaVA-1.5-style image-text model (a fixed number of image tokens per
-image) and any causal LM (Llama, SmolLM2, Qwen2, Gemma, ...: `AutoModelForCausalLM`); both load
-through `from_pretrained`, and the tiny demo models and the prepared SmolLM2
+Supported families: the image-text families of `vision.py` (LLaVA-1.5, LLaVA-NeXT, Qwen2-VL /
+Qwen2.5-VL) and any causal LM (Llama, SmolLM2, Qwen2, Gemma, ...: `AutoModelForCausalLM`); all
+load through `from_pretrained`, and the tiny demo models and the prepared SmolLM2
 (`adaptinf models prepare`) take the very same path.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from ..spec import DEFAULT_LORA_TARGETS, LoraSpec, SpecError
 from ..store import open_store
 from .hub import HUB, hub_kwargs
+from .vision import ImageFamily, family_class, save_family_preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,10 @@ class ModelBundle:
     tokenizer: Any
     image_processor: Any | None    # None for language-only models
     image_token_id: int | None
-    n_image_tokens: int
+    n_image_tokens: int            # per image for a fixed-count family (LLaVA-1.5), else 0
     source: str
     config: Any = None             # the model's config (also without weights)
+    family: ImageFamily | None = None   # how images become tokens and inputs (None: text-only)
 
     @property
     def multimodal(self) -> bool:
@@ -87,62 +89,44 @@ def load_base(source: str, dtype: str = "auto", device: torch.device | None = No
         raise SpecError(f"model {source!r}: local path {path} does not exist")
     hub = hub_kwargs(path, revision)
     config = AutoConfig.from_pretrained(path, **hub)
+    multimodal = getattr(config, "vision_config", None) is not None
+    # An unsupported image-text family fails here, before the tokenizer or any weight is read.
+    family_type = family_class(config, source) if multimodal else None
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path, **hub)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = None
-    if getattr(config, "vision_config", None) is not None:
+    if family_type is not None:
         from transformers import AutoModelForImageTextToText
+        family = family_type(config, tokenizer, AutoImageProcessor.from_pretrained(path, **hub))
+        image_processor = family.image_processor
+        image_token_id = family.image_token_id
+        n_image_tokens = family.n_fixed if family.fixed else 0
         if weights:
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, **hub)
-        image_processor = AutoImageProcessor.from_pretrained(path, **hub)
-        image_token_id = getattr(config, "image_token_index", None) or config.image_token_id
-        n_image_tokens = int(getattr(config, "image_seq_length", 0) or _count_image_tokens(config))
     else:
         if weights:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **hub)
-        image_processor, image_token_id, n_image_tokens = None, None, 0
+        image_processor, image_token_id, n_image_tokens, family = None, None, 0, None
     if model is not None:
         model.to(device)
         model.eval()
         log.info("loaded %s (%s, %.2fM parameters) on %s", source, type(model).__name__,
                  sum(p.numel() for p in model.parameters()) / 1e6, device)
-    return ModelBundle(model, tokenizer, image_processor, image_token_id, n_image_tokens, source, config)
-
-
-def llava_processor(config: Any, tokenizer: Any, image_processor: Any) -> Any:
-    """A LlavaProcessor that expands `<image>` itself: without `patch_size` (a folder holding only
-    a tokenizer and an image processor) AutoProcessor loads one that fails on its first image."""
-    from transformers import LlavaProcessor
-    strategy = getattr(config, "vision_feature_select_strategy", "default")
-    image_token = tokenizer.convert_ids_to_tokens(getattr(config, "image_token_index", None)
-                                                  or config.image_token_id)
-    # CLIP-style towers emit a CLS position; the "default" strategy drops it again.
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                          patch_size=config.vision_config.patch_size, vision_feature_select_strategy=strategy,
-                          num_additional_image_tokens=1, image_token=image_token,
-                          chat_template=getattr(tokenizer, "chat_template", None))
+    return ModelBundle(model, tokenizer, image_processor, image_token_id, n_image_tokens, source, config, family)
 
 
 def save_preprocessing(bundle: ModelBundle, out: str | Path) -> None:
     """Save what `AutoTokenizer` / `AutoProcessor` load beside the weights: the tokenizer (with
-    its chat template) and, for a LLaVA-style model, a working processor."""
-    if bundle.image_processor is None:
-        bundle.tokenizer.save_pretrained(out)
+    its chat template) and, for an image-text model, a processor that expands `<image>` itself
+    (without `patch_size`, a folder holding only a tokenizer and an image processor loads a
+    LLaVA processor that fails on its first image), or the image processor where the family's
+    processor cannot be built here (`ImageFamily.processor`)."""
+    if bundle.family is not None:
+        save_family_preprocessing(bundle.family, out)
         return
-    config = bundle.config if bundle.config is not None else bundle.model.config
-    if getattr(config, "model_type", None) == "llava":
-        llava_processor(config, bundle.tokenizer, bundle.image_processor).save_pretrained(out)
-    else:
-        bundle.tokenizer.save_pretrained(out)
-        bundle.image_processor.save_pretrained(out)
-
-
-def _count_image_tokens(config: Any) -> int:
-    vc = config.vision_config
-    n = (vc.image_size // vc.patch_size) ** 2
-    return n if getattr(config, "vision_feature_select_strategy", "default") == "default" else n + 1
+    bundle.tokenizer.save_pretrained(out)
 
 
 # A causal LM's decoder linears are `model.layers.N.self_attn.q_proj`: no `language_model` in
@@ -158,12 +142,21 @@ def lora_target_modules(spec: LoraSpec, multimodal: bool) -> str:
     return spec.target_modules
 
 
-def lora_config(spec: LoraSpec, multimodal: bool):
+def modules_to_save(spec: LoraSpec, family: ImageFamily | None) -> list[str] | None:
+    """The spec's list; the default (LLaVA's projector) means the family's projector (Qwen-VL's
+    is `merger`). None for a text-only model, which has none."""
+    if family is None:
+        return None
+    if list(spec.modules_to_save) == list(LoraSpec().modules_to_save):
+        return [family.projector]
+    return list(spec.modules_to_save)
+
+
+def lora_config(spec: LoraSpec, family: ImageFamily | None):
     from peft import LoraConfig
     return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=lora_target_modules(spec, multimodal),
-                      modules_to_save=list(spec.modules_to_save) if multimodal else None,
-                      bias="none")
+                      target_modules=lora_target_modules(spec, family is not None),
+                      modules_to_save=modules_to_save(spec, family), bias="none")
 
 
 def attach_adapter(bundle: ModelBundle, spec: LoraSpec, adapter_dir: str | Path | None,
@@ -174,7 +167,7 @@ def attach_adapter(bundle: ModelBundle, spec: LoraSpec, adapter_dir: str | Path 
         model = PeftModel.from_pretrained(bundle.model, str(adapter_dir), is_trainable=trainable)
     else:
         torch.manual_seed(seed)
-        model = get_peft_model(bundle.model, lora_config(spec, bundle.multimodal))
+        model = get_peft_model(bundle.model, lora_config(spec, bundle.family))
         if not trainable:
             for p in model.parameters():
                 p.requires_grad_(False)

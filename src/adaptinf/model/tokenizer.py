@@ -17,16 +17,20 @@ SPECIALS = [PAD, BOS, EOS, IMAGE, UNK]
 EXTRA_CHARS = "\n\téèêëàâäçùûüôöîïœÉÀß€°"
 
 
-def build_char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
+def build_char_tokenizer(extra_chars: str = "", extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """`extra_specials` (a model family's own image tokens, e.g. Qwen-VL's `<|image_pad|>`) come
+    after the characters, so every other id is the same with or without them."""
     chars = sorted(set(string.printable[:95]) | set(EXTRA_CHARS) | set(extra_chars))
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
     for ch in chars:
         vocab.setdefault(ch, len(vocab))
+    for special in extra_specials:
+        vocab.setdefault(special, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     # Every character is its own token; special tokens are matched before this split.
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   unk_token=UNK, additional_special_tokens=[IMAGE])
+                                   unk_token=UNK, additional_special_tokens=[IMAGE, *extra_specials])
     fast.padding_side = "right"
     return fast

@@ -72,8 +72,14 @@ def _module_names(config: Any) -> list[str] | None:
 
 
 def model_checks(spec: LifelongRunSpec, config: Any) -> list[str]:
-    """`extract.layers` and `model.lora.targetModules` against the model's architecture."""
+    """The model's family, `extract.layers` and `model.lora.targetModules` against its architecture."""
     from adaptinf.model.loading import lora_target_modules, resolve_layers
+    from adaptinf.model.vision import family_class
+    if getattr(config, "vision_config", None) is not None:
+        try:
+            family_class(config, spec.model.base)
+        except SpecError as err:
+            return [f"model.base: {err}"]
     problems = []
     n_layers = _n_layers(config)
     if n_layers is not None:
