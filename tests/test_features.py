@@ -21,10 +21,10 @@ from adaptinf.features.extract import (ExtractConfig, Features, _model_inputs, _
 from adaptinf.features.projection import RademacherProjector, l2_normalise, rademacher_block
 from adaptinf.features.reference import reference_extract, reference_grads
 from adaptinf.model.encoding import Encoder
-from adaptinf.model.loading import ModelBundle, attach_adapter, decoder_layers, load_base
+from adaptinf.model.loading import ModelBundle, decoder_layers
 from adaptinf.model.tiny import build_tiny_model
-from adaptinf.spec import LoraSpec
 from adaptinf.stages.extract import shard_range
+from lora_bundles import live_lora_bundle
 
 LAYER = 1           # the middle of three decoder layers
 HIDDEN = 64
@@ -40,20 +40,9 @@ def model_dir(tmp_path_factory) -> Path:
                             vision_layers=1, image_size=16, patch=8)
 
 
-def _bundle(model_dir: Path, dtype: str = "float32") -> ModelBundle:
-    bundle = attach_adapter(load_base(str(model_dir), dtype, torch.device("cpu")), LoraSpec(rank=4), None,
-                            trainable=False)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in bundle.model.named_parameters():
-            if "lora_B" in name:  # non-zero B, as after training
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    return bundle
-
-
 @pytest.fixture(scope="module")
 def bundle(model_dir: Path) -> ModelBundle:
-    return _bundle(model_dir)
+    return live_lora_bundle(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +156,7 @@ def test_bf16_model_gives_fp32_features_close_to_fp32(model_dir: Path, bundle: M
                                                       records: list[Record]) -> None:
     """The mixed-precision path (GPU's default) also runs on CPU: bf16 weights and activations,
     fp32 per-sample grads, projection and pooling."""
-    bf = _bundle(model_dir, "bfloat16")
+    bf = live_lora_bundle(model_dir, "bfloat16")
     cfg = _cfg()
     low: Features = extract_features(bf, Encoder(bf, 256), records[:4], cfg, progress=False)
     full = extract_features(bundle, encoder, records[:4], cfg, progress=False)

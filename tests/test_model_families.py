@@ -21,10 +21,11 @@ from adaptinf.evaluation.generate import generate_answers
 from adaptinf.features.extract import ExtractConfig, _model_inputs, _per_sample_loss, extract_features, prepare_model
 from adaptinf.features.reference import reference_extract, reference_grads
 from adaptinf.model.encoding import Encoder, EncodingError
-from adaptinf.model.loading import ModelBundle, attach_adapter, load_base, save_preprocessing
+from adaptinf.model.loading import ModelBundle, load_base, save_preprocessing
 from adaptinf.model.tiny import build_tiny_model
-from adaptinf.spec import LoraSpec, SpecError
+from adaptinf.spec import SpecError
 from adaptinf.training import TrainConfig, train_model
+from lora_bundles import live_lora_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,20 +42,9 @@ def model_dir(request, tmp_path_factory) -> Path:
                             vision_layers=1, image_size=IMAGE_SIZE, family=request.param)
 
 
-def _bundle(model_dir: Path, trainable: bool = False) -> ModelBundle:
-    bundle = attach_adapter(load_base(str(model_dir), "float32", torch.device("cpu")), LoraSpec(rank=4), None,
-                            trainable=trainable)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in bundle.model.named_parameters():
-            if "lora_B" in name:  # non-zero B, as after training: both gradient halves are live
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    return bundle
-
-
 @pytest.fixture(scope="module")
 def bundle(model_dir: Path) -> ModelBundle:
-    return _bundle(model_dir)
+    return live_lora_bundle(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +151,7 @@ def test_zero_order_upper_stack_reproduces_the_full_forward(bundle, encoder, rec
 
 
 def test_one_training_step_moves_the_adapter_and_the_familys_projector(model_dir, records):
-    bundle = _bundle(model_dir, trainable=True)
+    bundle = live_lora_bundle(model_dir, trainable=True)
     trained = {n: p.detach().clone() for n, p in bundle.model.named_parameters() if p.requires_grad}
     projector = bundle.family.projector
     assert any("lora_" in n for n in trained) and any(f"{projector}.modules_to_save" in n for n in trained)
