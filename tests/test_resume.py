@@ -81,6 +81,31 @@ def test_all_rejected_dataset_is_a_skipped_step_on_every_run_until_fixed(bad_str
     assert out[header + 1].split(" | ")[:3] == ["0", "bad", "6"]
 
 
+def test_a_fixed_source_is_not_slipped_in_behind_later_steps(bad_stream):
+    """Step 0 skipped (all rejected), step 1 built over the pool without it; then step 0's source
+    is fixed. Before: the next run trained step 0 on the fixed data behind step 1 (whose pool and
+    adapter lack it) while summary.json looked like an uninterrupted run."""
+    work = bad_stream / "work"
+    run, datasets = collect(files(bad_stream, "bad", "good"))
+    first = run_local(run, datasets, work, tracking=False, progress=False)
+    assert [r["step"] for r in first["steps"]] == [1] and [f["step"] for f in first["failed_steps"]] == [0]
+    store = LocalStore(work)
+    pool_1 = store.read_json(layout.pool_key(run.name, 1))
+
+    shutil.copy(bad_stream / "good.jsonl", bad_stream / "bad.jsonl")
+    again = run_local(run, datasets, work, tracking=False, progress=False)
+    assert again["steps"] == first["steps"] and [f["step"] for f in again["failed_steps"]] == [0]
+    assert not store.exists(layout.pool_key(run.name, 0))
+    assert not store.is_committed(layout.stage_prefix(run.name, 0, "train"))
+    assert store.read_json(layout.pool_key(run.name, 1)) == pool_1
+
+    # The way the message names: run again from step 0; step 1's pool then holds step 0's data.
+    redone = run_local(run, datasets, work, tracking=False, progress=False, restart_from=0)
+    assert [r["step"] for r in redone["steps"]] == [0, 1] and redone["failed_steps"] == []
+    members = store.read_json(layout.pool_key(run.name, 1))["members"]
+    assert {m.split("/")[0] for m in members} == {"bad", "good"}
+
+
 def test_a_different_request_is_refused_naming_the_fields_and_the_ways_out(bad_stream, capsys):
     work = bad_stream / "work"
     args = ["run-local", *files(bad_stream, "bad"), "--workdir", str(work), "--no-mlflow", "--no-progress"]
