@@ -199,3 +199,23 @@ def test_parent_mlflow_run_is_failed_when_the_run_stops_on_an_exception(bad_stre
     parent = json.loads((work / run.name / "mlflow.json").read_text())["parent_run_id"]
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     assert client.get_run(parent).info.status == "FAILED"
+
+
+def test_the_refusal_lists_each_difference_once_and_suite_entries_by_index():
+    """An edited run spec differs at every started step: one line for all of them (before: one
+    line per step, and '…' once per step past the limit); a moved eval file names its entry."""
+    from adaptinf.runner.resume import MAX_LISTED, differences, refusal
+    suite = [{"skill": "a", "path": "old/a.jsonl"}, {"skill": "b", "path": "old/b.jsonl"}]
+    moved = [{"skill": "a", "path": "old/a.jsonl"}, {"skill": "b", "path": "new/b.jsonl"}]
+    assert differences({"eval": {"suite": suite}}, {"eval": {"suite": moved}}) == [
+        "eval.suite[1].path: 'old/b.jsonl' in the workdir, 'new/b.jsonl' requested"]
+    text = refusal("W", "demo", {0: ["run.seed: 0 in the workdir, 3 requested"],
+                                 1: ["run.seed: 0 in the workdir, 3 requested"],
+                                 3: ["run.seed: 0 in the workdir, 3 requested", "dataset: 'x' in the workdir, 'y' requested"]})
+    assert "  steps 0, 1, 3: run.seed: 0 in the workdir, 3 requested" in text.splitlines()
+    assert "  step 3: dataset: 'x' in the workdir, 'y' requested" in text.splitlines()
+    assert "--restart-from 0" in text
+    many = {s: [f"run.f{i}: 0 in the workdir, 1 requested" for i in range(MAX_LISTED + 2)] for s in range(3)}
+    lines = refusal("W", "demo", many).splitlines()
+    assert sum(line.startswith("  steps 0-2: ") for line in lines) == MAX_LISTED
+    assert [line for line in lines if "…" in line] == ["  … and 2 more"]
