@@ -192,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"error: {redact_uri(str(err))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `adaptinf pool show … | head`: the reader left; no traceback, and none at exit either
+        # (Python flushes stdout again then).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
