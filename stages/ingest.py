@@ -44,7 +44,16 @@ def ingest(ctx: StageContext) -> list[Record]:
         if records:
             return records
         # An all-rejected dataset stays a skipped step: never an empty ingest that later stages
-        # take as a step over the old pool. Read the source again: it may have been fixed since.
+        # take as a step over the old pool. Read the source again: it may have been fixed since,
+        # unless later steps were built without it (taking it now would slip this step in behind
+        # them: their pools and adapters would not contain it while the summary looks in order).
+        later = steps_built_after(ctx)
+        if later:
+            raise StageError(
+                f"dataset {ctx.dataset!r} had no usable record when step {ctx.step} ran and step(s) "
+                f"{', '.join(map(str, later))} have been built without it since, so step {ctx.step} stays "
+                f"skipped; to take a fixed source, run again from step {ctx.step} (run-local --restart-from "
+                f"{ctx.step}) or apply it as a new InstructionDataset; see {ctx.store.uri(prefix)}/report.json")
         log.info("step %d: dataset %r had no usable record: reading its source again", ctx.step, ctx.dataset)
     ds = ctx.dataset_spec
     records, report = read_records(ds.source, dataset=ctx.dataset, image_root=ds.image_root, fmt=ds.format)
@@ -60,6 +69,15 @@ def ingest(ctx: StageContext) -> list[Record]:
         raise StageError(f"dataset {ctx.dataset!r} has no usable record ({len(report.rejected)} rejected"
                          + (f"; first: {first.field}: {first.reason}" if first else "") + f"); see {ctx.store.uri(prefix)}/report.json")
     return records
+
+
+def steps_built_after(ctx: StageContext) -> list[int]:
+    """Later steps that formed their pool already: their extract began, or (a joint run's
+    ingest-only step) their pool manifest exists."""
+    keys = [k.split("/") for k in ctx.store.list(f"{ctx.run}/steps/")]
+    later = {int(parts[2]) for parts in keys if int(parts[2]) > ctx.step}
+    return sorted(s for s in later if ctx.store.exists(layout.pool_key(ctx.run, s))
+                  or any(int(parts[2]) == s and parts[3] == "extract" for parts in keys))
 
 
 def candidate_pool(ctx: StageContext) -> PoolManifest:

@@ -76,3 +76,19 @@ def test_version_and_strategy_help(capsys):
         main(["run-local", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert all(name in help_text.replace("- ", "-") for name in STRATEGIES)
+
+
+def test_ci_runs_the_readme_set_up_commands_in_a_fresh_venv():
+    """The README's two commands (its set-up block), each run by .ci/run after it creates a
+    virtual environment; before, `make quickstart` was never run by CI."""
+    import re
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Set-up: the two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["make quickstart", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    venv = ci.index("-m venv")
+    for command in commands:
+        assert re.search(rf"^{command}\b", ci[venv:], re.M), command
+    make = (ROOT / "Makefile").read_text()
+    assert "adaptinf demo-data --out $(DEMO) $(DEMO_ARGS)" in make

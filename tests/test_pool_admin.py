@@ -143,3 +143,28 @@ def test_user_mistakes_are_one_line_errors(store, tmp_path, capsys):
     assert f"store {typo} does not exist" in capsys.readouterr().err
     assert not typo.exists()  # before: silently created
     assert cli(["pool", "show", "--store", str(store.root), "--run", RUN, "-v"]) == 0  # -v after the subcommand
+
+
+def test_a_store_that_cannot_be_read_is_a_one_line_error(store, s3_bucket, capsys):
+    """A bucket that does not exist (or no credentials): before, a StoreError traceback."""
+    assert cli(["pool", "show", "--store", "s3://no-such-bucket-adaptinf/x", "--run", RUN]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: S3 list of s3://no-such-bucket-adaptinf/x/lite/pool failed") and "Traceback" not in err
+    assert pool_cli(store, "show", "--step", "0") == 0
+    capsys.readouterr()
+    pool_file = store.root / RUN / "pool" / "step-0000.json"
+    assert cli(["pool", "show", "--store", str(pool_file), "--run", RUN]) == 2
+    assert f"store {pool_file} is not a directory" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_output_without_a_traceback(tmp_path):
+    """`adaptinf pool show … | head -1`: before, a BrokenPipeError traceback. The pool's listing
+    (about 300 kB) is larger than a pipe's buffer, so the writer is still writing when head exits."""
+    import subprocess
+    import sys
+    big = LocalStore(tmp_path / "big")
+    save_pool(big, PoolManifest(RUN, 0, [f"a/{i:06d}" for i in range(30000)], [], []))
+    big.commit(layout.stage_prefix(RUN, 0, "prune"), {"summary": {}})
+    shown = subprocess.run(f"{sys.executable} -m adaptinf.cli pool show --store {big.root} --run {RUN} | head -1",
+                           shell=True, capture_output=True, text=True, check=True)
+    assert shown.stdout == "a/000000\n" and "Traceback" not in shown.stderr and "BrokenPipe" not in shown.stderr

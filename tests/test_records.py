@@ -135,3 +135,11 @@ def test_bom_on_a_json_list_file(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"id": "a", "conversations": _conv("q", "a")}]).encode())
     records, report = read_records(str(path), dataset="ds")
     assert [r.id for r in records] == ["a"] and report.rejected == []
+
+
+def test_the_warning_names_the_first_rejection_readably(tmp_path, caplog):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"id": "x", "conversations": _conv("q", " ")}) + "\n")
+    read_records(str(path), dataset="ds")
+    assert "0 records accepted, 1 rejected (first: line 1, id 'x': conversations[1].value: empty answer" in caplog.text
+    assert "Rejection(" not in caplog.text  # before: the dataclass's repr

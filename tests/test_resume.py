@@ -81,6 +81,31 @@ def test_all_rejected_dataset_is_a_skipped_step_on_every_run_until_fixed(bad_str
     assert out[header + 1].split(" | ")[:3] == ["0", "bad", "6"]
 
 
+def test_a_fixed_source_is_not_slipped_in_behind_later_steps(bad_stream):
+    """Step 0 skipped (all rejected), step 1 built over the pool without it; then step 0's source
+    is fixed. Before: the next run trained step 0 on the fixed data behind step 1 (whose pool and
+    adapter lack it) while summary.json looked like an uninterrupted run."""
+    work = bad_stream / "work"
+    run, datasets = collect(files(bad_stream, "bad", "good"))
+    first = run_local(run, datasets, work, tracking=False, progress=False)
+    assert [r["step"] for r in first["steps"]] == [1] and [f["step"] for f in first["failed_steps"]] == [0]
+    store = LocalStore(work)
+    pool_1 = store.read_json(layout.pool_key(run.name, 1))
+
+    shutil.copy(bad_stream / "good.jsonl", bad_stream / "bad.jsonl")
+    again = run_local(run, datasets, work, tracking=False, progress=False)
+    assert again["steps"] == first["steps"] and [f["step"] for f in again["failed_steps"]] == [0]
+    assert not store.exists(layout.pool_key(run.name, 0))
+    assert not store.is_committed(layout.stage_prefix(run.name, 0, "train"))
+    assert store.read_json(layout.pool_key(run.name, 1)) == pool_1
+
+    # The way the message names: run again from step 0; step 1's pool then holds step 0's data.
+    redone = run_local(run, datasets, work, tracking=False, progress=False, restart_from=0)
+    assert [r["step"] for r in redone["steps"]] == [0, 1] and redone["failed_steps"] == []
+    members = store.read_json(layout.pool_key(run.name, 1))["members"]
+    assert {m.split("/")[0] for m in members} == {"bad", "good"}
+
+
 def test_a_different_request_is_refused_naming_the_fields_and_the_ways_out(bad_stream, capsys):
     work = bad_stream / "work"
     args = ["run-local", *files(bad_stream, "bad"), "--workdir", str(work), "--no-mlflow", "--no-progress"]
@@ -174,3 +199,23 @@ def test_parent_mlflow_run_is_failed_when_the_run_stops_on_an_exception(bad_stre
     parent = json.loads((work / run.name / "mlflow.json").read_text())["parent_run_id"]
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     assert client.get_run(parent).info.status == "FAILED"
+
+
+def test_the_refusal_lists_each_difference_once_and_suite_entries_by_index():
+    """An edited run spec differs at every started step: one line for all of them (before: one
+    line per step, and '…' once per step past the limit); a moved eval file names its entry."""
+    from adaptinf.runner.resume import MAX_LISTED, differences, refusal
+    suite = [{"skill": "a", "path": "old/a.jsonl"}, {"skill": "b", "path": "old/b.jsonl"}]
+    moved = [{"skill": "a", "path": "old/a.jsonl"}, {"skill": "b", "path": "new/b.jsonl"}]
+    assert differences({"eval": {"suite": suite}}, {"eval": {"suite": moved}}) == [
+        "eval.suite[1].path: 'old/b.jsonl' in the workdir, 'new/b.jsonl' requested"]
+    text = refusal("W", "demo", {0: ["run.seed: 0 in the workdir, 3 requested"],
+                                 1: ["run.seed: 0 in the workdir, 3 requested"],
+                                 3: ["run.seed: 0 in the workdir, 3 requested", "dataset: 'x' in the workdir, 'y' requested"]})
+    assert "  steps 0, 1, 3: run.seed: 0 in the workdir, 3 requested" in text.splitlines()
+    assert "  step 3: dataset: 'x' in the workdir, 'y' requested" in text.splitlines()
+    assert "--restart-from 0" in text
+    many = {s: [f"run.f{i}: 0 in the workdir, 1 requested" for i in range(MAX_LISTED + 2)] for s in range(3)}
+    lines = refusal("W", "demo", many).splitlines()
+    assert sum(line.startswith("  steps 0-2: ") for line in lines) == MAX_LISTED
+    assert [line for line in lines if "…" in line] == ["  … and 2 more"]

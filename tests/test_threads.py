@@ -47,6 +47,30 @@ def test_the_cpu_quota_and_the_affinity_bound_the_default(tmp_path, no_overrides
     assert threads.default_threads(cgroup(tmp_path / "h", v2="max 100000"), processes=4) == 2  # a training group
 
 
+def test_the_quota_of_the_process_own_cgroup_and_its_parents_counts(tmp_path, no_overrides):
+    """Outside a container (a systemd unit's CPUQuota, a batch job) the process's cgroup sits
+    below the mount's root; before, only the root was read, which said "unlimited"."""
+    no_overrides.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    v1 = cgroup(tmp_path / "v1", v1=("-1", "100000"))
+    job = v1 / "cpu" / "slurm" / "job7"
+    job.mkdir(parents=True)
+    (job / "cpu.cfs_quota_us").write_text("300000")
+    (job / "cpu.cfs_period_us").write_text("100000")
+    (v1 / "cpu" / "slurm" / "cpu.cfs_quota_us").write_text("200000")   # the parent's limit bounds the job
+    (v1 / "cpu" / "slurm" / "cpu.cfs_period_us").write_text("100000")
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/slurm/job7\n1:cpu,cpuacct:/slurm/job7\n0::/\n")
+    assert threads.default_threads(v1, proc=proc) == 2
+    proc.write_text("1:cpu,cpuacct:/docker/abc\n")   # a container's view: its cgroup is the mount's root
+    assert threads.default_threads(v1, proc=proc) == 16
+    v2 = cgroup(tmp_path / "v2", v2="max 100000")
+    (v2 / "system.slice" / "job.service").mkdir(parents=True)
+    (v2 / "system.slice" / "job.service" / "cpu.max").write_text("150000 100000\n")
+    proc.write_text("0::/system.slice/job.service\n")
+    assert threads.default_threads(v2, proc=proc) == 1
+    assert threads.cgroup_quota(v2, tmp_path / "no-such-proc-file") is None  # root only: unlimited
+
+
 def test_overrides_strongest_first(tmp_path, no_overrides):
     root = cgroup(tmp_path, v2="100000 100000")
     assert threads.resolve(None, root) == (1, "CPU quota and affinity")

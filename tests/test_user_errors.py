@@ -149,3 +149,25 @@ def test_stage_extract_checks_the_eval_files_first(demo_quick, tmp_path, caplog)
     assert cli(args) == 2
     assert f"eval.suite[0].path (colour): {tmp_path / 'colur.jsonl'} does not exist" in caplog.text
     assert not list((tmp_path / "store").rglob("*.json"))  # no snapshot of the bad spec either
+
+
+def test_an_unreachable_tracking_server_is_one_line_before_any_compute(demo, port_finder, monkeypatch, capsys):
+    """Before: a 100-line traceback at step 0 (after MLflow's retries) quoting the URI's password."""
+    edit, tmp = demo
+    args = [a for a in edit(lambda s: None) if a != "--no-mlflow"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cr3t-pw@127.0.0.1:{port_finder()}")
+    err = refused(capsys, args)
+    assert "MLflow tracking server http://***@127.0.0.1:" in err and "cannot be reached" in err
+    assert "--no-mlflow" in err and "s3cr3t-pw" not in err
+    assert not (tmp / "work" / "demo").exists()
+
+
+def test_an_uncaught_error_prints_its_traceback_without_credentials(capsys):
+    from adaptinf.cli import _redacted_traceback
+    try:
+        raise RuntimeError("API request to http://alice:s3cr3t-pw@mlflow:5000/api failed")
+    except RuntimeError as err:
+        _redacted_traceback(type(err), err, err.__traceback__)
+    err_text = capsys.readouterr().err
+    assert err_text.startswith("Traceback") and "http://***@mlflow:5000/api" in err_text
+    assert "s3cr3t-pw" not in err_text

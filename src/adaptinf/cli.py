@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import TracebackType
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -180,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redacted_traceback(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:
+    """An error nobody caught still prints its traceback (it is a bug worth reporting), without a
+    tracking URI's password or a token that its messages may quote (MLflow's do)."""
+    import traceback
+
+    from adaptinf.tracking.mlflow_tracker import redact_uri
+    sys.stderr.write(redact_uri("".join(traceback.format_exception(kind, err, tb))) or "")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -196,11 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     from adaptinf.tracking.mlflow_tracker import RedactingFilter, redact_uri
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+    sys.excepthook = _redacted_traceback
     try:
         return args.func(args)
     except SpecError as err:
         print(f"error: {redact_uri(str(err))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `adaptinf pool show … | head`: the reader left; no traceback, and none at exit either
+        # (Python flushes stdout again then).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 
 from . import layout
 from .data.pool import PoolManifest, PrunedSample, load_pool, restore, save_pool
-from .store import Store, open_store
+from .store import Store, StoreError, StoreUnavailable, open_store
 
 POOL_FILE = re.compile(r"step-(\d{4})\.json$")
 STEP_DIR = re.compile(r"/steps/(\d{4})/")
@@ -112,7 +112,8 @@ def _open(uri: str) -> Store:
     from pathlib import Path
     local = uri[len("file://"):] if uri.startswith("file://") else uri
     if "://" not in local and not Path(local).expanduser().is_dir():
-        raise StoreMissing(f"store {uri} does not exist: give the run's workdir (run-local) or its "
+        what = "is not a directory" if Path(local).expanduser().exists() else "does not exist"
+        raise StoreMissing(f"store {uri} {what}: give the run's workdir (run-local) or its "
                            "storage.uri")
     return open_store(uri)
 
@@ -173,6 +174,9 @@ def _main(args: argparse.Namespace) -> int:
     except (KeyError, PoolBusy, WorkdirLocked) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
+    except StoreError as err:  # no credentials, no such bucket, or S3 unreachable: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, StoreUnavailable) else 2
     return 0
 
 

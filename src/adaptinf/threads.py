@@ -4,7 +4,8 @@ torch sizes its pool from the node's core count. In a pod with a CPU limit, or o
 machine where this process may only run on some cores, that is too many: the extra threads
 spin-wait on cores busy with other work (on a 2-core machine with other jobs running, the demo's
 step-0 training took 1,162 s instead of 37 s). The default here is the smaller of the CPU quota
-(cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, rounded down, at least 1)
+(cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, of the process's own cgroup
+and its ancestors; rounded down, at least 1)
 and the number of CPUs in the process's affinity mask. Overrides, strongest first: `--threads N`
 (sets `ADAPTINF_THREADS`), `resources.<stage>.threads` (over `resources.default.threads`),
 `OMP_NUM_THREADS`.
@@ -29,18 +30,48 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def cgroup_quota(root: Path = CGROUP) -> float | None:
-    """CPUs allowed by the cgroup's quota (e.g. 1.5), None when unlimited or unknown."""
-    v2 = _read(root / "cpu.max")
-    if v2 is not None:
-        quota, _, period = v2.partition(" ")
-        if quota == "max" or not period:
-            return None
-        return int(quota) / int(period)
-    quota, period = _read(root / "cpu" / "cpu.cfs_quota_us"), _read(root / "cpu" / "cpu.cfs_period_us")
+def _own_paths(controller: str | None, proc: Path) -> list[str]:
+    """This process's cgroup path for `controller` (None: the v2 unified hierarchy) and each of
+    its ancestors, deepest first, from /proc/self/cgroup; ["/"] when unknown."""
+    text = _read(proc) or ""
+    for line in text.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if (controller is None and controllers == "") or (controller in controllers.split(",")):
+            parts = [p for p in path.split("/") if p]
+            return ["/" + "/".join(parts[:n]) for n in range(len(parts), -1, -1)]
+    return ["/"]
+
+
+def _quota_v2(directory: Path) -> float | None:
+    value = _read(directory / "cpu.max")
+    if value is None:
+        return None
+    quota, _, period = value.partition(" ")
+    return None if quota == "max" or not period else int(quota) / int(period)
+
+
+def _quota_v1(directory: Path) -> float | None:
+    quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
     if quota is None or period is None or int(quota) <= 0:
         return None
     return int(quota) / int(period)
+
+
+def cgroup_quota(root: Path = CGROUP, proc: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup's quota (e.g. 1.5), None when unlimited or unknown.
+
+    The smallest quota on the way from this process's own cgroup up to the mount's root (a
+    parent's limit bounds its children). In a container the mount's root is the container's
+    cgroup; outside one (a systemd unit's CPUQuota, a batch job's cgroup) the process sits
+    below it, and reading the root alone said "unlimited"."""
+    found = []
+    for path in _own_paths(None, proc):
+        if (q := _quota_v2(root / path.lstrip("/"))) is not None:
+            found.append(q)
+    for path in _own_paths("cpu", proc):
+        if (q := _quota_v1(root / "cpu" / path.lstrip("/"))) is not None:
+            found.append(q)
+    return min(found) if found else None
 
 
 def affinity_cpus() -> int:
@@ -50,10 +81,10 @@ def affinity_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads(root: Path = CGROUP, processes: int = 1) -> int:
+def default_threads(root: Path = CGROUP, processes: int = 1, proc: Path = Path("/proc/self/cgroup")) -> int:
     """min(affinity, floor(quota)), shared among `processes` processes of one group, >= 1."""
     cpus = affinity_cpus()
-    quota = cgroup_quota(root)
+    quota = cgroup_quota(root, proc)
     if quota is not None:
         cpus = min(cpus, max(1, math.floor(quota)))
     return max(1, cpus // max(1, processes))

@@ -66,6 +66,11 @@ class Rejection:
     field: str
     reason: str
 
+    def __str__(self) -> str:
+        where = ", ".join(p for p in (f"line {self.line}" if self.line is not None else "",
+                                      f"id {self.id!r}" if self.id is not None else "") if p)
+        return f"{where + ': ' if where else ''}{self.field}: {self.reason}"
+
 
 @dataclass
 class ReadReport:

@@ -33,14 +33,48 @@ def default_tracking(workdir: Path, spec_uri: str | None) -> str:
 
 def ensure_experiment(uri: str, name: str, workdir: Path) -> str:
     """The experiment's id; a new one on a sqlite store keeps its artifacts in the workdir
-    (MLflow would use ./mlruns)."""
+    (MLflow would use ./mlruns). A tracking server that cannot be reached or refuses the
+    request is a SpecError naming it (credentials redacted), found before any compute: before,
+    a traceback at step 0 that quoted the URI's password."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+
+    from adaptinf.tracking import redact_uri
+    _check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    local = uri.startswith("sqlite:")
-    return client.create_experiment(name, artifact_location=(workdir / "mlartifacts").as_uri() if local else None)
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        local = uri.startswith("sqlite:")
+        return client.create_experiment(name, artifact_location=(workdir / "mlartifacts").as_uri() if local else None)
+    except MlflowException as err:
+        raise SpecError(f"MLflow tracking at {redact_uri(uri)} refused experiment {name!r}: "
+                        f"{redact_uri(str(err.message).splitlines()[0])[:300]}; {_TRACKING_FIX}") from None
+
+
+_TRACKING_FIX = "fix MLFLOW_TRACKING_URI (or mlflow.trackingUri), or run with --no-mlflow"
+
+
+def _check_reachable(uri: str) -> None:
+    """An http(s) tracking server answers a TCP connection within seconds: MLflow's own client
+    retries a refused connection for minutes before failing."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from adaptinf.tracking import redact_uri
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname):
+        return  # reached through a proxy: a direct connection says nothing
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=10).close()
+    except OSError as err:
+        raise SpecError(f"MLflow tracking server {redact_uri(uri)} cannot be reached ({err}); "
+                        f"start it, or {_TRACKING_FIX}") from None
 
 
 def _joins_only(ctx: Any, step: int, steps: int) -> bool:
@@ -83,7 +117,7 @@ def run_local(run: Resource, datasets: list[Resource], workdir: str | Path, *, s
         if diffs and not continue_anyway:
             raise ResumeRefused(refusal(str(workdir), run_name, diffs))
         check_inputs(run, spec)  # a typo in the model path or an eval file: before any compute
-        if uri and uri.startswith("sqlite:"):
+        if uri:
             ensure_experiment(uri, spec.mlflow.experiment, workdir)
         if restart_from is not None:
             _restart(store, run_name, restart_from, uri, spec)

@@ -26,8 +26,15 @@ class ResumeRefused(SpecError):
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
+    # Lists of dicts (eval.suite) by index: a moved eval folder names each path that changed,
+    # not the whole suite twice.
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
         out: dict[str, Any] = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    if isinstance(obj, dict):
+        out = {}
         for k, v in obj.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out or {prefix: {}}
@@ -74,17 +81,27 @@ def step_differences(store: Store, run: str, run_spec: dict[str, Any],
     return out
 
 
+def _steps_label(steps: list[int]) -> str:
+    """'step 3', 'steps 0-4', 'steps 0, 2, 5'."""
+    if len(steps) == 1:
+        return f"step {steps[0]}"
+    if steps == list(range(steps[0], steps[-1] + 1)):
+        return f"steps {steps[0]}-{steps[-1]}"
+    return "steps " + ", ".join(map(str, steps))
+
+
 def refusal(workdir: str, run: str, diffs: dict[int, list[str]]) -> str:
     first = min(diffs)
     lines = [f"workdir {workdir} already holds run {run!r} with different specs than requested:"]
-    listed = 0
+    # The same difference at every step (an edited run spec) is one line, not one per step.
+    steps_of: dict[str, list[int]] = {}
     for step, diff in sorted(diffs.items()):
         for d in diff:
-            if listed == MAX_LISTED:
-                lines.append("  …")
-                break
-            lines.append(f"  step {step}: {d}")
-            listed += 1
+            steps_of.setdefault(d, []).append(step)
+    listed = list(steps_of.items())
+    lines += [f"  {_steps_label(steps)}: {d}" for d, steps in listed[:MAX_LISTED]]
+    if len(listed) > MAX_LISTED:
+        lines.append(f"  … and {len(listed) - MAX_LISTED} more")
     ways = [("--continue-anyway", "keep the workdir's specs for the steps already started "
                                   "(new steps use the requested ones)"),
             (f"--restart-from {first}", f"delete step {first} onwards and run them with the requested specs"),
