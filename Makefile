@@ -3,6 +3,8 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 DEMO ?= demo
 WORK ?= adaptinf-work
+# More `adaptinf demo-data` options, e.g. DEMO_ARGS="--size quick" (a tenth of the records).
+DEMO_ARGS ?=
 
 .PHONY: install install-dev quickstart test lint demo-data images-test images-lock
 
@@ -22,7 +24,7 @@ install-dev:
 
 # The whole lifelong loop (Lite-Adapt-∞) on the synthetic stream, locally, logged to MLflow.
 quickstart: install
-	adaptinf demo-data --out $(DEMO)
+	adaptinf demo-data --out $(DEMO) $(DEMO_ARGS)
 	adaptinf run-local $(DEMO) --workdir $(WORK)
 
 # Two pytest workers (pytest-xdist): each test is single-threaded torch, so two processes use
