@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 DEMO ?= demo
 WORK ?= adaptinf-work
-# e.g. DEMO_ARGS="--size quick" (CI's .ci/run: the same commands on the small stream)
+# More `adaptinf demo-data` options, e.g. DEMO_ARGS="--size quick" (a tenth of the records).
 DEMO_ARGS ?=
 
 .PHONY: install install-dev quickstart test lint demo-data images-test images-lock

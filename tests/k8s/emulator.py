@@ -51,8 +51,10 @@ from collections.abc import Callable
 
 import aiohttp.web
 import kmock
+import yaml
 
 import admission
+import protowire
 import schema as crdschema
 
 log = logging.getLogger("emulator")
@@ -70,6 +72,13 @@ BUILTINS = [
     ("", "v1", "resourcequotas", "ResourceQuota", True, ["quota"], ["status"]),
     ("", "v1", "limitranges", "LimitRange", True, ["limits"], []),
     ("batch", "v1", "jobs", "Job", True, [], ["status"]),
+    ("", "v1", "services", "Service", True, ["svc"], ["status"]),
+    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ["pvc"], ["status"]),
+    ("apps", "v1", "deployments", "Deployment", True, ["deploy"], ["status"]),
+    ("rbac.authorization.k8s.io", "v1", "roles", "Role", True, [], []),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, [], []),
+    ("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, [], []),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, [], []),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
      ["crd", "crds"], ["status"]),
 ]
@@ -203,12 +212,25 @@ class Emulator(kmock.KubernetesEmulator):
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         data = await raw.read()
         try:
-            return await self._serve(raw, json.loads(data) if data else None)
+            return await self._serve(raw, self._body(raw.headers.get("Content-Type", ""), data))
         except kmock.KubernetesError as exc:
             return await self._render_error(exc)
         except Exception as exc:  # a bug here must reach the client as a 500, not a hang
             log.exception("emulator failure on %s %s", raw.method, raw.path_qs)
             return await self._render_error(ApiError(500, "InternalError", repr(exc), {}))
+
+    @staticmethod
+    def _body(content_type: str, data: bytes) -> Any:
+        """JSON; YAML from server-side apply (JSON is YAML too); protobuf for the kinds kubectl
+        and helm send that way (protowire.py)."""
+        if not data:
+            return None
+        if "protobuf" in content_type:
+            try:
+                return protowire.decode(data)
+            except protowire.ProtobufError as exc:
+                raise ApiError(415, "UnsupportedMediaType", str(exc), {}) from None
+        return yaml.safe_load(data) if "yaml" in content_type else json.loads(data)
 
     async def _serve(self, raw: aiohttp.web.BaseRequest, body: Any) -> aiohttp.web.StreamResponse:
         parts = [p for p in raw.path.split("/") if p]
@@ -217,7 +239,7 @@ class Emulator(kmock.KubernetesEmulator):
         elif parts[:1] == ["apis"] and len(parts) >= 3:
             group, version, rest = parts[1], parts[2], parts[3:]
         elif parts == ["version"]:
-            return aiohttp.web.json_response(await self._serve_server_version(None))  # kmock's
+            return aiohttp.web.json_response(self._version())
         elif parts == ["api"]:
             return aiohttp.web.json_response({"kind": "APIVersions", "versions": ["v1"]})
         elif parts[:1] == ["apis"]:
@@ -227,7 +249,9 @@ class Emulator(kmock.KubernetesEmulator):
             for found in (g for g in groups if g["name"] == parts[1]):
                 return aiohttp.web.json_response({"apiVersion": "v1", "kind": "APIGroup", **found})
             raise ApiError(404, "NotFound", f"no API group {parts[1]!r}", {})
-        else:  # /openapi/v2|v3 and anything else
+        elif parts[:2] == ["openapi", "v3"]:
+            return aiohttp.web.json_response(self._openapi_v3(parts[2:]))
+        else:  # /openapi/v2 and anything else
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({raw.path})", {})
         if not rest:
             return aiohttp.web.json_response(self._discovery(group, version))
@@ -272,13 +296,21 @@ class Emulator(kmock.KubernetesEmulator):
             elif verb in ("patch", "update") and sub in (None, "status"):
                 ctype = raw.headers.get("Content-Type", "")
                 if "apply-patch" in ctype:
-                    raise ApiError(415, "UnsupportedMediaType", "server-side apply is not emulated", {})
+                    return await self._server_side_apply(res, namespace, name, sub, body, q)
                 return aiohttp.web.json_response(await self._write(res, namespace, name, sub, body, q, verb == "update"))
             elif verb == "delete":
                 return aiohttp.web.json_response(await self._delete((res, namespace, name)))
             else:
                 raise ApiError(405, "MethodNotAllowed", f"{verb} on {raw.path} is not emulated", {})
         return await self._watch(raw, res, namespace, name, q)
+
+    def _version(self) -> dict[str, str]:
+        """The Kubernetes version this server behaves as (kmock's own says 1.26, which the chart's
+        kubeVersion refuses): 1.31 with selectableFields, 1.29 without."""
+        minor = "31" if self.selectable_fields else "29"
+        return {"major": "1", "minor": minor, "gitVersion": f"v1.{minor}.0-emulated", "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22", "compiler": "gc",
+                "platform": "linux/amd64"}
 
     def _audit(self, verb: str, res: kmock.resource, ns: str | None, name: str | None, sub: str | None,
                agent: str, labels: str = "", fields: str = "", **extra: Any) -> None:
@@ -303,6 +335,31 @@ class Emulator(kmock.KubernetesEmulator):
                           for s in sorted(info.subresources)]
         return {"apiVersion": "v1", "kind": "APIResourceList", "groupVersion": f"{group}/{version}" if group else version,
                 "resources": resources}
+
+    def _openapi_v3(self, gv_path: list[str]) -> dict[str, Any]:
+        """Just enough OpenAPI v3 for kubectl and helm to see that every PATCH takes
+        `fieldValidation`: they then leave validation to this server (strict for custom
+        resources, see _admit) instead of validating against schemas it does not serve."""
+        gvs = {(r.group, r.version) for r in self.infos}
+        as_path = lambda g, v: f"apis/{g}/{v}" if g else f"api/{v}"  # noqa: E731
+        if not gv_path:
+            return {"paths": {as_path(g, v): {"serverRelativeURL": f"/openapi/v3/{as_path(g, v)}?hash={self.rv}"}
+                              for g, v in sorted(gvs)}}
+        wanted = "/".join(gv_path)
+        found = [(g, v) for g, v in gvs if as_path(g, v) == wanted]
+        if not found:
+            raise ApiError(404, "NotFound", f"no OpenAPI document for {wanted}", {})
+        paths = {}
+        for res, info in self.infos.items():
+            if (res.group, res.version) != found[0]:
+                continue
+            ns = "namespaces/{namespace}/" if info.namespaced else ""
+            paths[f"/{wanted}/{ns}{res.plural}/{{name}}"] = {"patch": {
+                "x-kubernetes-group-version-kind": {"group": res.group, "version": res.version, "kind": info.kind},
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "OK"}}}}
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (emulated)", "version": self._version()["gitVersion"]},
+                "paths": paths, "components": {"schemas": {}}}
 
     def _group(self, group: str) -> dict[str, Any]:
         versions = sorted({r.version for r in self.infos if r.group == group})
@@ -474,6 +531,23 @@ class Emulator(kmock.KubernetesEmulator):
         self._store(key, new)
         await self._emit(res, "MODIFIED", new)
         return new
+
+    async def _server_side_apply(self, res: kmock.resource, ns: str | None, name: str, sub: str | None, body: Any,
+                                 q: Any) -> aiohttp.web.StreamResponse:
+        """Server-side apply, approximated for a single field manager: create the object when it
+        does not exist, else merge the applied configuration into it (a merge patch). Not
+        emulated: managedFields, conflicts between managers, and removing fields the manager
+        applied before and now leaves out."""
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the applied configuration must be an object", {})
+        body = copy.deepcopy(body)
+        body.setdefault("metadata", {})["name"] = name
+        key = (res, ns, name)
+        if key in self.objects and not self.objects[key].deleted:
+            return aiohttp.web.json_response(await self._write(res, ns, name, sub, body, q, False))
+        if sub is not None:
+            raise ApiError(404, "NotFound", f'{self._what(res)} "{name}" not found', {"name": name})
+        return aiohttp.web.json_response(await self._create(res, ns, body, q), status=201)
 
     async def _delete(self, key: Key) -> dict[str, Any]:
         res = key[0]

@@ -3,7 +3,8 @@ environment, same store markers and exit codes, no model.
 
 It checks the contract it is given (argv, `ADAPTINF_*` env, the specs parse with the real
 pydantic models) and writes each stage's commit marker with a plausible `summary`, the ingest
-marker, `<run>/mlflow.json` and `<run>/summary.json`. Test hooks, all in the store:
+marker, `<run>/mlflow.json` and `<run>/summary.json`. Test hooks, in the store (a local one) or in
+the folder env `FAKE_STAGE_HOOKS` names (an S3 store):
 
 - `_calls.jsonl`: one line per invocation (stage, step, shard, pid, and the SHA-256 of the S3
   secret it received: proof of delivery that writes no credential anywhere) — to count executions;
@@ -64,15 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("ADAPTINF_SHARDS=%s but spec.extract.shards=%s", shards, spec.extract.shards)
         return 2
 
-    calls = store.local_path("_calls.jsonl")
+    calls = hook(store, "_calls.jsonl")
+    calls.parent.mkdir(parents=True, exist_ok=True)
     with open(calls, "a", encoding="utf-8") as fh:  # O_APPEND: whole lines, even from parallel shards
         fh.write(json.dumps({"stage": stage, "step": step, "shard": shard, "dataset": dataset, "pid": os.getpid(),
                              "secret_sha256": _digest(env.get("AWS_SECRET_ACCESS_KEY")), "t": time.time()}) + "\n")
     time.sleep(float(env.get("FAKE_STAGE_SECONDS", "0")))
-    hold = store.local_path(f"_hold/{stage}-{step}")
+    hold = hook(store, f"_hold/{stage}-{step}")
     while hold.exists():
         time.sleep(0.05)
-    fail = store.local_path(f"_fail/{stage}-{step}")
+    fail = hook(store, f"_fail/{stage}-{step}")
     if fail.exists():
         code = int(fail.read_text().strip() or 1)
         log.error("injected failure of %s step %d: exit %d", stage, step, code)
@@ -124,6 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def hook(store, key: str) -> Path:
+    """Where a test hook (`_calls.jsonl`, `_hold/…`, `_fail/…`, `_crash/…`) lives: in the folder
+    FAKE_STAGE_HOOKS names (needed with an S3 store), else in the local store itself."""
+    if root := os.environ.get("FAKE_STAGE_HOOKS"):
+        return Path(root) / key
+    path = store.local_path(key)
+    if path is None:
+        raise SystemExit("fake_stage: a store without local paths (S3) needs FAKE_STAGE_HOOKS, a folder for the "
+                         "test hooks")
+    return path
+
+
 def _digest(value: str | None) -> str | None:
     return hashlib.sha256(value.encode()).hexdigest() if value else None
 
@@ -153,7 +167,7 @@ def _process_group(args: argparse.Namespace, processes: int) -> int | None:
     store, rank = open_store(os.environ["ADAPTINF_STORE"]), os.environ.get("RANK", "0")
 
     def terminated(signum: int, frame: object) -> None:
-        trace = store.local_path(f"_terminated/train-{args.step}-rank-{rank}")
+        trace = hook(store, f"_terminated/train-{args.step}-rank-{rank}")
         trace.parent.mkdir(parents=True, exist_ok=True)
         trace.touch()
         log.error("rank %s: SIGTERM, exiting 143", rank)
@@ -162,16 +176,16 @@ def _process_group(args: argparse.Namespace, processes: int) -> int | None:
     signal.signal(signal.SIGTERM, terminated)
     if rank == "0":
         return None
-    while store.local_path(f"_hold/train-{args.step}").exists():
+    while hook(store, f"_hold/train-{args.step}").exists():
         time.sleep(0.05)
     raise SystemExit(0)
 
 
 def _maybe_crash(store, prefix: str, stage: str, step: int) -> None:
     shard = os.environ.get("JOB_COMPLETION_INDEX")
-    counter = store.local_path(f"_crash/{stage}-{step}")
-    if shard is not None and store.local_path(f"_crash/{stage}-{step}-shard-{shard}").exists():
-        counter = store.local_path(f"_crash/{stage}-{step}-shard-{shard}")  # one shard's own count
+    counter = hook(store, f"_crash/{stage}-{step}")
+    if shard is not None and hook(store, f"_crash/{stage}-{step}-shard-{shard}").exists():
+        counter = hook(store, f"_crash/{stage}-{step}-shard-{shard}")  # one shard's own count
     if not counter.exists() or int(counter.read_text() or 0) <= 0:
         return
     counter.write_text(str(int(counter.read_text()) - 1))

@@ -11,9 +11,11 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-CORE = {"pods", "secrets", "events", "namespaces", "configmaps", "serviceaccounts", "resourcequotas", "limitranges"}
+CORE = {"pods", "secrets", "events", "namespaces", "configmaps", "serviceaccounts", "resourcequotas", "limitranges",
+        "services", "persistentvolumeclaims"}
 GROUPS = {"jobs": "batch/v1", "lifelongruns": "adaptinf.dev/v1alpha1", "instructiondatasets": "adaptinf.dev/v1alpha1",
-          "customresourcedefinitions": "apiextensions.k8s.io/v1"}
+          "customresourcedefinitions": "apiextensions.k8s.io/v1", "deployments": "apps/v1",
+          "clusterkopfpeerings": "kopf.dev/v1", "kopfpeerings": "kopf.dev/v1"}
 
 
 class ApiError(RuntimeError):

@@ -325,23 +325,7 @@ class Kubelet:
         log.info("job %s/%s: %s", state.namespace, meta["name"], message)
 
     def _env(self, container: dict[str, Any], namespace: str, pod: str, index: int | None) -> dict[str, str]:
-        env: dict[str, str] = {}
-        for var in container.get("env") or []:
-            if "value" in var:
-                env[var["name"]] = str(var["value"])
-            elif ref := (var.get("valueFrom") or {}).get("secretKeyRef"):
-                secret = self.api.find("secrets", namespace, ref["name"]) or {}
-                if ref["key"] in (secret.get("data") or {}):
-                    env[var["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
-                elif ref["key"] in (secret.get("stringData") or {}):  # the emulator does not fold stringData
-                    env[var["name"]] = secret["stringData"][ref["key"]]
-                elif not ref.get("optional"):
-                    raise RuntimeError(f"pod {pod}: secret {ref['name']!r} has no key {ref['key']!r}")
-            elif ref := (var.get("valueFrom") or {}).get("fieldRef"):
-                path = ref["fieldPath"]
-                env[var["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}.get(
-                    path, str(index) if INDEX_ANNOTATION in path else "")
-        return env
+        return container_env(self.api, container, namespace, pod, index)
 
     def _pod_finished(self, state: JobState, pod: PodRun, rc: int) -> None:
         phase = "Succeeded" if rc == 0 else "Failed"
@@ -414,3 +398,26 @@ def _failure_policy(policy: dict[str, Any] | None, rc: int, conditions: set[str]
         if any(c.get("type") in conditions and c.get("status", "True") == "True" for c in rule.get("onPodConditions") or []):
             return rule["action"]
     return None
+
+
+def container_env(api: KubeApi, container: dict[str, Any], namespace: str, pod: str,
+                  index: int | None = None) -> dict[str, str]:
+    """A container's `env` as the kubelet resolves it: `value`, `valueFrom.secretKeyRef` (read
+    from the Secret in the API), `fieldRef` to the pod's name, namespace or completion index."""
+    env: dict[str, str] = {}
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = str(var["value"])
+        elif ref := (var.get("valueFrom") or {}).get("secretKeyRef"):
+            secret = api.find("secrets", namespace, ref["name"]) or {}
+            if ref["key"] in (secret.get("data") or {}):
+                env[var["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+            elif ref["key"] in (secret.get("stringData") or {}):  # the emulator does not fold stringData
+                env[var["name"]] = secret["stringData"][ref["key"]]
+            elif not ref.get("optional"):
+                raise RuntimeError(f"pod {pod}: secret {ref['name']!r} has no key {ref['key']!r}")
+        elif ref := (var.get("valueFrom") or {}).get("fieldRef"):
+            path = ref["fieldPath"]
+            env[var["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}.get(
+                path, str(index) if INDEX_ANNOTATION in path else "")
+    return env
