@@ -16,7 +16,7 @@ from adaptinf import layout
 from adaptinf.runner import collect, report, run_local, variants
 from adaptinf.spec import SpecError, parse_resource
 from adaptinf.store import LocalStore
-from stages.refresh import stratified_draw
+from adaptinf.stages.refresh import stratified_draw
 
 
 # ---- the draw alone ---------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_fraction_draw_is_the_same_when_a_crashed_step_is_resumed(fraction, demo
     work = tmp_path / "work"
     shutil.copytree(fraction, work)
     run, datasets = _spec(demo_quick, refresh="fraction", refresh_fraction=0.25)
-    import stages.extract as extract_stage
+    import adaptinf.stages.extract as extract_stage
     real, calls = extract_stage._merge, []
 
     def crash_once(*args, **kwargs):
