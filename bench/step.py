@@ -12,9 +12,11 @@ training (paper Table 6, docs/method.md §14): a ratio of 1.7.
     python bench/step.py --size quick --steps 3        # a smaller stream, its first 3 datasets
     python bench/step.py --threads 1 --refresh every-step,every-n-steps:2,fraction:0.25
 
-`--refresh` runs the same stream once per `extract.refresh` policy (same seed, same step 0
-inputs; one run after the other) and adds `policies`: each policy's ratio, selection and train
-seconds, the share of features computed at steps t ≥ 1 and its final scores, side by side.
+`--refresh` runs steps t ≥ 1 of the same stream again once per `extract.refresh` policy, one
+run after the other, each from a copy of the first run's step 0 (the initial tuning, which no
+policy changes: `adaptinf compare` shares it the same way), and adds `policies`: each policy's
+ratio, selection and train seconds, the share of features computed at t ≥ 1 and its final
+scores, side by side.
 """
 from __future__ import annotations
 
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with cpu_threads(args.threads), Timer() as wall:
             summary = run_local(run, datasets, work / "run", strategy=args.strategy, seed=args.seed,
                                 tracking=False, progress=False)
-        side = [_policy_run(run, datasets, work / f"run-{i}", args, extract)
+        side = [_policy_run(run, datasets, work / "run", work / f"run-{i}", args, extract)
                 for i, extract in enumerate(args.refresh or [])]
     result = overhead(summary)
     return emit({"bench": "step", **machine(torch.device("cpu")), "size": args.size,
@@ -140,17 +142,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "final": summary.get("final"), **({"policies": side} if side else {})})
 
 
-def _policy_run(run: Any, datasets: list[Any], workdir: Path, args: argparse.Namespace,
+def _policy_run(run: Any, datasets: list[Any], first: Path, workdir: Path, args: argparse.Namespace,
                 extract: dict[str, Any]) -> dict[str, Any]:
-    """One run of the stream under an extract.refresh policy: its ratio and what it computed."""
+    """Steps t ≥ 1 of the stream under an extract.refresh policy, from a copy of the first run's
+    step 0: its ratio and what it computed."""
+    import shutil
+
     from adaptinf.runner import run_local
     from adaptinf.spec import LifelongRunSpec
     spec = run.spec.to_dict()
     spec.setdefault("extract", {}).update(extract)
     varied = run.model_copy(update={"spec": LifelongRunSpec.model_validate(spec)})
+    shutil.copytree(first, workdir)
     with cpu_threads(args.threads):
+        # Step 0 keeps the spec it ran with (continue_anyway); steps 1.. run again with the policy.
         summary = run_local(varied, datasets, workdir, strategy=args.strategy, seed=args.seed,
-                            tracking=False, progress=False)
+                            tracking=False, progress=False, continue_anyway=True, restart_from=1)
     got = overhead(summary)
     return {"extract": extract, "ratio": got["ratio"], "selection_s": got["selection_s"], "train_s": got["train_s"],
             "per_step_ratio": [s["ratio"] for s in got["steps"]],
