@@ -10,6 +10,13 @@ training (paper Table 6, docs/method.md §14): a ratio of 1.7.
 
     python bench/step.py --threads 1                   # the default demo stream
     python bench/step.py --size quick --steps 3        # a smaller stream, its first 3 datasets
+    python bench/step.py --threads 1 --refresh every-step,every-n-steps:2,fraction:0.25
+
+`--refresh` runs steps t ≥ 1 of the same stream again once per `extract.refresh` policy, one
+run after the other, each from a copy of the first run's step 0 (the initial tuning, which no
+policy changes: `adaptinf compare` shares it the same way), and adds `policies`: each policy's
+ratio, selection and train seconds, the share of features computed at t ≥ 1 and its final
+scores, side by side.
 """
 from __future__ import annotations
 
@@ -39,7 +46,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch and faiss CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="stream, model and run artifacts (default: a temp dir)")
+    p.add_argument("--refresh", default=None, type=policies,
+                   help="comma-separated extract.refresh policies run side by side: every-step, "
+                        "every-n-steps:N, fraction:F (e.g. every-step,every-n-steps:2,fraction:0.25)")
     return p.parse_args(argv)
+
+
+def policies(text: str) -> list[dict[str, Any]]:
+    """"every-step,every-n-steps:2,fraction:0.25" → the extract fields of each policy."""
+    out: list[dict[str, Any]] = []
+    for item in text.split(","):
+        name, _, value = item.strip().partition(":")
+        try:
+            if name == "every-step" and not value:
+                out.append({"refresh": name})
+            elif name == "every-n-steps":
+                out.append({"refresh": name, "refreshEvery": int(value)})
+            elif name == "fraction":
+                out.append({"refresh": name, "refreshFraction": float(value)})
+            else:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected every-step, every-n-steps:N or fraction:F") from None
+    return out
+
+
+def computed_share(summary: dict[str, Any], run_dir: Path, run: str) -> float | None:
+    """Features computed at steps t ≥ 1 over pool rows at those steps (1.0: every-step)."""
+    import json
+
+    from adaptinf import layout
+    computed = rows = 0
+    for s in summary["steps"]:
+        if s["step"] < 1:
+            continue
+        prefix = run_dir / layout.stage_prefix(run, s["step"], "extract")
+        for marker in sorted(prefix.glob("shard-*/_COMMITTED.json")):
+            shard = json.loads(marker.read_text())["summary"]
+            computed += int(shard.get("features_computed", shard.get("samples", 0)))
+            rows += int(shard.get("samples", 0))
+    return round(computed / rows, 3) if rows else None
 
 
 def overhead(summary: dict[str, Any]) -> dict[str, Any]:
@@ -86,12 +132,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with cpu_threads(args.threads), Timer() as wall:
             summary = run_local(run, datasets, work / "run", strategy=args.strategy, seed=args.seed,
                                 tracking=False, progress=False)
+        side = [_policy_run(run, datasets, work / "run", work / f"run-{i}", args, extract)
+                for i, extract in enumerate(args.refresh or [])]
     result = overhead(summary)
     return emit({"bench": "step", **machine(torch.device("cpu")), "size": args.size,
                  "projection_dim": run.resolved_spec().extract.projection_dim,
                  "strategy": summary.get("strategy"), "datasets": len(datasets),
                  "wall_s": round(wall.seconds, 2), **result,
-                 "final": summary.get("final")})
+                 "final": summary.get("final"), **({"policies": side} if side else {})})
+
+
+def _policy_run(run: Any, datasets: list[Any], first: Path, workdir: Path, args: argparse.Namespace,
+                extract: dict[str, Any]) -> dict[str, Any]:
+    """Steps t ≥ 1 of the stream under an extract.refresh policy, from a copy of the first run's
+    step 0: its ratio and what it computed."""
+    import shutil
+
+    from adaptinf.runner import run_local
+    from adaptinf.spec import LifelongRunSpec
+    spec = run.spec.to_dict()
+    spec.setdefault("extract", {}).update(extract)
+    varied = run.model_copy(update={"spec": LifelongRunSpec.model_validate(spec)})
+    shutil.copytree(first, workdir)
+    with cpu_threads(args.threads):
+        # Step 0 keeps the spec it ran with (continue_anyway); steps 1.. run again with the policy.
+        summary = run_local(varied, datasets, workdir, strategy=args.strategy, seed=args.seed,
+                            tracking=False, progress=False, continue_anyway=True, restart_from=1)
+    got = overhead(summary)
+    return {"extract": extract, "ratio": got["ratio"], "selection_s": got["selection_s"], "train_s": got["train_s"],
+            "per_step_ratio": [s["ratio"] for s in got["steps"]],
+            "computed_share": computed_share(summary, workdir, varied.name), "final": summary.get("final")}
 
 
 if __name__ == "__main__":

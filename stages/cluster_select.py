@@ -60,7 +60,7 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
         ctx.store.write_npy(f"{prefix}/labels.npy", result.labels.astype(np.int64))
     report = {**result.report, "pool_size": len(feats), "selected": len(selected),
               "selected_new": int(feats.is_new[indices].sum()) if len(indices) else 0}
-    report["features"] = feature_provenance(ctx)
+    report["features"] = feature_provenance(ctx, selected)
     skipped = {s: why for s, why in skipped_scorers(ctx).items() if s in ctx.spec.scorers}
     if skipped:  # e.g. image-grounding on a language-only model: a note, not an error
         report["skipped_scorers"] = skipped

@@ -8,6 +8,9 @@ estimates; `extract.proxyModel` computes everything with a (smaller) proxy model
 then only for samples no earlier step has computed with the same proxy and settings: the
 others' features are copied from the store (`feature_reuse.py`; `features_reused` and
 `features_computed` in the shard's summary, `origin.npy` the step each row was computed at).
+With the trained model, `extract.refresh` other than `every-step` reuses old samples' features
+the same way, knowingly stale, and recomputes those its policy picks (`refresh.py`;
+`features_refreshed` and `refresh` in the summary).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from adaptinf.model.loading import decoder_layers, resolve_layers
 from adaptinf.selection import get_strategy
 
 from .context import StageContext, StageError
+from . import refresh
 from .feature_reuse import ORIGIN, Reused, feature_key, find_reusable, gather
 from .ingest import candidate_pool, ingest
 from .runtime import run_idempotent
@@ -64,12 +68,17 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     x = ctx.spec.extract
     scorers = tuple(ctx.spec.scorers) if "scores" in needs else ()
     key = feature_key(ctx, "grads" in needs, "hidden" in needs, scorers)
-    reused = find_reusable(ctx, key, uids) if key else Reused()
+    refreshing = key is not None and not x.proxy_model   # the trained model's, stale on purpose
+    plan = refresh.plan(ctx, key, pool.members, uids) if key and refreshing else \
+        refresh.RefreshPlan(find_reusable(ctx, key, uids) if key else Reused(), 0)
+    reused = plan.reused
     todo = [u for u in uids if u not in reused.rows]
     if x.proxy_model:
         summary["proxy_model"] = x.proxy_model
     if key:
         summary["feature_key"] = key
+    if refreshing:
+        summary.update(refresh=refresh.policy(ctx), features_refreshed=plan.refreshed)
     if todo:
         arrays, computed = _computed(ctx, pool, todo, needs, scorers)
         summary.update(computed)

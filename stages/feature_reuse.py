@@ -9,8 +9,9 @@ and seed, gradient source, scorers, maximum length, the code version) in its mar
 the rows of its samples from the newest earlier shard that holds them: the previous step's for
 the old pool, an older one for a sample restored after pruning (`adaptinf pool restore`).
 Lookups go by the samples of the current pool only, so a pruned sample is never carried back
-in. The trained model changes every step: with it nothing is reused (`extract.refresh:
-every-step`, the paper's behaviour).
+in. The trained model changes every step: with it nothing is reused under `extract.refresh:
+every-step` (the paper's behaviour, the default); the other refresh policies reuse its features
+knowingly stale, under a key that names the trained base instead of a proxy (`refresh.py`).
 """
 from __future__ import annotations
 
@@ -62,14 +63,29 @@ def model_identity(name: str) -> dict[str, str]:
     return out
 
 
+def trained_identity(ctx: StageContext) -> dict[str, str]:
+    """The trained model as a feature key sees it: its base (the adapter changes every step and
+    is left out; features from before the run's initial tuning are excluded by `refresh.py`)."""
+    m = ctx.spec.model
+    return {"base": m.base, "revision": str(m.revision), "initial_tuning": m.initial_tuning}
+
+
 def feature_key(ctx: StageContext, grads: bool, hidden: bool, scorers: tuple[str, ...]) -> str | None:
-    """The digest under which this step's features may be reused, or None when they may not (no
-    proxy model: the trained model changes; or `extract.reuseFeatures: false`)."""
+    """The digest under which this step's features may be reused, or None when they may not
+    (`extract.reuseFeatures: false`; or the trained model under `extract.refresh: every-step`:
+    it changes every step). Under another refresh policy the trained model's features are
+    reused stale on purpose: the key leaves the adapter out and names the base."""
     x = ctx.spec.extract
-    if not x.proxy_model or not x.reuse_features:
+    if not x.reuse_features:
+        return None
+    if x.proxy_model:
+        model: dict[str, object] = {"proxy": model_identity(x.proxy_model)}
+    elif x.refresh != "every-step":
+        model = {"trained": trained_identity(ctx)}
+    else:
         return None
     identity = {
-        "proxy": model_identity(x.proxy_model), "dtype": ctx.spec.model.dtype,
+        **model, "dtype": ctx.spec.model.dtype,
         "lora": ctx.spec.model.lora.model_dump(mode="json"), "adapter_seed": ctx.spec.seed,
         "layers": list(x.layers), "projection_dim": x.projection_dim, "projection_seed": x.seed,
         "gradient_source": x.gradient_source, "max_length": x.max_length,

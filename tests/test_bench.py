@@ -5,6 +5,7 @@ import); the last stdout line must parse as JSON with the documented keys.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -100,6 +101,16 @@ def test_step_overhead_arithmetic() -> None:
     out = _load("step").overhead(summary)
     assert [s["ratio"] for s in out["steps"]] == [0.02, 0.5, None]
     assert out["selection_s"] == 9.0 and out["train_s"] == 10.0 and out["ratio"] == 0.9
+
+
+def test_step_refresh_policies_are_parsed_into_extract_fields() -> None:
+    parse = _load("step").policies
+    assert parse("every-step,every-n-steps:3,fraction:0.25") == [
+        {"refresh": "every-step"}, {"refresh": "every-n-steps", "refreshEvery": 3},
+        {"refresh": "fraction", "refreshFraction": 0.25}]
+    for bad in ("every-n-steps", "sometimes", "fraction:x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=bad.split(":")[0]):
+            parse(bad)
 
 
 @pytest.mark.slow

@@ -194,6 +194,15 @@ MODEL_EXTRAS: dict[type[BaseModel], Node] = {
          "message": "trainBudget (T) must not exceed poolBudget (D)"}]},
     ClusteringSpec: {"x-kubernetes-validations": [
         {"rule": "self.kMax >= self.kMin", "message": "clustering.kMax must be >= clustering.kMin"}]},
+    # ExtractSpec._refresh_parameters (the API server fills in the defaults before these run).
+    ExtractSpec: {"x-kubernetes-validations": [
+        {"rule": "has(self.refreshEvery) == (self.refresh == 'every-n-steps')",
+         "message": "extract.refreshEvery is required with, and only read by, extract.refresh: every-n-steps"},
+        {"rule": "has(self.refreshFraction) == (self.refresh == 'fraction')",
+         "message": "extract.refreshFraction is required with, and only read by, extract.refresh: fraction"},
+        {"rule": "self.refresh == 'every-step' || (!has(self.proxyModel) && self.reuseFeatures)",
+         "message": "extract.refresh other than every-step needs the trained model (no extract.proxyModel) "
+                    "and extract.reuseFeatures: true"}]},
     # The model validators' one-of rules (pod_template._one_of, EnvVar._value_or_ref).
     EnvVar: {"not": {"required": ["value", "valueFrom"]}},
     EnvVarSource: {"oneOf": [{"required": ["secretKeyRef"]}, {"required": ["configMapKeyRef"]}]},
@@ -228,7 +237,12 @@ FIELD_EXTRAS: dict[tuple[type[BaseModel], str], Node] = {
     (LifelongRunSpec, "suspend"): {"description": "pause before the next stage; a running stage finishes"},
     (ExtractSpec, "layers"): {"description": "decoder-layer indices or middle/first/last/all"},
     (ExtractSpec, "shards"): {"description": "extract runs as an Indexed Job with this many pods"},
-    (ExtractSpec, "refresh"): {"description": "when the trained model's features are recomputed"},
+    (ExtractSpec, "refresh"): {"description": "when the trained model's features are recomputed: every-step "
+                                              "(the paper), every-n-steps, fraction (docs/options.md §3)"},
+    (ExtractSpec, "refreshEvery"): {"description": "every-n-steps: a sample's features are recomputed once they "
+                                                   "are this many steps old"},
+    (ExtractSpec, "refreshFraction"): {"description": "fraction: the share of the old pool recomputed per step, "
+                                                      "stratified by the previous step's clusters"},
     (ExtractSpec, "reuseFeatures"): {"description": "with a proxy model, reuse the features of samples an earlier "
                                                     "step computed"},
     (EvalTask, "imageRoot"): {"description": "images are relative to this (default: the file's folder)"},

@@ -104,9 +104,35 @@ class ExtractSpec(SpecModel):
     # A fixed proxy gives a sample the same features at every step: reuse them from the store
     # (new samples only are computed). false: recompute the whole pool every step.
     reuse_features: bool = True
-    # When the trained model's features are recomputed: "every-step" (the paper). Other policies
-    # (every N steps, new data plus a share of the old) are future work (docs/options.md).
-    refresh: Literal["every-step"] = "every-step"
+    # When the trained model's features are recomputed (docs/options.md §3, "Refresh policies"):
+    # "every-step" (the paper) the whole pool at every step; "every-n-steps" a sample's features
+    # once they are refreshEvery steps old (the new dataset always); "fraction" the new dataset
+    # plus refreshFraction of the old pool, stratified by the previous step's clusters. The
+    # others are reused from the step that last computed them (stages/refresh.py).
+    refresh: Literal["every-step", "every-n-steps", "fraction"] = "every-step"
+    refresh_every: int | None = Field(None, ge=2, le=1000)
+    refresh_fraction: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _refresh_parameters(self) -> ExtractSpec:
+        """Each policy's parameter is given with it and only with it; a policy is for the trained
+        model, whose features change, and needs reuse on."""
+        for policy, field, alias in (("every-n-steps", "refresh_every", "refreshEvery"),
+                                     ("fraction", "refresh_fraction", "refreshFraction")):
+            given = getattr(self, field) is not None
+            if self.refresh == policy and not given:
+                raise ValueError(f"extract.{alias}: required with extract.refresh: {policy}")
+            if self.refresh != policy and given:
+                raise ValueError(f"extract.{alias}: only read with extract.refresh: {policy} "
+                                 f"(extract.refresh is {self.refresh})")
+        if self.refresh != "every-step" and self.proxy_model:
+            raise ValueError(f"extract.refresh: {self.refresh} is a policy for the trained model's features; "
+                             "a proxy model's never change and are reused (extract.reuseFeatures) — "
+                             "leave extract.refresh at every-step")
+        if self.refresh != "every-step" and not self.reuse_features:
+            raise ValueError(f"extract.reuseFeatures: false recomputes every feature at every step, which "
+                             f"contradicts extract.refresh: {self.refresh}")
+        return self
 
 
 class ClusteringSpec(SpecModel):

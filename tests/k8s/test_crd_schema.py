@@ -457,7 +457,7 @@ def _gen(node: dict, rng: random.Random, depth: int = 0) -> Any:
 
 
 def _fix_cross_field(kind: str, spec: dict) -> dict:
-    """Satisfy the two CEL rules, which jsonschema cannot evaluate here, and the name checks the
+    """Satisfy the CEL rules, which jsonschema cannot evaluate here, and the name checks the
     CRD leaves to the operator (the strategy and scorer registries grow without a CRD change)."""
     if kind == "LifelongRun":
         if "strategy" in spec:
@@ -471,6 +471,16 @@ def _fix_cross_field(kind: str, spec: dict) -> dict:
             c["kMin"], c["kMax"] = c["kMax"], c["kMin"]
         elif c and ("kMin" in c) != ("kMax" in c):
             c.pop("kMin", None), c.pop("kMax", None)
+        x = spec.get("extract")
+        if x:   # each refresh policy's parameter with it only; policies need the trained model and reuse
+            if x.get("proxyModel") is not None or x.get("reuseFeatures") is False:
+                x["refresh"] = "every-step"
+            policy = x.get("refresh", "every-step")
+            for name, field, value in (("every-n-steps", "refreshEvery", 2), ("fraction", "refreshFraction", 0.5)):
+                if policy == name:
+                    x.setdefault(field, value)
+                else:
+                    x.pop(field, None)
         for res in (spec.get("resources") or {}).values():
             _fix_pod_template(res)
     return spec

@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 
 from adaptinf.runner import report, skill_report, streams, variants
 from adaptinf.runner.local import default_tracking, ensure_experiment
 from adaptinf.runner.streams import StreamSource
-from adaptinf.spec import SpecError
+from adaptinf.spec import LifelongRunSpec, SpecError, error_line
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,29 @@ def resolve_stream(cfg: CompareConfig) -> StreamSource:
     if cfg.inputs:
         src = cfg.source()
         run, _ = streams.load_stream(src)
+        _check_variants(cfg, run, src.inputs[0])
         _claim_out(cfg)
         if streams.model_is_multimodal(run) is False:
             _drop_image_grounding(cfg, "(the model has no vision tower)")
         return src
     _claim_out(cfg)
     src = cfg.source(prepare_stream(cfg))
-    streams.load_stream(src)
+    run, _ = streams.load_stream(src)
+    _check_variants(cfg, run, str(cfg.out / "stream"))
     return src
+
+
+def _check_variants(cfg: CompareConfig, run: Any, stream: str) -> None:
+    """Every variant's spec validated here, before a worker starts: e.g. a refresh variant on a
+    stream whose spec sets extract.proxyModel is refused with the field named."""
+    for name in cfg.strategies:
+        if variants.split(name)[1] is None:
+            continue
+        varied, _ = variants.apply(run, name, stream)
+        try:
+            LifelongRunSpec.model_validate(varied.spec.to_dict())
+        except ValidationError as err:
+            raise SpecError(f"--strategies {name}: " + "; ".join(error_line(e) for e in err.errors())) from None
 
 
 def _drop_image_grounding(cfg: CompareConfig, why: str) -> None:

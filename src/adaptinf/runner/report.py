@@ -11,7 +11,10 @@ definitions in `adaptinf.metrics` (docs/method.md §11) without running anything
 - average accuracy: mean over skills of the final scores;
 - mean ± standard deviation over seeds (sample std, ddof = 1; 0 with a single seed);
 - the paired difference of each figure to `BASELINE` (random) over seeds, with a bootstrap
-  interval (`stats.py`).
+  interval (`stats.py`), and the same for each `STRATEGY@VARIANT` to its plain `STRATEGY`
+  (`vs_plain`) when both ran;
+- selection / train: (extract + cluster-select + prune seconds) / train seconds of the mean
+  stage times over seeds, steps ≥ 1 (what issue 17 calls the cost of selection).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ REFERENCE = "sequential"
 BASELINE = "random"      # the paired differences and their intervals are against this strategy
 FIGURES = ("relative_gain", "forgetting_rate", "forgetting_rate_taught", "avg_acc")
 PAIRED = ("relative_gain", "forgetting_rate", "avg_acc")
+SELECTION_STAGES = ("extract", "cluster-select", "prune")
 
 
 def history(summary: dict[str, Any]) -> list[dict[str, float]]:
@@ -97,18 +101,26 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[st
         row["trained_samples"] = mean_std([f["trained_samples"] for f in per_seed.values()])[0]
         stages = sorted({k for f in per_seed.values() for k in f["seconds"]})
         row["seconds"] = {k: mean_std([f["seconds"].get(k, 0.0) for f in per_seed.values()])[0] for k in stages}
+        row["selection_train_ratio"] = selection_ratio(row["seconds"])
         row["per_seed"] = {str(seed): {k: f[k] for k in FIGURES} for seed, f in per_seed.items()}
         rows.append(row)
     _add_paired(rows, figures, summaries)
+    _add_variant_pairs(rows, figures, summaries)
     return sorted(rows, key=lambda r: -(r["relative_gain"] if r["relative_gain"] is not None else -math.inf))
 
 
-def _check_paired(summaries: dict[str, dict[int, dict[str, Any]]], strategy: str) -> None:
+def selection_ratio(seconds: dict[str, float]) -> float | None:
+    """(extract + cluster-select + prune) / train; None without training time."""
+    train = seconds.get("train", 0.0)
+    return sum(seconds.get(k, 0.0) for k in SELECTION_STAGES) / train if train > 0 else None
+
+
+def _check_paired(summaries: dict[str, dict[int, dict[str, Any]]], strategy: str, baseline: str = BASELINE) -> None:
     """Paired means the same step-0 scores per seed: compare shares step 0, a mix-up must not pass."""
     for seed, summary in summaries[strategy].items():
-        base = summaries[BASELINE].get(seed)
+        base = summaries[baseline].get(seed)
         if base is not None and history(summary)[:1] != history(base)[:1]:
-            raise ValueError(f"{strategy!r} and {BASELINE!r} of seed {seed} do not share step 0: "
+            raise ValueError(f"{strategy!r} and {baseline!r} of seed {seed} do not share step 0: "
                              "their difference is not a paired one")
 
 
@@ -130,6 +142,19 @@ def _add_paired(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[st
             r[f"{key}_vs_{BASELINE}_ci"] = got["ci"] if got else None
 
 
+def _add_variant_pairs(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[str, Any]]],
+                       summaries: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """Each `STRATEGY@VARIANT` row's `vs_plain`: its paired differences to `STRATEGY` (same seeds),
+    {"strategy", "seeds", <figure>: {"diff", "ci"} or None}, when the plain strategy ran."""
+    for r in rows:
+        plain, sep, _ = r["strategy"].partition("@")
+        if not sep or plain not in figures:
+            continue
+        _check_paired(summaries, r["strategy"], plain)
+        paired = stats.paired_differences(figures[r["strategy"]], figures[plain], PAIRED)
+        r["vs_plain"] = {"strategy": plain, "seeds": paired["seeds"], **{k: paired[k] for k in PAIRED}}
+
+
 def _pm(mean: float | None, std: float | None, digits: int = 1, scale: float = 1.0) -> str:
     if mean is None:
         return "–"
@@ -142,6 +167,38 @@ def _diff(r: dict[str, Any], key: str, scale: float = 1.0) -> str:
     if d is None:
         return "–"
     return f"{scale * d:+.1f} [{scale * ci[0]:+.1f}, {scale * ci[1]:+.1f}]"
+
+
+def _diff_plain(r: dict[str, Any], key: str, scale: float = 1.0) -> str:
+    got = r["vs_plain"][key]
+    if got is None:
+        return "–"
+    d, ci = got["diff"], got["ci"]
+    return f"{scale * d:+.1f} [{scale * ci[0]:+.1f}, {scale * ci[1]:+.1f}]"
+
+
+def variant_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The paired differences of each variant to its plain strategy (none: no lines)."""
+    varied = [r for r in rows if "vs_plain" in r]
+    if not varied:
+        return []
+    level = round(100 * stats.LEVEL)
+    lines = ["", f"Paired difference of each variant to its plain strategy (same seed), mean over seeds "
+             f"[{level}% percentile-bootstrap interval over seeds], and the selection / train time ratios:", "",
+             "| variant | Δ relative gain (points) | Δ forgetting (points) | Δ final avg acc (points) "
+             "| selection / train | plain's selection / train | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    by_name = {r["strategy"]: r for r in rows}
+    for r in varied:
+        plain = by_name[r["vs_plain"]["strategy"]]
+        lines.append(f"| {r['strategy']} | {_diff_plain(r, 'relative_gain')} | {_diff_plain(r, 'forgetting_rate')} "
+                     f"| {_diff_plain(r, 'avg_acc', 100)} | {_ratio(r)} | {_ratio(plain)} | {r['vs_plain']['seeds']} |")
+    return lines
+
+
+def _ratio(r: dict[str, Any]) -> str:
+    v = r.get("selection_train_ratio")
+    return "–" if v is None else f"{v:.2f}"
 
 
 def paired_markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -167,16 +224,19 @@ def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str,
     clusters' quality and the skill mix of what was selected."""
     lines = [preamble.rstrip(), ""] if preamble else []
     lines += ["| strategy | relative gain % | forgetting % (S×T) | forgetting % (taught pairs only) "
-              "| final avg acc % | samples trained (steps ≥ 1) | extract s | cluster-select s | train s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| final avg acc % | samples trained (steps ≥ 1) | extract s | cluster-select s | prune s | train s "
+              "| selection / train |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sec = r["seconds"]
         lines.append(f"| {r['strategy']} | {_pm(r['relative_gain'], r['relative_gain_std'])} "
                      f"| {_pm(r['forgetting_rate'], r['forgetting_rate_std'])} "
                      f"| {_pm(r['forgetting_rate_taught'], r['forgetting_rate_taught_std'])} "
                      f"| {_pm(r['avg_acc'], r['avg_acc_std'], scale=100)} | {r['trained_samples']:.0f} "
-                     f"| {sec.get('extract', 0):.1f} | {sec.get('cluster-select', 0):.1f} | {sec.get('train', 0):.1f} |")
+                     f"| {sec.get('extract', 0):.1f} | {sec.get('cluster-select', 0):.1f} | {sec.get('prune', 0):.1f} "
+                     f"| {sec.get('train', 0):.1f} | {_ratio(r)} |")
     lines += paired_markdown(rows)
+    lines += variant_markdown(rows)
     skills = sorted({k for r in rows for k in r["final_skills"]})
     lines += ["", "Final score per skill (mean over seeds):", "",
               "| strategy | " + " | ".join(skills) + " |", "|---|" + "---|" * len(skills)]

@@ -10,9 +10,14 @@ fields overridden, so that options of the extract stage can sit in the same tabl
 - `@stratified-rehearsal`: `selection.masteredRehearsal: stratified` (the mastered group's
   quota spread over its hidden-state clusters).
 - `@paper`: every rule of docs/options.md §7 set back to the paper's behaviour.
+- `@refresh-every-N` (N ≥ 2): `extract.refresh: every-n-steps`, `refreshEvery: N`; the trained
+  model's features of an old sample are recomputed once they are N steps old.
+- `@refresh-fraction-P` (P in 1..99): `extract.refresh: fraction`, `refreshFraction: P/100`;
+  the new dataset plus P% of the old pool, stratified by the previous step's clusters.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +26,33 @@ VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
 
 
+# Variants with a number in their name: the refresh policies of extract (docs/options.md §3).
+REFRESH_EVERY = re.compile(r"^refresh-every-([0-9]+)$")
+REFRESH_FRACTION = re.compile(r"^refresh-fraction-([0-9]+)$")
+PARAMETRISED = ("refresh-every-N (N >= 2)", "refresh-fraction-P (P% of the old pool, 1..99)")
+
+
+def refresh_policy(variant: str) -> tuple[str, int | float] | None:
+    """("every-n-steps", N) or ("fraction", P/100) for a refresh variant, None for another name;
+    a ValueError for a refresh variant whose number is out of range."""
+    if m := REFRESH_EVERY.match(variant):
+        n = int(m.group(1))
+        if n < 2:
+            raise ValueError(f"variant {variant!r}: N must be >= 2 (every step is the plain strategy)")
+        return "every-n-steps", n
+    if m := REFRESH_FRACTION.match(variant):
+        p = int(m.group(1))
+        if not 1 <= p <= 99:
+            raise ValueError(f"variant {variant!r}: P is a percentage of the old pool, 1..99")
+        return "fraction", p / 100
+    return None
+
+
 def split(name: str) -> tuple[str, str | None]:
     """"lite-adapt-inf@proxy" → ("lite-adapt-inf", "proxy"); a plain name → (name, None)."""
     strategy, sep, variant = name.partition(SEPARATOR)
-    if sep and variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} in {name!r}; known: {', '.join(VARIANTS)}")
+    if sep and variant not in VARIANTS and refresh_policy(variant) is None:
+        raise ValueError(f"unknown variant {variant!r} in {name!r}; known: {', '.join(VARIANTS + PARAMETRISED)}")
     return strategy, (variant if sep else None)
 
 
@@ -54,6 +81,12 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         run.spec.selection.mastered_rehearsal = "stratified"
     elif variant == "paper":
         paper_behaviour(run.spec)
+    elif (refresh := refresh_policy(variant)) is not None:
+        extract.refresh = refresh[0]
+        if refresh[0] == "every-n-steps":
+            extract.refresh_every = int(refresh[1])
+        else:
+            extract.refresh_fraction = float(refresh[1])
     return run, strategy
 
 
