@@ -7,14 +7,16 @@ message, and the pool of earlier steps is left untouched.
 """
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from adaptinf import layout
 from adaptinf.data.pool import DatasetSource, PoolManifest, empty_pool, load_pool, save_pool
 from adaptinf.data.records import Record, Rejection, dump_jsonl, load_jsonl, read_records
 from adaptinf.model.checkpoints import base_source
 from adaptinf.model.encoding import Encoder, EncodingError
-from adaptinf.model.loading import load_base
+from adaptinf.model.loading import load_base, materialise
 
 from .context import StageContext, StageError
 
@@ -23,17 +25,41 @@ log = logging.getLogger(__name__)
 RECORDS = "records.jsonl"
 
 
+def _length_checks(ctx: StageContext) -> list[tuple[str, Encoder]]:
+    """The encoders a record must fit: training's on the base, and extract's (its own maxLength,
+    and the proxy's tokenizer when one is set) when that differs. A record that fits training but
+    not extract would pass ingest and then fail extract for the whole dataset."""
+    base = load_base(base_source(ctx), weights=False)
+    training, x = ctx.spec.training, ctx.spec.extract
+    checks = [("training.maxLength", Encoder(base, training.max_length))]
+    if x.proxy_model:
+        checks.append(("extract.maxLength", Encoder(load_base(_proxy_tokenizer_source(x.proxy_model),
+                                                              weights=False), x.max_length)))
+    elif x.max_length < training.max_length:
+        checks.append(("extract.maxLength", Encoder(base, x.max_length)))
+    return checks
+
+
+def _proxy_tokenizer_source(proxy: str) -> str:
+    """A proxy folder holding a PEFT adapter encodes with the base its adapter names."""
+    source = materialise(proxy)
+    adapter = Path(source) / "adapter_config.json"
+    return json.loads(adapter.read_text())["base_model_name_or_path"] if adapter.exists() else source
+
+
 def _check_lengths(ctx: StageContext, records: list[Record]) -> tuple[list[Record], list[Rejection]]:
     if not records:  # nothing to measure: do not load the model (it may be what is misconfigured)
         return [], []
-    encoder = Encoder(load_base(base_source(ctx), weights=False), ctx.spec.training.max_length)
+    checks = _length_checks(ctx)
     good, bad = [], []
     for rec in records:
         try:
-            encoder.encode(rec)
+            for field, encoder in checks:
+                failed = field
+                encoder.encode(rec)
             good.append(rec)
         except EncodingError as err:
-            bad.append(Rejection(None, rec.id, "conversations", str(err)))
+            bad.append(Rejection(None, rec.id, "conversations", f"{err} ({failed})"))
     return good, bad
 
 

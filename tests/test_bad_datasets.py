@@ -187,3 +187,21 @@ def test_store_outage_during_ingest_is_retried_not_a_bad_dataset(env, monkeypatc
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
     assert extract(env, 0, ds) == 0  # S3 is back: the retry ingests the dataset
     assert store.read_marker(layout.stage_prefix(RUN, 0, "ingest"))["summary"] == {"accepted": 1, "rejected": 0}
+
+
+def test_a_record_too_long_for_extract_is_rejected_at_ingest_not_in_extract(env):
+    """extract.maxLength below training's: a record that fits training but not extract used to
+    pass ingest and then fail extract for the whole dataset."""
+    run = yaml.safe_load((env["tmp"] / "run.yaml").read_text())
+    run["spec"]["extract"] = {"maxLength": 32}
+    (env["tmp"] / "run.yaml").write_text(yaml.safe_dump(run))
+    lines = [json.dumps({"id": "short", "conversations": conv("1+1?", "2")}),
+             json.dumps({"id": "fits-training-only", "conversations": conv("y" * 40, "z")})]
+    env["s3"].write_text("mid.jsonl", "\n".join(lines) + "\n")
+    assert extract(env, 0, dataset_file(env, "mid", f"s3://{env['bucket']}/mid.jsonl")) == 0
+    store = LocalStore(env["store"])
+    report = store.read_json(f"{layout.stage_prefix(RUN, 0, 'ingest')}/report.json")
+    assert report["accepted"] == 1
+    (rejected,) = report["rejected"]
+    assert rejected["id"] == "fits-training-only" and rejected["field"] == "conversations"
+    assert "maxLength=32" in rejected["reason"] and "extract.maxLength" in rejected["reason"], rejected
