@@ -347,6 +347,21 @@ def _eval_metrics(workdirs: dict[str, list[Path]], run_name: str) -> dict[str, s
     return {}
 
 
+def _eval_counts(workdirs: dict[str, list[Path]], run_name: str) -> dict[str, int]:
+    """Eval records per skill, from step 0's eval (every strategy and seed is scored on the same
+    records); empty when no run has one."""
+    from adaptinf import layout
+    for dirs in workdirs.values():
+        for workdir in dirs:
+            metrics = workdir / layout.stage_prefix(run_name, 0, "eval") / "metrics.json"
+            if metrics.is_file():
+                counts: dict[str, int] = {}
+                for task in json.loads(metrics.read_text()).get("tasks", {}).values():
+                    counts[task["skill"]] = counts.get(task["skill"], 0) + int(task["n"])
+                return counts
+    return {}
+
+
 def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run the comparison and write table.json, table.md and the plot; return the rows."""
     from adaptinf.evaluation.plots import close
@@ -355,9 +370,9 @@ def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
     runs = [cfg.out / "runs" / s / f"seed-{seed}" for s in _ordered(cfg) for seed in cfg.seeds]
     resumed = sum(w.exists() for w in runs)
     summaries = run_all(cfg, progress=progress)
-    rows = report.build_table(summaries)
     run_name = next(iter(next(iter(summaries.values())).values()))["run"]
     workdirs = {s: [cfg.out / "runs" / s / f"seed-{seed}" for seed in cfg.seeds] for s in cfg.strategies}
+    rows = report.build_table(summaries, _eval_counts(workdirs, run_name))
     quality = skill_report.mean_quality(workdirs, run_name)
     mix = skill_report.selection_mix(workdirs, run_name)
     if not skill_report.has_skill_labels(mix):   # the user's records carry no `skill` label

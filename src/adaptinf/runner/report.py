@@ -23,10 +23,13 @@ from typing import Any
 
 from adaptinf.metrics import average_accuracy, best_per_skill, forgetting_rate, forgetting_rate_taught, relative_gain
 from adaptinf.runner import stats
+from adaptinf.runner.noise_floor import forgetting_noise_floor
 
 REFERENCE = "sequential"
 BASELINE = "random"      # the paired differences and their intervals are against this strategy
-FIGURES = ("relative_gain", "forgetting_rate", "forgetting_rate_taught", "avg_acc")
+# forgetting_floor: the forgetting rate eval sampling alone gives a run that forgets nothing
+# (noise_floor.py); None when the eval counts are unknown.
+FIGURES = ("relative_gain", "forgetting_rate", "forgetting_rate_taught", "forgetting_floor", "avg_acc")
 PAIRED = ("relative_gain", "forgetting_rate", "avg_acc")
 SELECTION_STAGES = ("extract", "cluster-select", "prune")
 
@@ -41,8 +44,10 @@ def curve(summary: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
     return [(s["step"], s["skills"]) for s in summary["steps"] if s.get("skills")]
 
 
-def run_figures(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    """One run's Table 2 figures against the sequential run of the same seed."""
+def run_figures(summary: dict[str, Any], reference: dict[str, Any],
+                eval_counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """One run's Table 2 figures against the sequential run of the same seed; `eval_counts`
+    (records per skill) gives the forgetting noise floor."""
     scores = history(summary)
     if not scores:
         raise ValueError(f"run {summary.get('run')!r} ({summary.get('strategy')}) has no evaluated step")
@@ -59,6 +64,7 @@ def run_figures(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str,
         "relative_gain": gain,
         "forgetting_rate": None if joint else forgetting_rate(scores),
         "forgetting_rate_taught": None if joint else forgetting_rate_taught(scores),
+        "forgetting_floor": None if joint or not eval_counts else forgetting_noise_floor(scores, eval_counts),
         "avg_acc": average_accuracy(scores[-1]),
         "final_skills": scores[-1],
         "trained_samples": sum(int(s.get("selected") or 0) for s in summary["steps"][1:]),
@@ -78,7 +84,8 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+def build_table(summaries: dict[str, dict[int, dict[str, Any]]],
+                eval_counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """`summaries[strategy][seed]` → one row per strategy (mean, _std, per-seed values).
 
     Every seed needs a sequential run: it is the reference of the relative gain.
@@ -91,7 +98,7 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]]) -> list[dict[st
         missing = sorted(set(by_seed) - set(refs))
         if missing:
             raise ValueError(f"no {REFERENCE!r} run for seed(s) {missing} of {strategy!r}")
-        per_seed = figures[strategy] = {seed: run_figures(s, refs[seed]) for seed, s in sorted(by_seed.items())}
+        per_seed = figures[strategy] = {seed: run_figures(s, refs[seed], eval_counts) for seed, s in sorted(by_seed.items())}
         row: dict[str, Any] = {"strategy": strategy, "seeds": sorted(per_seed)}
         for key in FIGURES:
             row[key], row[f"{key}_std"] = mean_std([f[key] for f in per_seed.values()])
@@ -223,18 +230,24 @@ def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str,
     """`table.md`: Table 2's columns, then cost, then — against the hidden skill labels — the
     clusters' quality and the skill mix of what was selected."""
     lines = [preamble.rstrip(), ""] if preamble else []
-    lines += ["| strategy | relative gain % | forgetting % (S×T) | forgetting % (taught pairs only) "
+    lines += ["| strategy | relative gain % | forgetting % (S×T) | forgetting noise floor % "
+              "| forgetting % (taught pairs only) "
               "| final avg acc % | samples trained (steps ≥ 1) | extract s | cluster-select s | prune s | train s "
               "| selection / train |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sec = r["seconds"]
         lines.append(f"| {r['strategy']} | {_pm(r['relative_gain'], r['relative_gain_std'])} "
                      f"| {_pm(r['forgetting_rate'], r['forgetting_rate_std'])} "
+                     f"| {_pm(r['forgetting_floor'], r['forgetting_floor_std'])} "
                      f"| {_pm(r['forgetting_rate_taught'], r['forgetting_rate_taught_std'])} "
                      f"| {_pm(r['avg_acc'], r['avg_acc_std'], scale=100)} | {r['trained_samples']:.0f} "
                      f"| {sec.get('extract', 0):.1f} | {sec.get('cluster-select', 0):.1f} | {sec.get('prune', 0):.1f} "
                      f"| {sec.get('train', 0):.1f} | {_ratio(r)} |")
+    if any(r["forgetting_floor"] is not None for r in rows):
+        lines += ["", "The forgetting noise floor is the forgetting rate that eval sampling alone gives a run "
+                  "that forgets nothing, at this run's scores and eval records per skill (noise_floor.py): "
+                  "a rate at or below it is no forgetting this eval can see."]
     lines += paired_markdown(rows)
     lines += variant_markdown(rows)
     skills = sorted({k for r in rows for k in r["final_skills"]})
