@@ -292,7 +292,10 @@ def run(text: str, cwd: Path, env: dict[str, str], timeout: float = 300,
 
 def user_env(**extra: str) -> dict[str, str]:
     """This process's environment as a user's shell would have it (the venv on PATH), one torch thread."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "MLFLOW_"))}
+    # MAKEFLAGS/MAKELEVEL: when the suite itself runs under make (`make test`), a nested make
+    # would print "Entering/Leaving directory" lines a user's shell never shows.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KUBECONFIG", "MLFLOW_")) and k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     env.update(ADAPTINF_THREADS="1", OMP_NUM_THREADS="1")
     env.update(extra)
     return env

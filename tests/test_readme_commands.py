@@ -68,8 +68,8 @@ def test_extraction_reads_blocks_and_commands_as_a_user_copies_them(tmp_path, mo
 # ---- make -------------------------------------------------------------------------------------
 
 def _recipe(target: str, *args: str) -> list[str]:
-    out = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), *args, target], capture_output=True,
-                         text=True, check=True, cwd=REPO).stdout
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-f", str(REPO / "Makefile"), *args, target],
+                         capture_output=True, text=True, check=True, cwd=REPO, env=user_env()).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
@@ -261,7 +261,7 @@ def test_demo_streams_of_the_comparison(tmp_path):
     assert (spec["trainBudget"], spec["poolBudget"]) == (int(said[3]), int(said[4]))
     assert all(len((out / t["path"]).read_text().splitlines()) == 200 for t in spec["eval"]["suite"])
 
-    text = scenario.take("docs/comparison.md", r"--stream skewed --modality text --size small")
+    text = scenario.take("docs/comparison.md", r"--stream skewed --modality text --size small .*--out skewed-text$")
     run(text.text, tmp_path, env)
     out = tmp_path / "skewed-text"
     spec = yaml.safe_load((out / "lifelongrun.yaml").read_text())["spec"]
@@ -279,4 +279,12 @@ def test_demo_streams_of_the_comparison(tmp_path):
             s["training"]["epochs"], float(s["training"]["learningRate"]), s["eval"]["maxNewTokens"]) == (
         stated[1], stated[2], int(stated[3]), int(stated[4]), int(stated[5]), float(stated[6]), int(stated[7]))
     assert [t["skill"] for t in s["eval"]["suite"]] == [t["skill"] for t in spec["eval"]["suite"]]
+
+    # The refresh-policy measurement's stream (tiny model): the compare line below it reads it.
+    small = scenario.take("docs/comparison.md", r"--stream skewed --modality text --size small --out skewed-text-small$")
+    run(small.text, tmp_path, env)
+    (block,) = [b for b in docs.blocks("docs/comparison.md") if small.text in b.text]
+    assert "adaptinf compare skewed-text-small/lifelongrun.yaml skewed-text-small/datasets" in block.text
+    assert (tmp_path / "skewed-text-small" / "lifelongrun.yaml").is_file()
+    assert len(list((tmp_path / "skewed-text-small" / "datasets").glob("*.jsonl"))) == 3
     scenario.assert_all_taken()
