@@ -334,32 +334,35 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
     return parent
 
 
+def _first_step0_file(workdirs: dict[str, list[Path]], key: str) -> Path | None:
+    """The first run's step-0 file at `key` (inside its workdir) that exists; every strategy and
+    seed shares step 0's spec and eval set, so any one will do."""
+    for dirs in workdirs.values():
+        for workdir in dirs:
+            if (workdir / key).is_file():
+                return workdir / key
+    return None
+
+
 def _eval_metrics(workdirs: dict[str, list[Path]], run_name: str) -> dict[str, str]:
     """Skill → metric, from the spec a finished run recorded (the stream's files may have moved
     since the runs began; the plot must not re-read them)."""
     from adaptinf import layout
-    for dirs in workdirs.values():
-        for workdir in dirs:
-            inputs = workdir / layout.inputs_key(run_name, 0)
-            if inputs.is_file():
-                suite = json.loads(inputs.read_text())["run_spec"].get("eval", {}).get("suite", [])
-                return {t["skill"]: t.get("metric", "exact_match") for t in suite}
-    return {}
+    inputs = _first_step0_file(workdirs, layout.inputs_key(run_name, 0))
+    if inputs is None:
+        return {}
+    suite = json.loads(inputs.read_text())["run_spec"].get("eval", {}).get("suite", [])
+    return {t["skill"]: t.get("metric", "exact_match") for t in suite}
 
 
 def _eval_counts(workdirs: dict[str, list[Path]], run_name: str) -> dict[str, int]:
-    """Eval records per skill, from step 0's eval (every strategy and seed is scored on the same
-    records); empty when no run has one."""
+    """Eval records per skill, from step 0's eval metrics; empty when no run has one."""
     from adaptinf import layout
-    for dirs in workdirs.values():
-        for workdir in dirs:
-            metrics = workdir / layout.stage_prefix(run_name, 0, "eval") / "metrics.json"
-            if metrics.is_file():
-                counts: dict[str, int] = {}
-                for task in json.loads(metrics.read_text()).get("tasks", {}).values():
-                    counts[task["skill"]] = counts.get(task["skill"], 0) + int(task["n"])
-                return counts
-    return {}
+    metrics = _first_step0_file(workdirs, f"{layout.stage_prefix(run_name, 0, 'eval')}/metrics.json")
+    counts: dict[str, int] = {}
+    for task in (json.loads(metrics.read_text()).get("tasks", {}).values() if metrics else ()):
+        counts[task["skill"]] = counts.get(task["skill"], 0) + int(task["n"])
+    return counts
 
 
 def compare(cfg: CompareConfig, progress: bool = True) -> list[dict[str, Any]]:
