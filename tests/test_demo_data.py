@@ -390,6 +390,39 @@ def test_skewed_text_stream_for_a_real_lm(tmp_path):
     assert (tmp_path / "eval" / "capital.jsonl").exists()
 
 
+def test_large_vocabulary_gives_distinct_eval_prompts_and_keeps_the_small_stream(tmp_path):
+    from adaptinf.data import text_vocabulary as tv
+    small = demo_skewed.write_skewed_stream(tmp_path / "s", size="small", modality="text", eval_samples=200)
+    large = demo_skewed.write_skewed_stream(tmp_path / "l", size="small", modality="text", eval_samples=200,
+                                            vocabulary="large")
+    # the training plan is the same size; only the subjects widen
+    assert [d["records"] for d in small["datasets"]] == [d["records"] for d in large["datasets"]]
+    for name, ev in large["eval"].items():
+        recs = [json.loads(line) for line in Path(ev["path"]).read_text().splitlines()]
+        prompts = [question(r) for r in recs]
+        assert len(set(prompts)) == len(prompts) == ev["samples"]          # no prompt twice
+        assert all(len(r["conversations"][1]["value"].split()) == 1 for r in recs)
+        small_prompts = {question(json.loads(line)) for line in Path(small["eval"][name]["path"]).read_text().splitlines()}
+        if name == "zorbian":   # a dictionary only training teaches: it stays on the 22 small words
+            assert ev["samples"] == 66 and small_prompts <= set(prompts)
+        else:                   # the small vocabulary has at most 36-66 distinct prompts a skill
+            assert ev["samples"] == 200 and len(small_prompts) <= 66
+    capitals = [json.loads(line)["conversations"][1]["value"]
+                for line in Path(large["eval"]["capital"]["path"]).read_text().splitlines()]
+    assert len(set(capitals)) > len(tv.SMALL_CAPITALS)
+    assert tv.LARGE.opposites["cold"] == "hot" and tv.LARGE.subjects("zorbian") == demo_skewed.TEXT_WORDS
+    assert "vocabulary `large`" in (tmp_path / "l" / "README.md").read_text()
+    with pytest.raises(ValueError, match="text modality only"):
+        demo_skewed.write_skewed_stream(tmp_path / "m", size="quick", vocabulary="large")
+
+
+def test_cli_refuses_a_large_vocabulary_outside_the_skewed_text_stream(tmp_path, capsys):
+    from adaptinf.cli import main
+    assert main(["demo-data", "--out", str(tmp_path), "--vocabulary", "large"]) == 2
+    assert "--vocabulary large exists for --stream skewed --modality text only" in capsys.readouterr().err
+    assert not (tmp_path / "datasets").exists()
+
+
 def test_cli_writes_the_skewed_stream_and_a_model(tmp_path):
     from adaptinf.cli import main
     assert main(["demo-data", "--out", str(tmp_path), "--size", "quick", "--modality", "text",

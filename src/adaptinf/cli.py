@@ -24,7 +24,12 @@ def _demo_data(args: argparse.Namespace) -> int:
     if args.family != "llava" and args.modality == "text":
         print(f"error: --family {args.family} is an image-text family: it needs --modality multimodal", file=sys.stderr)
         return 2
-    info = write(args.out, seed=args.seed, size=args.size, modality=args.modality, eval_samples=args.eval_samples)
+    if args.vocabulary != "small" and (args.stream != "skewed" or args.modality != "text"):
+        print("error: --vocabulary large exists for --stream skewed --modality text only", file=sys.stderr)
+        return 2
+    extra = {"vocabulary": args.vocabulary} if args.stream == "skewed" else {}
+    info = write(args.out, seed=args.seed, size=args.size, modality=args.modality, eval_samples=args.eval_samples,
+                 **extra)
     build_tiny_model(Path(args.out) / "model", multimodal=args.modality == "multimodal", seed=args.seed,
                      family=args.family)
     kind = f"tiny {args.family} model" if args.modality == "multimodal" else "tiny causal LM"
@@ -131,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=("multimodal", "text"), default="multimodal")
     p.add_argument("--stream", choices=("default", "skewed"), default="default",
                    help="skewed: paraphrased prompts, shared images/words, 10x size skew, a rare skill")
+    p.add_argument("--vocabulary", choices=("small", "large"), default="small",
+                   help="skewed text stream's subjects: small (22 words; eval sets repeat prompts) or large "
+                        "(hundreds of distinct prompts a skill, eval sets without repeats)")
     p.add_argument("--family", choices=TINY_FAMILIES, default="llava",
                    help="the tiny image-text model's architecture: llava (LLaVA-1.5, a fixed 16 tokens an image), "
                         "llava-next, qwen2-vl, qwen2.5-vl (the processor sets each image's token count)")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from adaptinf.data import shapes
+from adaptinf.data import shapes, text_vocabulary
 from adaptinf.data.demo import IMAGE_TOKEN, _clear_previous, _rng, _write_yaml, dataset_manifest
 from adaptinf.spec import FULL_API_VERSION
 
@@ -96,11 +96,9 @@ MULTIMODAL: dict[str, SkewedSkill] = {s.name: s for s in (
                         "Locate the first item as [x1, y1, x2, y2]."), lambda sc, cl: sc.box()),
 )}
 
-WORDS = {"hot": "cold", "big": "small", "fast": "slow", "up": "down", "day": "night", "wet": "dry",
-         "old": "young", "happy": "sad", "light": "dark", "early": "late", "open": "closed", "full": "empty"}
-CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
-            "Egypt": "Cairo", "Canada": "Ottawa", "Greece": "Athens", "Russia": "Moscow", "Kenya": "Nairobi"}
-TEXT_WORDS = tuple(WORDS) + tuple(CAPITALS)  # the shared subjects of every text skill
+WORDS, CAPITALS = text_vocabulary.SMALL_OPPOSITES, text_vocabulary.SMALL_CAPITALS
+TEXT_WORDS = text_vocabulary.SMALL.words  # the shared subjects of every text skill (small vocabulary)
+_ALL_OPPOSITES, _ALL_CAPITALS = text_vocabulary.LARGE.opposites, text_vocabulary.LARGE.capitals
 
 
 def _zorbian(word: str) -> str:
@@ -110,9 +108,9 @@ def _zorbian(word: str) -> str:
 
 TEXT: dict[str, SkewedSkill] = {s.name: s for s in (
     SkewedSkill("opposite", ("What is the opposite of {w}?", "Give the antonym of {w}.",
-                             "Name the word that means the opposite of {w}."), lambda w, _: WORDS[w]),
+                             "Name the word that means the opposite of {w}."), lambda w, _: _ALL_OPPOSITES[w]),
     SkewedSkill("capital", ("What is the capital of {w}?", "Name the capital city of {w}.",
-                            "Which city is the capital of {w}?"), lambda w, _: CAPITALS[w]),
+                            "Which city is the capital of {w}?"), lambda w, _: _ALL_CAPITALS[w]),
     SkewedSkill("tag", ("Write {w} as a tag.", "Turn {w} into a tag.", "Give the tag form of {w}."),
                 lambda w, _: f"[{w.upper()}]"),
     SkewedSkill("zorbian", ("What is {w} in Zorbian?", "Translate {w} into Zorbian.", "Say {w} in Zorbian."),
@@ -120,8 +118,6 @@ TEXT: dict[str, SkewedSkill] = {s.name: s for s in (
     SkewedSkill("dashed", ("Spell {w} backwards with dashes.", "Write {w} reversed, letters joined by dashes.",
                            "Give {w} backwards, dash between letters."), lambda w, _: "-".join(w[::-1].lower())),
 )}
-# Which subjects each text skill can ask about (the shared words, as far as the skill applies).
-TEXT_SUBJECTS = {"opposite": tuple(WORDS), "capital": tuple(CAPITALS)}
 
 
 @dataclass(frozen=True)
@@ -221,16 +217,25 @@ def _multimodal_items(counts: dict[str, int], rng: np.random.Generator, classes:
     return [items[int(i)] for i in rng.permutation(len(items))], scenes
 
 
-def _text_items(counts: dict[str, int], rng: np.random.Generator) -> list[Item]:
+def _text_items(counts: dict[str, int], rng: np.random.Generator, vocabulary: text_vocabulary.Vocabulary) -> list[Item]:
     items = []
     for name, n in counts.items():
         skill = TEXT[name]
-        subjects = TEXT_SUBJECTS.get(name, TEXT_WORDS)
+        subjects = vocabulary.subjects(name)
         for _ in range(n):
             w = subjects[int(rng.integers(len(subjects)))]
             q = skill.prompts[int(rng.integers(len(skill.prompts)))].format(w=w)
             items.append(Item(name, q, skill.answer(w, ())))
     return [items[int(i)] for i in rng.permutation(len(items))]
+
+
+def _distinct_text_items(name: str, n: int, rng: np.random.Generator,
+                         vocabulary: text_vocabulary.Vocabulary) -> list[Item]:
+    """Up to n eval items of one skill, no prompt twice (greedy decoding scores a repeat the same)."""
+    skill = TEXT[name]
+    space = [(w, p) for w in vocabulary.subjects(name) for p in skill.prompts]
+    picks = rng.permutation(len(space))[:n]
+    return [Item(name, space[i][1].format(w=space[i][0]), skill.answer(space[i][0], ())) for i in picks]
 
 
 def _write(jsonl: Path, items: list[Item], prefix: str, scene_files: list[str] | None) -> None:
@@ -281,13 +286,16 @@ def _manifest(run: str, sizes: list[int], suite: list[dict[str, str]], size: str
 
 
 def _readme(run: str, modality: str, real_images: bool | None, rows: list[dict[str, Any]],
-            skills: list[str], n_eval: int) -> str:
+            skills: list[str], eval_counts: dict[str, int], vocabulary: str) -> str:
     head = "| dataset | records | " + " | ".join(skills) + " |"
     rule = "|" + "---|" * (len(skills) + 2)
     body = [f"| {r['name']} | {r['records']} | " + " | ".join(str(r["skills"].get(s, "")) for s in skills) + " |"
             for r in rows]
     if real_images is None:
-        source = "Text only: one shared list of English words and countries is the subject of every skill."
+        v = text_vocabulary.VOCABULARIES[vocabulary]
+        source = (f"Text only: one shared list of English words and countries is the subject of every skill "
+                  f"(vocabulary `{vocabulary}`: {len(v.opposites)} antonyms, {len(v.capitals)} countries, "
+                  f"{len(v.dictionary_words)} Zorbian words).")
     elif real_images:
         source = (f"Images: real Fashion-MNIST test items ({FASHION_DIR}, Debian package "
                   "`dataset-fashion-mnist`), tinted and placed on a 2x2 grid.")
@@ -304,19 +312,30 @@ def _readme(run: str, modality: str, real_images: bool | None, rows: list[dict[s
         "shared pool of subjects across skills, so the surface does not name the skill; one easy skill "
         "~10x each other; a rare skill with its own answer format in the last dataset; skills that "
         "differ in what must be learned. `skill` is a hidden label for evaluation only.", "",
-        source, "", model, "", f"Eval: {n_eval} held-out samples per skill in `eval/`.", "",
+        source, "", model, "", "Eval records per skill in `eval/`: " + ", ".join(f"{k} {n}" for k, n in eval_counts.items())
+        + (" (no prompt twice)." if vocabulary != "small" else "."), "",
         head, rule, *body, "",
     ])
 
 
 def write_skewed_stream(out: Path | str, seed: int = 0, size: str = "default", modality: str = "multimodal",
-                        fashion_root: Path | None = FASHION_DIR, eval_samples: int | None = None) -> dict:
-    """Write the skewed stream; return a dict like `write_demo_stream`'s (plus `real_images`)."""
+                        fashion_root: Path | None = FASHION_DIR, eval_samples: int | None = None,
+                        vocabulary: str = "small") -> dict:
+    """Write the skewed stream; return a dict like `write_demo_stream`'s (plus `real_images`).
+
+    `vocabulary` (text only, `text_vocabulary.VOCABULARIES`): "large" gives each skill hundreds of
+    distinct prompts, and its eval sets then hold no prompt twice (at most the skill's distinct
+    prompts; the Zorbian dictionary has 66)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     if modality not in ("multimodal", "text"):
         raise ValueError(f"modality must be multimodal or text, got {modality!r}")
+    if vocabulary not in text_vocabulary.VOCABULARIES:
+        raise ValueError(f"vocabulary must be one of {tuple(text_vocabulary.VOCABULARIES)}, got {vocabulary!r}")
+    if vocabulary != "small" and modality != "text":
+        raise ValueError("a vocabulary other than 'small' exists for the text modality only")
     text = modality == "text"
+    words = text_vocabulary.VOCABULARIES[vocabulary]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
@@ -330,7 +349,7 @@ def write_skewed_stream(out: Path | str, seed: int = 0, size: str = "default", m
         counts = {k: _count(v, size) for k, v in p.counts.items()}
         stem = f"{step:02d}-{p.name}"
         if text:
-            items, files = _text_items(counts, rng), None
+            items, files = _text_items(counts, rng, words), None
         else:
             items, scenes = _multimodal_items(counts, rng, classes)
             files = _save_scenes(out, f"{step:02d}", scenes, painter, rng)
@@ -340,11 +359,13 @@ def write_skewed_stream(out: Path | str, seed: int = 0, size: str = "default", m
         rows.append({"name": stem, "path": str(jsonl), "records": len(items), "skills": counts})
 
     n_eval = eval_samples or EVAL_SAMPLES[size]
-    suite, evals = [], {}
+    suite, evals, eval_counts = [], {}, {}
     for name in skills:
         rng = _rng(seed, 11, zlib.crc32(name.encode()))
         if text:
-            items, files = _text_items({name: n_eval}, rng), None
+            items = (_text_items({name: n_eval}, rng, words) if vocabulary == "small"   # as committed runs had it
+                     else _distinct_text_items(name, n_eval, rng, words))
+            files = None
         else:
             items, scenes = _multimodal_items({name: n_eval}, rng, classes, share=1.0)
             files = _save_scenes(out, f"eval/{name}", scenes, painter, rng)
@@ -352,12 +373,14 @@ def write_skewed_stream(out: Path | str, seed: int = 0, size: str = "default", m
         _write(jsonl, items, f"eval-{name}-", files)
         metric = "iou" if name == "box" else "exact_match"
         suite.append({"skill": name, "path": f"eval/{name}.jsonl", "imageRoot": ".", "metric": metric})
-        evals[name] = {"path": str(jsonl), "samples": n_eval, "metric": metric}
+        evals[name] = {"path": str(jsonl), "samples": len(items), "metric": metric}
+        eval_counts[name] = len(items)
 
     manifest = _manifest(run, [r["records"] for r in rows], suite, size, text)
     _write_yaml(out / "lifelongrun.yaml", manifest)
     real = None if text else painter.fashion is not None
-    (out / "README.md").write_text(_readme(run, modality, real, rows, list(skills), n_eval), encoding="utf-8")
+    (out / "README.md").write_text(_readme(run, modality, real, rows, list(skills), eval_counts,
+                                                     vocabulary), encoding="utf-8")
     log.info("wrote skewed stream %r (%s, %s, real images: %s) to %s", run, modality, size, real, out)
     return {"run": run, "modality": modality, "size": size, "seed": seed, "root": str(out),
             "run_file": str(out / "lifelongrun.yaml"), "real_images": real,
