@@ -280,6 +280,14 @@ def test_demo_streams_of_the_comparison(tmp_path):
         stated[1], stated[2], int(stated[3]), int(stated[4]), int(stated[5]), float(stated[6]), int(stated[7]))
     assert [t["skill"] for t in s["eval"]["suite"]] == [t["skill"] for t in spec["eval"]["suite"]]
 
+    # The large-vocabulary measurement's stream: 200 eval records a skill, no prompt twice (Zorbian: its 66).
+    large = scenario.take("docs/comparison.md", r"--vocabulary large .*--out skewed-text-large$")
+    run(large.text, tmp_path, env)
+    for t in yaml.safe_load((tmp_path / "skewed-text-large" / "lifelongrun.yaml").read_text())["spec"]["eval"]["suite"]:
+        prompts = [json.loads(line)["conversations"][0]["value"]
+                   for line in (tmp_path / "skewed-text-large" / t["path"]).read_text().splitlines()]
+        assert len(set(prompts)) == len(prompts) == (66 if t["skill"] == "zorbian" else 200)
+
     # The refresh-policy measurement's stream (tiny model): the compare line below it reads it.
     small = scenario.take("docs/comparison.md", r"--stream skewed --modality text --size small --out skewed-text-small$")
     run(small.text, tmp_path, env)
