@@ -96,7 +96,6 @@ MULTIMODAL: dict[str, SkewedSkill] = {s.name: s for s in (
                         "Locate the first item as [x1, y1, x2, y2]."), lambda sc, cl: sc.box()),
 )}
 
-WORDS, CAPITALS = text_vocabulary.SMALL_OPPOSITES, text_vocabulary.SMALL_CAPITALS
 TEXT_WORDS = text_vocabulary.SMALL.words  # the shared subjects of every text skill (small vocabulary)
 _ALL_OPPOSITES, _ALL_CAPITALS = text_vocabulary.LARGE.opposites, text_vocabulary.LARGE.capitals
 
