@@ -2,7 +2,8 @@
 
 At step 0 of a run whose base is instruction-tuned first (`model.initialTuning`), the whole
 first dataset is the training set (it plays LLaVA-665K's role in the paper); the strategy
-still runs for its clusters and report. Otherwise the strategy picks at most T samples.
+still runs for its clusters and report. Otherwise the strategy picks at most T samples (T − R
+with the repair pass on: `training.repair`, adaptinf.training.repair).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from adaptinf.selection import SelectionContext, get_strategy
+from adaptinf.spec import selection_budget
 
 from .context import StageContext
 from .features_io import feature_provenance, load_features, skipped_scorers
@@ -30,7 +32,7 @@ def selection_context(ctx: StageContext, scorers: tuple[str, ...]) -> SelectionC
     """The SelectionContext of this step from the spec's clustering and selection sections."""
     c, sel = ctx.spec.clustering, ctx.spec.selection
     return SelectionContext(
-        budget=ctx.spec.train_budget, seed=ctx.spec.seed + c.seed + ctx.step, k_min=c.k_min, k_max=c.k_max,
+        budget=selection_budget(ctx.spec), seed=ctx.spec.seed + c.seed + ctx.step, k_min=c.k_min, k_max=c.k_max,
         niter=c.niter, scorers=scorers, nredo=c.nredo, k_rule=c.k_rule, min_gain=c.min_gain, k_sweep=c.sweep,
         stability_seeds=c.stability_seeds, cluster_features=c.features, ccs_bin_rule=sel.ccs_bin_rule,
         ccs_bins=sel.ccs_bins, budget_split=sel.budget_split, diffuse=sel.diffuse,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from adaptinf.data.pool import load_records
 from adaptinf.model.checkpoints import base_identity, record_base, write_folder
 from adaptinf.model.encoding import Encoder
 from adaptinf.tracking.model_registry import log_adapter_model, register_step_model, version_tags
-from adaptinf.training import TrainResult, distributed, train_model
+from adaptinf.spec import repair_slots
+from adaptinf.training import TrainResult, distributed, repair, train_model
 from adaptinf.training.initial import step_config, tune_base
 from adaptinf.training.regimes import regime_for
 
@@ -41,9 +44,13 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     bundle = regime.training_model(ctx)
     summary.update(regime.before_train(ctx, bundle))
     config = step_config(ctx, ctx.spec.model.initial_epochs if first and initial == "lora" else None)
-    result = train_model(bundle, Encoder(bundle, ctx.spec.training.max_length), records, config,
-                         progress=ctx.progress, penalty=regime.loss_penalty())
+    encoder = Encoder(bundle, ctx.spec.training.max_length)
+    slots = 0 if first else repair_slots(ctx.spec)
+    check = _plan_repair(ctx, bundle, encoder, pool, set(selected)) if slots else None
+    result = train_model(bundle, encoder, records, config, progress=ctx.progress, penalty=regime.loss_penalty())
     summary.update(loss=result.losses, seconds=result.seconds)
+    if check is not None:
+        summary["repair"] = _repair(ctx, bundle, encoder, check, records, config, slots, regime)
     if not distributed.is_main():
         return summary
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,6 +64,27 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
         _log_model(ctx, child, Path(tmp), base, revision)
     _log_losses(ctx, child, result, summary)
     return summary
+
+
+def _plan_repair(ctx: StageContext, bundle, encoder: Encoder, pool, selected: set[str]) -> repair.RepairPlan:
+    uids = repair.checked_uids(pool.members, selected, ctx.spec.training.repair.max_checked, ctx.spec.seed + ctx.step)
+    return repair.plan(bundle, encoder, load_records(ctx.store, pool, uids), ctx.spec.extract.batch_size)
+
+
+def _repair(ctx: StageContext, bundle, encoder: Encoder, check: repair.RepairPlan, trained: list,
+            config, slots: int, regime) -> dict[str, Any]:
+    """The interference repair pass (adaptinf.training.repair): one epoch over the samples whose
+    loss the training raised, filled with the step's own selection."""
+    start = time.perf_counter()
+    after = repair.answer_nll(bundle, encoder, check.checked, ctx.spec.extract.batch_size)
+    r = ctx.spec.training.repair
+    batch, report = repair.repair_records(check, after, trained, slots, r.min_rise, ctx.spec.seed + ctx.step)
+    check_seconds = check.seconds + time.perf_counter() - start
+    result = train_model(bundle, encoder, batch, replace(config, epochs=1), progress=ctx.progress,
+                         penalty=regime.loss_penalty())
+    log.info("repair pass: %d of %d checked samples rose by > %.2f nats; trained on %d repaired + %d replayed",
+             report["rose"], report["checked"], r.min_rise, report["repaired"], report["replayed"])
+    return {**report, "loss": result.losses, "check_seconds": check_seconds, "seconds": result.seconds}
 
 
 def _log_losses(ctx: StageContext, child: str | None, result: TrainResult, summary: dict[str, Any]) -> None:

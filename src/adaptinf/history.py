@@ -38,7 +38,8 @@ def skill_history(store: Store, run: str, upto: int) -> list[tuple[int, dict[str
 
 
 def stage_seconds(store: Store, run: str, step: int) -> dict[str, float]:
-    """Seconds per stage of a step, from the markers (extract: the slowest shard)."""
+    """Seconds per stage of a step, from the markers (extract: the slowest shard; `repair-check`,
+    the repair pass's loss checks, taken out of train's)."""
     out: dict[str, float] = {}
     for stage in layout.STAGES:
         prefix = layout.stage_prefix(run, step, stage)
@@ -47,7 +48,13 @@ def stage_seconds(store: Store, run: str, step: int) -> dict[str, float]:
             if shards:
                 out[stage] = round(max(store.read_json(k).get("seconds", 0.0) for k in shards), 3)
         elif store.is_committed(prefix):
-            out[stage] = round(store.read_marker(prefix).get("seconds", 0.0), 3)
+            marker = store.read_marker(prefix)
+            out[stage] = round(marker.get("seconds", 0.0), 3)
+            # The repair pass's two loss checks are selection work done inside the train stage.
+            check = ((marker.get("summary") or {}).get("repair") or {}).get("check_seconds")
+            if stage == "train" and check:
+                out["repair-check"] = round(check, 3)
+                out[stage] = round(out[stage] - check, 3)
     return out
 
 

@@ -202,6 +202,17 @@ class PruneSpec(SpecModel):
     hidden_states: Literal["after-train", "extract"] = "after-train"
 
 
+class RepairSpec(SpecModel):
+    """The interference repair pass (docs/method.md, "Interference repair"): after the step's
+    training, the pool samples whose answer loss rose most get a short second pass."""
+    # Share of T held back from selection for the pass; 0 (the paper) turns it off.
+    fraction: float = Field(0.0, ge=0, le=0.5)
+    # A sample counts as interfered with when its mean answer NLL rose by more than this (nats).
+    min_rise: float = Field(0.1, gt=0)
+    # The pool samples checked (a seeded sample of those not selected): bounds the two forwards.
+    max_checked: int = Field(2000, ge=1)
+
+
 class TrainingSpec(SpecModel):
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(16, ge=1, le=4096)
@@ -212,6 +223,7 @@ class TrainingSpec(SpecModel):
     max_length: int = Field(512, ge=16)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
+    repair: RepairSpec = Field(default_factory=RepairSpec)
 
 
 class EvalTask(SpecModel):
@@ -465,6 +477,20 @@ class LifelongRunSpec(SpecModel):
                                  f"({self.model.token_secret}); set one of the two")
         return self
 
+    @model_validator(mode="after")
+    def _repair_budget(self) -> LifelongRunSpec:
+        """The repair pass trains the same model the step trained: expansion trains a new one each
+        step, so old samples' losses there say nothing; and selection keeps at least one sample."""
+        if self.training.repair.fraction == 0:
+            return self
+        if self.strategy == "expansion":
+            raise ValueError("training.repair.fraction: the expansion strategy trains a new adapter per step, "
+                             "which the repair pass cannot check old samples against; set it to 0")
+        if repair_slots(self) >= self.train_budget:
+            raise ValueError(f"training.repair.fraction {self.training.repair.fraction} leaves no sample of "
+                             f"trainBudget (T={self.train_budget}) to select")
+        return self
+
     def effective_strategy_options(self) -> dict[str, Any]:
         """The strategy's options in effect: its defaults updated with strategyOptions."""
         return strategy_options.resolve(self.strategy, self.strategy_options)
@@ -587,3 +613,13 @@ def to_manifest(res: Resource) -> dict[str, Any]:
     """The Kubernetes object for a resource (what `kubectl apply` would send)."""
     return {"apiVersion": FULL_API_VERSION, "kind": res.kind,
             "metadata": {"name": res.name, "namespace": res.namespace}, "spec": res.spec.to_dict()}
+
+
+def repair_slots(spec: LifelongRunSpec) -> int:
+    """R: the samples of T held back from selection for the repair pass (0 when it is off)."""
+    return round(spec.training.repair.fraction * spec.train_budget)
+
+
+def selection_budget(spec: LifelongRunSpec) -> int:
+    """The samples the strategy selects: T less the repair pass's share."""
+    return spec.train_budget - repair_slots(spec)

@@ -13,8 +13,9 @@ definitions in `adaptinf.metrics` (docs/method.md §11) without running anything
 - the paired difference of each figure to `BASELINE` (random) over seeds, with a bootstrap
   interval (`stats.py`), and the same for each `STRATEGY@VARIANT` to its plain `STRATEGY`
   (`vs_plain`) when both ran;
-- selection / train: (extract + cluster-select + prune seconds) / train seconds of the mean
-  stage times over seeds, steps ≥ 1 (what issue 17 calls the cost of selection).
+- selection / train: (extract + cluster-select + prune seconds, and the repair pass's loss
+  checks) / train seconds of the mean stage times over seeds, steps ≥ 1 (what issue 17 calls
+  the cost of selection).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ BASELINE = "random"      # the paired differences and their intervals are agains
 # (noise_floor.py); None when the eval counts are unknown.
 FIGURES = ("relative_gain", "forgetting_rate", "forgetting_rate_taught", "forgetting_floor", "avg_acc")
 PAIRED = ("relative_gain", "forgetting_rate", "avg_acc")
-SELECTION_STAGES = ("extract", "cluster-select", "prune")
+SELECTION_STAGES = ("extract", "cluster-select", "prune", "repair-check")
 
 
 def history(summary: dict[str, Any]) -> list[dict[str, float]]:

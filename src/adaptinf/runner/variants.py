@@ -10,6 +10,7 @@ fields overridden, so that options of the extract stage can sit in the same tabl
 - `@stratified-rehearsal`: `selection.masteredRehearsal: stratified` (the mastered group's
   quota spread over its hidden-state clusters).
 - `@paper`: every rule of docs/options.md §7 set back to the paper's behaviour.
+- `@repair`: `training.repair.fraction: 0.1` (the interference repair pass on 10% of T).
 - `@refresh-every-N` (N ≥ 2): `extract.refresh: every-n-steps`, `refreshEvery: N`; the trained
   model's features of an old sample are recomputed once they are N steps old.
 - `@refresh-fraction-P` (P in 1..99): `extract.refresh: fraction`, `refreshFraction: P/100`;
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 SEPARATOR = "@"
-VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "stratified-rehearsal", "paper")
+VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "stratified-rehearsal", "paper",
+            "repair")
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
+REPAIR_FRACTION = 0.1       # `@repair`: the share of T the repair pass gets
 
 
 # Variants with a number in their name: the refresh policies of extract (docs/options.md §3).
@@ -81,6 +84,11 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         run.spec.selection.mastered_rehearsal = "stratified"
     elif variant == "paper":
         paper_behaviour(run.spec)
+    elif variant == "repair":
+        if strategy == "expansion":
+            raise ValueError("variant 'repair': expansion trains a new adapter per step; the repair pass "
+                             "has no model to check old samples against")
+        run.spec.training.repair.fraction = REPAIR_FRACTION
     elif (refresh := refresh_policy(variant)) is not None:
         extract.refresh = refresh[0]
         if refresh[0] == "every-n-steps":
