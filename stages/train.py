@@ -20,6 +20,7 @@ from adaptinf.model.checkpoints import base_identity, record_base, write_folder
 from adaptinf.model.encoding import Encoder
 from adaptinf.tracking.model_registry import log_adapter_model, register_step_model, version_tags
 from adaptinf.spec import repair_slots
+from adaptinf.spec_base import SpecError
 from adaptinf.training import TrainResult, distributed, repair, train_model
 from adaptinf.training.initial import step_config, tune_base
 from adaptinf.training.regimes import regime_for
@@ -46,6 +47,9 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     config = step_config(ctx, ctx.spec.model.initial_epochs if first and initial == "lora" else None)
     encoder = Encoder(bundle, ctx.spec.training.max_length)
     slots = 0 if first else repair_slots(ctx.spec)
+    if slots and regime.name == "expansion":   # the spec refuses it; a strategy override must too
+        raise SpecError("training.repair.fraction: the expansion strategy trains a new adapter per step; "
+                        "set it to 0 for this run")
     check = _plan_repair(ctx, bundle, encoder, pool, set(selected)) if slots else None
     result = train_model(bundle, encoder, records, config, progress=ctx.progress, penalty=regime.loss_penalty())
     summary.update(loss=result.losses, seconds=result.seconds)

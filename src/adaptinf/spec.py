@@ -203,7 +203,7 @@ class PruneSpec(SpecModel):
 
 
 class RepairSpec(SpecModel):
-    """The interference repair pass (docs/method.md, "Interference repair"): after the step's
+    """The interference repair pass (docs/options.md §12): after the step's
     training, the pool samples whose answer loss rose most get a short second pass."""
     # Share of T held back from selection for the pass; 0 (the paper) turns it off.
     fraction: float = Field(0.0, ge=0, le=0.5)
@@ -480,16 +480,13 @@ class LifelongRunSpec(SpecModel):
     @model_validator(mode="after")
     def _repair_budget(self) -> LifelongRunSpec:
         """The repair pass trains the same model the step trained: expansion trains a new one each
-        step, so old samples' losses there say nothing; and selection keeps at least one sample."""
+        step, so old samples' losses there say nothing."""
         if self.training.repair.fraction == 0:
             return self
         if self.strategy == "expansion":
             raise ValueError("training.repair.fraction: the expansion strategy trains a new adapter per step, "
                              "which the repair pass cannot check old samples against; set it to 0")
-        if repair_slots(self) >= self.train_budget:
-            raise ValueError(f"training.repair.fraction {self.training.repair.fraction} leaves no sample of "
-                             f"trainBudget (T={self.train_budget}) to select")
-        return self
+        return self   # fraction ≤ 0.5 always leaves selection at least half of T
 
     def effective_strategy_options(self) -> dict[str, Any]:
         """The strategy's options in effect: its defaults updated with strategyOptions."""

@@ -1,11 +1,10 @@
 """The interference repair pass: after a step's training, find the pool samples whose answer loss
-rose most and train once more on them, inside the step's budget (docs/method.md, "Interference
-repair").
+rose most and train once more on them, inside the step's budget (docs/options.md §12, with what it measured).
 
-Why: on the SmolLM2 stream the forgetting that selection leaves is interference — learning the
-new skill raises the loss of an old skill's samples that were not selected (their answers pick
-up the new skill's tokens), and the loss rise measured on the pool tracks the eval drop seed by
-seed. Selection cannot see it coming (a gradient-cosine predictor did not separate the skill);
+Not the paper's method; off by default. Why: on the SmolLM2 stream the forgetting that selection
+leaves is interference — learning the new skill raises the loss of an old skill's samples that
+were not selected (their answers pick up the new skill's tokens), and the loss rise measured on
+the pool tracked the eval drop seed by seed. Selection cannot see it coming (a gradient-cosine predictor did not separate the skill);
 after training it is a forward pass away.
 
 The pass, with R = the step's repair slots (`spec.repair_slots`): selection picks T − R; after
