@@ -4,7 +4,9 @@ The regime (`adaptinf.training.regimes`) picks the model — by default the prev
 adapter, continued — and may add a loss penalty (ewc) and files beside the new adapter (ewc's
 Fisher, expansion's routing keys). Step 0 with `model.initialTuning: full` first trains every
 weight of the base on the first dataset and stores it as the run's base
-(`adaptinf.training.initial`); `lora` trains the first adapter for `model.initialEpochs`.
+(`adaptinf.training.initial`); `lora` trains the first adapter for `model.initialEpochs`. With
+`training.repair` on (off by default), the rows a step's training raised the loss of most get a
+one-epoch repair pass after it (`adaptinf.training.repair`).
 """
 from __future__ import annotations
 
@@ -15,15 +17,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from adaptinf.data.pool import load_records
+from adaptinf.data.pool import PoolManifest, load_records
+from adaptinf.data.records import Record
 from adaptinf.model.checkpoints import base_identity, record_base, write_folder
 from adaptinf.model.encoding import Encoder
+from adaptinf.model.loading import ModelBundle
 from adaptinf.tracking.model_registry import log_adapter_model, register_step_model, version_tags
 from adaptinf.spec import repair_slots
 from adaptinf.spec_base import SpecError
 from adaptinf.training import TrainResult, distributed, repair, train_model
 from adaptinf.training.initial import step_config, tune_base
-from adaptinf.training.regimes import regime_for
+from adaptinf.training.loop import TrainConfig
+from adaptinf.training.regimes import Regime, regime_for
 
 from .cluster_select import initial_tuning_step
 from .context import StageContext
@@ -70,13 +75,15 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     return summary
 
 
-def _plan_repair(ctx: StageContext, bundle, encoder: Encoder, pool, selected: set[str]) -> repair.RepairPlan:
+def _plan_repair(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, pool: PoolManifest,
+                 selected: set[str]) -> repair.RepairPlan:
+    """Before training: a seeded sample of the rows not selected, and their loss now."""
     uids = repair.checked_uids(pool.members, selected, ctx.spec.training.repair.max_checked, ctx.spec.seed + ctx.step)
     return repair.plan(bundle, encoder, load_records(ctx.store, pool, uids), ctx.spec.extract.batch_size)
 
 
-def _repair(ctx: StageContext, bundle, encoder: Encoder, check: repair.RepairPlan, trained: list,
-            config, slots: int, regime) -> dict[str, Any]:
+def _repair(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, check: repair.RepairPlan,
+            trained: list[Record], config: TrainConfig, slots: int, regime: Regime) -> dict[str, Any]:
     """The interference repair pass (adaptinf.training.repair): one epoch over the samples whose
     loss the training raised, filled with the step's own selection."""
     start = time.perf_counter()

@@ -1,11 +1,12 @@
 """The interference repair pass: after a step's training, find the pool samples whose answer loss
-rose most and train once more on them, inside the step's budget (docs/options.md §12, with what it measured).
+rose most and train once more on them, inside the step's budget (docs/options.md §12, with what
+it measured: on SmolLM2 it did not reduce forgetting and cost learning, so it is off by default).
 
-Not the paper's method; off by default. Why: on the SmolLM2 stream the forgetting that selection
-leaves is interference — learning the new skill raises the loss of an old skill's samples that
-were not selected (their answers pick up the new skill's tokens), and the loss rise measured on
-the pool tracked the eval drop seed by seed. Selection cannot see it coming (a gradient-cosine predictor did not separate the skill);
-after training it is a forward pass away.
+Not the paper's method. Why it exists: on the SmolLM2 stream the forgetting that selection leaves
+is interference — learning the new skill raises the loss of an old skill's samples that were not
+selected (their answers pick up the new skill's tokens), and the loss rise measured on the pool
+tracked the eval drop seed by seed (`tools/loss-rise.py`). Selection cannot see it coming (a
+gradient-cosine predictor did not separate the skill); after training it is a forward pass away.
 
 The pass, with R = the step's repair slots (`spec.repair_slots`): selection picks T − R; after
 training on them, the answer NLL of (a seeded sample of) the other pool samples is compared
@@ -27,6 +28,7 @@ import torch
 from ..data.records import Record
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle
+from ..scorers import token_stats
 
 
 @dataclass
@@ -64,11 +66,8 @@ def answer_nll(bundle: ModelBundle, encoder: Encoder, records: list[Record], bat
         inputs = {k: v.to(bundle.device) for k, v in batch.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-        logits = model(**inputs).logits[:, :-1].float()
-        target = labels[:, 1:]
-        tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
-        mask = (target != -100).float()
-        out[idx] = ((tok * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu().numpy()
+        stats = token_stats(model(**inputs).logits, labels)   # answer tokens only, in fp32
+        out[idx] = stats.per_sample_mean(stats.nll).cpu().numpy()
     model.train(was_training)
     return out
 
