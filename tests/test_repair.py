@@ -18,7 +18,7 @@ from adaptinf.features.extract import ExtractConfig, extract_features
 from adaptinf.history import stage_seconds
 from adaptinf.model.encoding import Encoder
 from adaptinf.model.loading import load_base
-from adaptinf.runner import collect, run_local, variants
+from adaptinf.runner import collect, report, run_local, variants
 from adaptinf.spec import SpecError, parse_resource, repair_slots, selection_budget
 from adaptinf.store import LocalStore
 from adaptinf.training import repair
@@ -169,3 +169,18 @@ def test_loss_rise_tool_reports_each_skill_of_a_stored_step(repaired_run):
     assert (after - before)[chosen].mean() < 0
     lines = done.stdout.splitlines()
     assert lines[0].startswith("skill") and any(" True " in line for line in lines[1:])
+
+
+def test_the_table_counts_the_repair_checks_as_selection_and_says_so():
+    def summary(strategy: str, seconds: dict[str, float]) -> dict:
+        scores = [{"a": 0.5}, {"a": 0.6}]
+        return {"run": "demo", "strategy": strategy,
+                "steps": [{"step": t, "skills": s, "selected": 10, "seconds": seconds} for t, s in enumerate(scores)]}
+    runs = {"sequential": {0: summary("sequential", {"train": 2.0})},
+            "x": {0: summary("x", {"extract": 1.0, "prune": 1.0, "train": 4.0})},
+            "x@repair": {0: summary("x@repair", {"extract": 1.0, "prune": 1.0, "repair-check": 2.0, "train": 4.0})}}
+    rows = {r["strategy"]: r for r in report.build_table(runs)}
+    assert rows["x"]["selection_train_ratio"] == pytest.approx(0.5)
+    assert rows["x@repair"]["selection_train_ratio"] == pytest.approx(1.0)
+    md = report.table_markdown(list(rows.values()))
+    assert "counts the repair pass's loss checks" in md and "x@repair 2.0 s" in md and "x 0.0" not in md

@@ -245,6 +245,10 @@ def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str,
                      f"| {_pm(r['avg_acc'], r['avg_acc_std'], scale=100)} | {r['trained_samples']:.0f} "
                      f"| {sec.get('extract', 0):.1f} | {sec.get('cluster-select', 0):.1f} | {sec.get('prune', 0):.1f} "
                      f"| {sec.get('train', 0):.1f} | {_ratio(r)} |")
+    checks = [f"{r['strategy']} {r['seconds']['repair-check']:.1f} s" for r in rows if r["seconds"].get("repair-check")]
+    if checks:   # not a column of its own: only runs with training.repair have it
+        lines += ["", "Selection / train also counts the repair pass's loss checks (training.repair), done "
+                  "inside the train stage and left out of its seconds: " + ", ".join(checks) + "."]
     if any(r["forgetting_floor"] is not None for r in rows):
         lines += ["", "The forgetting noise floor is the forgetting rate that eval sampling alone gives a run "
                   "that forgets nothing, at this run's scores and eval records per skill (noise_floor.py): "
