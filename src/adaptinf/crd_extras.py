@@ -191,7 +191,12 @@ CRDS: dict[str, CrdInfo] = {
 MODEL_EXTRAS: dict[type[BaseModel], Node] = {
     LifelongRunSpec: {"x-kubernetes-validations": [
         {"rule": "!has(self.poolBudget) || self.trainBudget <= self.poolBudget",
-         "message": "trainBudget (T) must not exceed poolBudget (D)"}]},
+         "message": "trainBudget (T) must not exceed poolBudget (D)"},
+        # LifelongRunSpec._repair_budget.
+        {"rule": "!has(self.strategy) || self.strategy != 'expansion' || !has(self.training) "
+                 "|| !has(self.training.repair) || !has(self.training.repair.fraction) "
+                 "|| self.training.repair.fraction == 0.0",
+         "message": "training.repair.fraction: the expansion strategy trains a new adapter per step; set it to 0"}]},
     ClusteringSpec: {"x-kubernetes-validations": [
         {"rule": "self.kMax >= self.kMin", "message": "clustering.kMax must be >= clustering.kMin"}]},
     # ExtractSpec._refresh_parameters (the API server fills in the defaults before these run).

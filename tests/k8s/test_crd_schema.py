@@ -277,6 +277,9 @@ def test_cel_rules_mirror_model_validators() -> None:
     assert "kMax >= self.kMin" in rules["properties"]["clustering"]["x-kubernetes-validations"][0]["rule"]
     assert pydantic_errors("LifelongRun", {**MIN_RUN, "trainBudget": 9, "poolBudget": 8})
     assert pydantic_errors("LifelongRun", {**MIN_RUN, "clustering": {"kMin": 9, "kMax": 8}})
+    assert "self.strategy != 'expansion'" in rules["x-kubernetes-validations"][1]["rule"]
+    assert pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "expansion", "training": {"repair": {"fraction": 0.1}}})
+    assert not pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "expansion", "training": {"repair": {"fraction": 0}}})
 
 
 @pytest.mark.parametrize(("kind", "spec"), [("LifelongRun", MIN_RUN), ("InstructionDataset", MIN_DS)])
@@ -481,6 +484,9 @@ def _fix_cross_field(kind: str, spec: dict) -> dict:
                     x.setdefault(field, value)
                 else:
                     x.pop(field, None)
+        repair = (spec.get("training") or {}).get("repair")
+        if repair and spec.get("strategy") == "expansion":   # expansion has no repair pass
+            repair["fraction"] = 0
         for res in (spec.get("resources") or {}).values():
             _fix_pod_template(res)
     return spec
