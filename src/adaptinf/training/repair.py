@@ -91,10 +91,9 @@ def repair_records(plan_: RepairPlan, after: np.ndarray, trained: list[Record], 
                    seed: int) -> tuple[list[Record], dict[str, Any]]:
     """The pass's 2R records (the interfered samples, then the step's own selection to fill) and
     the report: what was checked, what rose, what was repaired by skill."""
-    chosen = repair_set(plan_, after, slots, min_rise)
-    repaired = [plan_.checked[i] for i in chosen]
-    fill = random.Random(seed).sample(trained, min(len(trained), 2 * slots - len(repaired)))
     rise = after - plan_.before
+    repaired = [plan_.checked[i] for i in repair_set(plan_, after, slots, min_rise)]
+    fill = random.Random(seed).sample(trained, min(len(trained), 2 * slots - len(repaired)))
     report = {
         "slots": slots, "checked": len(plan_.checked), "rose": int((rise > min_rise).sum()),
         "repaired": len(repaired), "replayed": len(fill),
