@@ -6,7 +6,7 @@ Fisher, expansion's routing keys). Step 0 with `model.initialTuning: full` first
 weight of the base on the first dataset and stores it as the run's base
 (`adaptinf.training.initial`); `lora` trains the first adapter for `model.initialEpochs`. With
 `training.repair` on (off by default), the rows a step's training raised the loss of most get a
-one-epoch repair pass after it (`adaptinf.training.repair`).
+one-epoch repair pass after it, or join its remaining epochs (`adaptinf.training.repair`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from adaptinf.model.loading import ModelBundle
 from adaptinf.tracking.model_registry import log_adapter_model, register_step_model, version_tags
 from adaptinf.spec import repair_slots
 from adaptinf.spec_base import SpecError
-from adaptinf.training import TrainResult, distributed, repair, train_model
+from adaptinf.training import LaterRows, TrainResult, distributed, repair, train_model
 from adaptinf.training.initial import step_config, tune_base
 from adaptinf.training.loop import TrainConfig
 from adaptinf.training.regimes import Regime, regime_for
@@ -56,9 +56,15 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
         raise SpecError("training.repair.fraction: the expansion strategy trains a new adapter per step; "
                         "set it to 0 for this run")
     check = _plan_repair(ctx, bundle, encoder, pool, set(selected)) if slots else None
-    result = train_model(bundle, encoder, records, config, progress=ctx.progress, penalty=regime.loss_penalty())
+    interleaved: dict[str, Any] = {}   # the interleaved placement's report, filled after epoch 1
+    later = LaterRows(slots, lambda: _risen(ctx, bundle, encoder, check, slots, interleaved)) \
+        if check is not None and ctx.spec.training.repair.placement == "interleaved" else None
+    result = train_model(bundle, encoder, records, config, progress=ctx.progress, penalty=regime.loss_penalty(),
+                         later=later)
     summary.update(loss=result.losses, seconds=result.seconds)
-    if check is not None:
+    if later is not None:
+        summary["repair"] = interleaved
+    elif check is not None:
         summary["repair"] = _repair(ctx, bundle, encoder, check, records, config, slots, regime)
     if not distributed.is_main():
         return summary
@@ -80,6 +86,20 @@ def _plan_repair(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, pool:
     """Before training: a seeded sample of the rows not selected, and their loss now."""
     uids = repair.checked_uids(pool.members, selected, ctx.spec.training.repair.max_checked, ctx.spec.seed + ctx.step)
     return repair.plan(bundle, encoder, load_records(ctx.store, pool, uids), ctx.spec.extract.batch_size)
+
+
+def _risen(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, check: repair.RepairPlan, slots: int,
+           report: dict[str, Any]) -> list[Record]:
+    """After the first epoch (the interleaved placement): the samples whose loss it raised, which
+    join the remaining epochs; `report` gets what was found and the check's seconds."""
+    start = time.perf_counter()
+    after = repair.answer_nll(bundle, encoder, check.checked, ctx.spec.extract.batch_size)
+    r = ctx.spec.training.repair
+    rows, found = repair.risen_records(check, after, slots, r.min_rise)
+    report.update(found, placement="interleaved", check_seconds=check.seconds + time.perf_counter() - start)
+    log.info("repair (interleaved): %d of %d checked samples rose by > %.2f nats after epoch 1; %d join the "
+             "remaining epochs", found["rose"], found["checked"], r.min_rise, found["repaired"])
+    return rows
 
 
 def _repair(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, check: repair.RepairPlan,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from adaptinf import layout
 from adaptinf.data.records import Record
@@ -21,7 +22,7 @@ from adaptinf.model.loading import load_base
 from adaptinf.runner import collect, report, run_local, variants
 from adaptinf.spec import SpecError, parse_resource, repair_slots, selection_budget
 from adaptinf.store import LocalStore
-from adaptinf.training import repair
+from adaptinf.training import LaterRows, TrainConfig, repair, train_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parent.parent
@@ -85,13 +86,15 @@ def test_repair_is_off_by_default_and_takes_its_share_of_t():
     assert repair_slots(off) == 0 and selection_budget(off) == 80
     on = parse_resource(_run(fraction=0.1)).spec
     assert repair_slots(on) == 8 and selection_budget(on) == 72
-    assert on.to_dict()["training"]["repair"] == {"fraction": 0.1, "minRise": 0.1, "maxChecked": 2000}
+    assert on.to_dict()["training"]["repair"] == {"fraction": 0.1, "minRise": 0.1, "maxChecked": 2000,
+                                                   "placement": "after"}
 
 
 @pytest.mark.parametrize("strategy, fields, message", [
     ("expansion", {"fraction": 0.1}, "spec.training.repair.fraction: the expansion strategy trains a new adapter"),
     ("lite-adapt-inf", {"fraction": 0.6}, "spec.training.repair.fraction: Input should be less than or equal to 0.5"),
     ("lite-adapt-inf", {"minRise": 0}, "spec.training.repair.minRise: Input should be greater than 0"),
+    ("lite-adapt-inf", {"placement": "before"}, "spec.training.repair.placement: Input should be 'after' or 'interleaved'"),
 ])
 def test_bad_repair_settings_name_the_field(strategy, fields, message):
     with pytest.raises(SpecError) as err:
@@ -106,21 +109,77 @@ def test_repair_variant_sets_the_fraction_and_refuses_expansion(demo_quick):
     assert run.spec.training.repair.fraction == 0
     with pytest.raises(ValueError, match="expansion trains a new adapter"):
         variants.apply(run, "expansion@repair", "stream")
+    assert with_repair.spec.training.repair.placement == "after"
+    interleaved, _ = variants.apply(run, "lite-adapt-inf@repair-interleaved", "stream")
+    assert interleaved.spec.training.repair.placement == "interleaved"
+    assert interleaved.spec.training.repair.fraction == variants.REPAIR_FRACTION
+    one_epoch = run.model_copy(deep=True)
+    one_epoch.spec.training.epochs = 1
+    with pytest.raises(ValueError, match="join the epochs after the first, and training.epochs is 1"):
+        variants.apply(one_epoch, "lite-adapt-inf@repair-interleaved", "stream")
+
+
+def test_interleaved_repair_needs_a_second_epoch():
+    spec = _run(fraction=0.1, placement="interleaved")
+    spec["spec"]["training"]["epochs"] = 1
+    with pytest.raises(SpecError) as err:
+        parse_resource(spec)
+    assert "spec.training.repair.placement: interleaved adds the risen samples" in str(err.value)
+    assert "needs training.epochs >= 2" in str(err.value)
+    spec["spec"]["training"]["repair"]["fraction"] = 0   # off: nothing to interleave, nothing refused
+    assert parse_resource(spec).spec.training.epochs == 1
+
+
+# ---- rows added to the later epochs (training.LaterRows) ---------------------------------------
+
+def test_later_rows_join_the_epochs_after_the_first_under_one_schedule(tiny_model_dir):
+    bundle = load_base(str(tiny_model_dir), dtype="float32")
+    bundle.model.requires_grad_(True)
+    encoder = Encoder(bundle, 64)
+    cfg = TrainConfig(epochs=3, batch_size=2, learning_rate=1e-3, warmup_ratio=0.0)
+    plain = train_model(bundle, encoder, [_rec(i) for i in range(5)], cfg, progress=False)
+    assert plain.samples == 5 and plain.optimizer_steps == 3 * 3
+    calls: list[bool] = []
+    before = [q.detach().clone() for q in bundle.model.parameters()]
+
+    def rows() -> list[Record]:   # called once the first epoch has moved the weights
+        calls.append(any(not torch.equal(a, q) for a, q in zip(before, bundle.model.parameters())))
+        return [_rec(100 + i, "old") for i in range(3)]   # one more than the slots: cut to 2
+
+    later = LaterRows(slots=2, rows=rows)
+    result = train_model(bundle, encoder, [_rec(i) for i in range(5)], cfg, progress=False, later=later)
+    assert calls == [True]
+    assert result.samples == 7
+    assert result.optimizer_steps == 3 + 4 * 2   # ceil(5/2) once, then ceil(7/2) twice
+    assert len(result.losses) == 3
+    # No rows found: the later epochs stay the selection alone (the schedule ends a step early).
+    none = train_model(bundle, encoder, [_rec(i) for i in range(5)], cfg, progress=False,
+                       later=LaterRows(slots=2, rows=list))
+    assert none.samples == 5 and none.optimizer_steps == 9
 
 
 # ---- a run with it -----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def repaired_run(demo_quick, tmp_path_factory) -> Path:
+def _repaired(demo_quick: Path, work: Path, placement: str) -> Path:
     run, datasets = collect([demo_quick])
     run = run.model_copy(deep=True)
     run.spec.training.epochs = 2
     run.spec.training.repair.fraction = 0.25
     run.spec.training.repair.min_rise = 1e-6
+    run.spec.training.repair.placement = placement
     run.spec.eval.suite = run.spec.eval.suite[:1]
-    work = tmp_path_factory.mktemp("repair")
     run_local(run, datasets[:2], work, progress=False, tracking=False)
     return work
+
+
+@pytest.fixture(scope="module")
+def repaired_run(demo_quick, tmp_path_factory) -> Path:
+    return _repaired(demo_quick, tmp_path_factory.mktemp("repair"), "after")
+
+
+@pytest.fixture(scope="module")
+def interleaved_run(demo_quick, tmp_path_factory) -> Path:
+    return _repaired(demo_quick, tmp_path_factory.mktemp("repair-interleaved"), "interleaved")
 
 
 def _stage(work: Path, step: int, stage: str, name: str) -> dict:
@@ -151,6 +210,23 @@ def test_a_run_selects_t_less_r_and_repairs_inside_the_budget(repaired_run, demo
     check = marker["summary"]["repair"]["check_seconds"]
     assert seconds["repair-check"] == pytest.approx(check, abs=1e-3)
     assert seconds["train"] == pytest.approx(marker["seconds"] - check, abs=1e-2)
+
+
+@pytest.mark.slow
+def test_interleaved_repair_adds_the_risen_rows_to_the_second_epoch(interleaved_run, demo_quick):
+    run, _ = collect([demo_quick])
+    t, slots = run.spec.train_budget, round(0.25 * run.spec.train_budget)
+    selected = _stage(interleaved_run, 1, "cluster-select", "selection.json")["selected"]
+    summary = _stage(interleaved_run, 1, "train", "_COMMITTED.json")["summary"]
+    rep = summary["repair"]
+    assert rep["placement"] == "interleaved" and rep["slots"] == slots and "replayed" not in rep
+    assert 0 < rep["repaired"] <= slots and not set(rep["repaired_uids"]) & set(selected)
+    # One training, its second epoch over the selection and the repaired rows: at most T distinct
+    # samples and (T − R) × 2 + R passes.
+    assert len(summary["loss"]) == 2 and summary["samples"] == len(selected)
+    assert len(selected) + rep["repaired"] <= t
+    seconds = stage_seconds(LocalStore(interleaved_run), "demo", 1)
+    assert seconds["repair-check"] == pytest.approx(rep["check_seconds"], abs=1e-3) and rep["check_seconds"] > 0
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from adaptinf.pod_template import DNS_SUBDOMAIN, LABEL_VALUE, EnvFromSource, EnvVar, EnvVarSource, PodVolume
 from adaptinf.spec import (QUANTITY, SCORERS, STRATEGIES, ClusteringSpec, EvalTask, ExtractSpec,
                            InstructionDatasetSpec, LifelongRunSpec, MlflowSpec, ModelSpec, StageResources,
-                           StorageSpec)
+                           StorageSpec, TrainingSpec)
 
 Node = dict[str, Any]
 
@@ -197,6 +197,11 @@ MODEL_EXTRAS: dict[type[BaseModel], Node] = {
                  "|| !has(self.training.repair) || !has(self.training.repair.fraction) "
                  "|| self.training.repair.fraction == 0.0",
          "message": "training.repair.fraction: the expansion strategy trains a new adapter per step; set it to 0"}]},
+    # TrainingSpec._interleaved_needs_epochs (the API server fills in the defaults before these run).
+    TrainingSpec: {"x-kubernetes-validations": [
+        {"rule": "!has(self.repair) || self.repair.fraction == 0.0 || self.repair.placement != 'interleaved' "
+                 "|| self.epochs >= 2",
+         "message": "training.repair.placement: interleaved needs training.epochs >= 2 (or placement: after)"}]},
     ClusteringSpec: {"x-kubernetes-validations": [
         {"rule": "self.kMax >= self.kMin", "message": "clustering.kMax must be >= clustering.kMin"}]},
     # ExtractSpec._refresh_parameters (the API server fills in the defaults before these run).

@@ -211,6 +211,9 @@ class RepairSpec(SpecModel):
     min_rise: float = Field(0.1, gt=0)
     # The pool samples checked (a seeded sample of those not selected): bounds the two forwards.
     max_checked: int = Field(2000, ge=1)
+    # "after": one more epoch after the step's training (fresh schedule); "interleaved": checked
+    # after the first epoch, the risen samples join the remaining epochs under the one schedule.
+    placement: Literal["after", "interleaved"] = "after"
 
 
 class TrainingSpec(SpecModel):
@@ -224,6 +227,13 @@ class TrainingSpec(SpecModel):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
     repair: RepairSpec = Field(default_factory=RepairSpec)
+
+    @model_validator(mode="after")
+    def _interleaved_needs_epochs(self) -> TrainingSpec:
+        if self.repair.fraction > 0 and self.repair.placement == "interleaved" and self.epochs < 2:
+            raise ValueError("training.repair.placement: interleaved adds the risen samples to the epochs after "
+                             "the first, so it needs training.epochs >= 2 (or placement: after)")
+        return self
 
 
 class EvalTask(SpecModel):

@@ -11,6 +11,8 @@ fields overridden, so that options of the extract stage can sit in the same tabl
   quota spread over its hidden-state clusters).
 - `@paper`: every rule of docs/options.md §7 set back to the paper's behaviour.
 - `@repair`: `training.repair.fraction: 0.1` (the interference repair pass on 10% of T).
+- `@repair-interleaved`: the same with `training.repair.placement: interleaved` (the risen
+  samples join the epochs after the first instead of a pass after training).
 - `@refresh-every-N` (N ≥ 2): `extract.refresh: every-n-steps`, `refreshEvery: N`; the trained
   model's features of an old sample are recomputed once they are N steps old.
 - `@refresh-fraction-P` (P in 1..99): `extract.refresh: fraction`, `refreshFraction: P/100`;
@@ -24,7 +26,7 @@ from typing import Any
 
 SEPARATOR = "@"
 VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "stratified-rehearsal", "paper",
-            "repair")
+            "repair", "repair-interleaved")
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
 REPAIR_FRACTION = 0.1       # `@repair`: the share of T the repair pass gets
 
@@ -84,11 +86,16 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         run.spec.selection.mastered_rehearsal = "stratified"
     elif variant == "paper":
         paper_behaviour(run.spec)
-    elif variant == "repair":
+    elif variant in ("repair", "repair-interleaved"):
         if strategy == "expansion":
-            raise ValueError("variant 'repair': expansion trains a new adapter per step; the repair pass "
+            raise ValueError(f"variant '{variant}': expansion trains a new adapter per step; the repair pass "
                              "has no model to check old samples against")
-        run.spec.training.repair.fraction = REPAIR_FRACTION
+        training = run.spec.training
+        if variant == "repair-interleaved" and training.epochs < 2:
+            raise ValueError(f"variant '{variant}': the risen samples join the epochs after the first, "
+                             f"and training.epochs is {training.epochs}")
+        training.repair.fraction = REPAIR_FRACTION
+        training.repair.placement = "interleaved" if variant == "repair-interleaved" else "after"
     elif (refresh := refresh_policy(variant)) is not None:
         extract.refresh = refresh[0]
         if refresh[0] == "every-n-steps":

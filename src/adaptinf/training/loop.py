@@ -32,6 +32,15 @@ class TrainConfig:
 
 
 @dataclass
+class LaterRows:
+    """Rows that join every epoch after the first (training.repair's `interleaved` placement):
+    `rows()` is called once, after the first epoch, and may return up to `slots` records; the one
+    learning-rate schedule is sized for `slots` up front, so fewer rows end it slightly early."""
+    slots: int
+    rows: Callable[[], list[Record]]
+
+
+@dataclass
 class TrainResult:
     samples: int
     optimizer_steps: int
@@ -49,12 +58,19 @@ def _mixed_precision(name: str) -> str:
     return name
 
 
+def _optimizer_steps(rows: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of one epoch over `rows` records."""
+    return math.ceil(math.ceil(rows / cfg.batch_size) / cfg.gradient_accumulation)
+
+
 def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cfg: TrainConfig,
-                progress: bool = True, penalty: Callable[[], torch.Tensor] | None = None) -> TrainResult:
+                progress: bool = True, penalty: Callable[[], torch.Tensor] | None = None,
+                later: LaterRows | None = None) -> TrainResult:
     """Train the parameters of `bundle.model` that require grad; returns loss per epoch.
 
     `penalty()`, if given, is added to every batch's loss (e.g. EWC, `training/ewc.py`); the
-    losses reported are the task loss alone."""
+    losses reported are the task loss alone. `later`, if given, adds rows to the epochs after the
+    first (`LaterRows`); `TrainResult.samples` counts them."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
     if not records:
         return TrainResult(0, 0, 0.0)
@@ -67,23 +83,34 @@ def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cf
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     encoded = [encoder.encode(r) for r in records]
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(encoded, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                         collate_fn=encoder.collate)
+
+    def loader_of(rows: list) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(rows, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                           collate_fn=encoder.collate)
+
+    loader = loader_of(encoded)
     model = bundle.model
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RuntimeError("nothing to train: no parameter requires grad")
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    total = math.ceil(len(loader) / cfg.gradient_accumulation) * cfg.epochs
+    slots = later.slots if later is not None else 0
+    total = _optimizer_steps(len(records), cfg) + _optimizer_steps(len(records) + slots, cfg) * (cfg.epochs - 1)
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
     model.train()
-    losses, steps = [], 0
+    losses, steps, extra = [], 0, 0
     bar = tqdm(total=len(loader) * cfg.epochs, desc=progress_label.desc("train"), unit="batch",
                disable=not progress or not accelerator.is_local_main_process)
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
+        if epoch == 1 and later is not None:
+            added = later.rows()[:later.slots]
+            extra = len(added)
+            if added:
+                loader = accelerator.prepare(loader_of(encoded + [encoder.encode(r) for r in added]))
+                bar.total = len(loader) * (cfg.epochs - 1) + bar.n
         epoch_loss, n = 0.0, 0
         for batch in loader:
             with accelerator.accumulate(model):
@@ -106,7 +133,7 @@ def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cf
     bar.close()
     model.eval()
     bundle.model = accelerator.unwrap_model(model)
-    result = TrainResult(len(records), steps, time.perf_counter() - start, losses)
+    result = TrainResult(len(records) + extra, steps, time.perf_counter() - start, losses)
     log.info("trained on %d samples, %d epochs, loss %.4f → %.4f in %.1fs", len(records), cfg.epochs,
              losses[0], losses[-1], result.seconds)
     return result

@@ -13,6 +13,14 @@ training on them, the answer NLL of (a seeded sample of) the other pool samples 
 with the NLL before training; up to R samples that rose by more than `minRise` nats, plus
 enough of the step's own selection to make 2R, are trained on for one epoch. So a step sees at
 most T distinct samples and (T − R) × epochs + 2R ≤ T × epochs sample passes.
+
+`placement: interleaved` checks after the first epoch instead, and the risen samples (no fill)
+join the remaining epochs under the step's one learning-rate schedule (`training.LaterRows`):
+(T − R) × epochs + R × (epochs − 1) sample passes. Why it exists: the `after` pass's fresh
+warm-up at the full learning rate, on a handful of rows after the schedule had decayed, was
+measured to knock back the newest skill (docs/comparison.md); this placement has no burst.
+It is the epoch-grained form of replaying the samples an update interferes with most (as in
+Aljundi et al.'s maximally interfered retrieval, which picks them per batch by a virtual step).
 """
 from __future__ import annotations
 
@@ -87,21 +95,28 @@ def repair_set(plan_: RepairPlan, after: np.ndarray, slots: int, min_rise: float
     return [int(i) for i in order[:slots] if rise[i] > min_rise]
 
 
-def repair_records(plan_: RepairPlan, after: np.ndarray, trained: list[Record], slots: int, min_rise: float,
-                   seed: int) -> tuple[list[Record], dict[str, Any]]:
-    """The pass's 2R records (the interfered samples, then the step's own selection to fill) and
-    the report: what was checked, what rose, what was repaired by skill."""
+def risen_records(plan_: RepairPlan, after: np.ndarray, slots: int, min_rise: float) -> tuple[list[Record], dict[str, Any]]:
+    """The interfered samples (at most `slots`, the largest rise first) and the report: what was
+    checked, what rose, what is repaired by skill."""
     rise = after - plan_.before
     repaired = [plan_.checked[i] for i in repair_set(plan_, after, slots, min_rise)]
-    fill = random.Random(seed).sample(trained, min(len(trained), 2 * slots - len(repaired)))
     report = {
         "slots": slots, "checked": len(plan_.checked), "rose": int((rise > min_rise).sum()),
-        "repaired": len(repaired), "replayed": len(fill),
+        "repaired": len(repaired),
         "repaired_by_skill": dict(Counter(r.skill or "-" for r in repaired)),
         "mean_rise_by_skill": _mean_by_skill(plan_.checked, rise),
         "repaired_uids": [r.uid for r in repaired],
     }
-    return repaired + fill, report
+    return repaired, report
+
+
+def repair_records(plan_: RepairPlan, after: np.ndarray, trained: list[Record], slots: int, min_rise: float,
+                   seed: int) -> tuple[list[Record], dict[str, Any]]:
+    """The `after` pass's 2R records (the interfered samples, then the step's own selection to
+    fill) and the report."""
+    repaired, report = risen_records(plan_, after, slots, min_rise)
+    fill = random.Random(seed).sample(trained, min(len(trained), 2 * slots - len(repaired)))
+    return repaired + fill, {**report, "replayed": len(fill)}
 
 
 def _mean_by_skill(records: list[Record], rise: np.ndarray) -> dict[str, float]:
