@@ -96,6 +96,9 @@ def _risen(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, check: repa
     after = repair.answer_nll(bundle, encoder, check.checked, ctx.spec.extract.batch_size)
     r = ctx.spec.training.repair
     rows, found = repair.risen_records(check, after, slots, r.min_rise)
+    found = distributed.from_main(found)   # one choice for every training process
+    by_uid = {row.uid: row for row in check.checked}
+    rows = [by_uid[u] for u in found["repaired_uids"]]
     report.update(found, placement="interleaved", check_seconds=check.seconds + time.perf_counter() - start)
     log.info("repair (interleaved): %d of %d checked samples rose by > %.2f nats after epoch 1; %d join the "
              "remaining epochs", found["rose"], found["checked"], r.min_rise, found["repaired"])

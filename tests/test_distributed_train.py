@@ -27,6 +27,15 @@ def test_group_reports_the_first_failure_and_stops_the_rest(monkeypatch):
         distributed.run_group(1, [])
 
 
+def test_from_main_gives_every_process_the_main_ones_choice(monkeypatch):
+    # Each rank proposes its own rank; both must get rank 0's (exit 3 otherwise).
+    script = ("import os, sys; from adaptinf.training import distributed; "
+              "got = distributed.from_main({'rank': int(os.environ['RANK'])}); sys.exit(0 if got == {'rank': 0} else 3)")
+    monkeypatch.setattr(distributed, "launch_argv", lambda args: [sys.executable, "-c", script])
+    assert distributed.run_group(2, []) == 0
+    assert distributed.from_main([1, 2]) == [1, 2]   # outside a group: the object itself
+
+
 def test_two_process_train_stage_writes_once_and_eval_reads_it(demo_quick, tmp_path):
     files = ["-f", str(demo_quick / "lifelongrun.yaml"), "-f", str(sorted((demo_quick / "datasets").glob("00-*.yaml"))[0])]
     store_dir = tmp_path / "store"

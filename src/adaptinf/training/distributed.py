@@ -109,3 +109,14 @@ def barrier() -> None:
     """Wait for every process of the group (a no-op for a single process)."""
     if in_launched_group():
         _state().wait_for_everyone()
+
+
+def from_main(obj):
+    """The main process's `obj` on every process (itself outside a process group). For a choice
+    each process computes for itself from its own forward pass: float noise could make two
+    processes choose differently, and data of different lengths would hang the collectives."""
+    if not in_launched_group():
+        return obj
+    from accelerate.utils import broadcast_object_list
+    _state()
+    return broadcast_object_list([obj], from_process=0)[0]
