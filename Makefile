@@ -41,7 +41,8 @@ lint:
 # Build both images with podman from a debootstrap'd bookworm and run them: the operator image
 # against the API emulator, the CPU stage image's extract and cluster-select (tools/images-test.sh;
 # needs root and `apt-get install podman buildah runc debootstrap`). Not part of `make test`: it
-# takes minutes (docs/install.md, "Build the images without Docker"). Run `make install-dev` first.
+# takes minutes (docs/install.md, "Build the images without Docker"); CI runs it beside the tests.
+# Run `make install-dev` first.
 images-test:
 	PYTHON=$(PYTHON) tools/images-test.sh
 
