@@ -260,3 +260,4 @@ def test_the_table_counts_the_repair_checks_as_selection_and_says_so():
     assert rows["x@repair"]["selection_train_ratio"] == pytest.approx(1.0)
     md = report.table_markdown(list(rows.values()))
     assert "counts the repair pass's loss checks" in md and "x@repair 2.0 s" in md and "x 0.0" not in md
+    assert "count the selection only, not the up to R repaired rows" in md

@@ -248,7 +248,8 @@ def table_markdown(rows: list[dict[str, Any]], quality: dict[str, list[dict[str,
     checks = [f"{r['strategy']} {r['seconds']['repair-check']:.1f} s" for r in rows if r["seconds"].get("repair-check")]
     if checks:   # not a column of its own: only runs with training.repair have it
         lines += ["", "Selection / train also counts the repair pass's loss checks (training.repair), done "
-                  "inside the train stage and left out of its seconds: " + ", ".join(checks) + "."]
+                  "inside the train stage and left out of its seconds: " + ", ".join(checks) + ". Their samples "
+                  "trained count the selection only, not the up to R repaired rows a step."]
     if any(r["forgetting_floor"] is not None for r in rows):
         lines += ["", "The forgetting noise floor is the forgetting rate that eval sampling alone gives a run "
                   "that forgets nothing, at this run's scores and eval records per skill (noise_floor.py): "
