@@ -88,20 +88,27 @@ def _plan_repair(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, pool:
     return repair.plan(bundle, encoder, load_records(ctx.store, pool, uids), ctx.spec.extract.batch_size)
 
 
+def _second_check(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, check: repair.RepairPlan,
+                  slots: int) -> tuple[list[Record], dict[str, Any]]:
+    """The checked samples' loss again, after (some of) the training: the ones it raised most, as
+    one choice for every training process, and the report with both checks' seconds."""
+    start = time.perf_counter()
+    after = repair.answer_nll(bundle, encoder, check.checked, ctx.spec.extract.batch_size)
+    _, found = repair.risen_records(check, after, slots, ctx.spec.training.repair.min_rise)
+    found = distributed.from_main(found)   # float noise must not give two processes different data
+    by_uid = {row.uid: row for row in check.checked}
+    found["check_seconds"] = check.seconds + time.perf_counter() - start
+    return [by_uid[u] for u in found["repaired_uids"]], found
+
+
 def _risen(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, check: repair.RepairPlan, slots: int,
            report: dict[str, Any]) -> list[Record]:
     """After the first epoch (the interleaved placement): the samples whose loss it raised, which
-    join the remaining epochs; `report` gets what was found and the check's seconds."""
-    start = time.perf_counter()
-    after = repair.answer_nll(bundle, encoder, check.checked, ctx.spec.extract.batch_size)
-    r = ctx.spec.training.repair
-    rows, found = repair.risen_records(check, after, slots, r.min_rise)
-    found = distributed.from_main(found)   # one choice for every training process
-    by_uid = {row.uid: row for row in check.checked}
-    rows = [by_uid[u] for u in found["repaired_uids"]]
-    report.update(found, placement="interleaved", check_seconds=check.seconds + time.perf_counter() - start)
+    join the remaining epochs; `report` gets what was found."""
+    rows, found = _second_check(ctx, bundle, encoder, check, slots)
+    report.update(found, placement="interleaved")
     log.info("repair (interleaved): %d of %d checked samples rose by > %.2f nats after epoch 1; %d join the "
-             "remaining epochs", found["rose"], found["checked"], r.min_rise, found["repaired"])
+             "remaining epochs", found["rose"], found["checked"], ctx.spec.training.repair.min_rise, found["repaired"])
     return rows
 
 
@@ -109,16 +116,14 @@ def _repair(ctx: StageContext, bundle: ModelBundle, encoder: Encoder, check: rep
             trained: list[Record], config: TrainConfig, slots: int, regime: Regime) -> dict[str, Any]:
     """The interference repair pass (adaptinf.training.repair): one epoch over the samples whose
     loss the training raised, filled with the step's own selection."""
-    start = time.perf_counter()
-    after = repair.answer_nll(bundle, encoder, check.checked, ctx.spec.extract.batch_size)
-    r = ctx.spec.training.repair
-    batch, report = repair.repair_records(check, after, trained, slots, r.min_rise, ctx.spec.seed + ctx.step)
-    check_seconds = check.seconds + time.perf_counter() - start
+    repaired, found = _second_check(ctx, bundle, encoder, check, slots)
+    batch, report = repair.with_replay(repaired, found, trained, slots, ctx.spec.seed + ctx.step)
     result = train_model(bundle, encoder, batch, replace(config, epochs=1), progress=ctx.progress,
                          penalty=regime.loss_penalty())
     log.info("repair pass: %d of %d checked samples rose by > %.2f nats; trained on %d repaired + %d replayed",
-             report["rose"], report["checked"], r.min_rise, report["repaired"], report["replayed"])
-    return {**report, "loss": result.losses, "check_seconds": check_seconds, "seconds": result.seconds}
+             report["rose"], report["checked"], ctx.spec.training.repair.min_rise, report["repaired"],
+             report["replayed"])
+    return {**report, "loss": result.losses, "seconds": result.seconds}
 
 
 def _log_losses(ctx: StageContext, child: str | None, result: TrainResult, summary: dict[str, Any]) -> None:

@@ -50,14 +50,14 @@ def test_repair_takes_the_largest_rises_above_the_threshold_then_fills_from_the_
     assert repair.repair_set(plan, after, 2, 0.1) == [2, 0]
     assert repair.repair_set(plan, after, 5, 0.1) == [2, 0, 4]
     trained = [_rec(100 + i, "new") for i in range(10)]
-    batch, report = repair.repair_records(plan, after, trained, 2, 0.1, seed=0)
+    batch, report = repair.with_replay(*repair.risen_records(plan, after, 2, 0.1), trained, 2, seed=0)
     assert [r.id for r in batch[:2]] == ["2", "0"] and len(batch) == 4
     assert all(r.skill == "new" for r in batch[2:])
     assert report["rose"] == 3 and report["repaired"] == 2 and report["replayed"] == 2
     assert report["repaired_by_skill"] == {"old": 2}
     assert report["mean_rise_by_skill"] == {"old": pytest.approx(0.4833, abs=1e-4), "other": pytest.approx(0.0667, abs=1e-4)}
     # Nothing rose: the pass replays the selection alone, still 2R samples.
-    none, report = repair.repair_records(plan, np.full(6, -1.0), trained, 2, 0.1, seed=0)
+    none, report = repair.with_replay(*repair.risen_records(plan, np.full(6, -1.0), 2, 0.1), trained, 2, seed=0)
     assert len(none) == 4 and report["repaired"] == 0 and all(r.skill == "new" for r in none)
 
 

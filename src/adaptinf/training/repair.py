@@ -110,11 +110,10 @@ def risen_records(plan_: RepairPlan, after: np.ndarray, slots: int, min_rise: fl
     return repaired, report
 
 
-def repair_records(plan_: RepairPlan, after: np.ndarray, trained: list[Record], slots: int, min_rise: float,
-                   seed: int) -> tuple[list[Record], dict[str, Any]]:
+def with_replay(repaired: list[Record], report: dict[str, Any], trained: list[Record], slots: int,
+                seed: int) -> tuple[list[Record], dict[str, Any]]:
     """The `after` pass's 2R records (the interfered samples, then the step's own selection to
     fill) and the report."""
-    repaired, report = risen_records(plan_, after, slots, min_rise)
     fill = random.Random(seed).sample(trained, min(len(trained), 2 * slots - len(repaired)))
     return repaired + fill, {**report, "replayed": len(fill)}
 
