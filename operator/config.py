@@ -38,6 +38,9 @@ class OperatorConfig:
     pending_timeout: float = 1800.0
     ttl_after_finished: int | None = None
     reconcile_interval: float = 30.0
+    # A new step starts only once no dataset of the run has arrived for this long (seconds), so
+    # that datasets applied together are ordered by spec.order, whatever order the API saw them in.
+    arrival_window: float = 5.0
     aws_region: str = ""
     # A PersistentVolumeClaim (in each stage namespace) mounted into every stage pod at
     # model_cache_path as the hub and s3:// model cache: a step's five pods download a base once.
@@ -98,6 +101,7 @@ class OperatorConfig:
             pending_timeout=number("ADAPTINF_PENDING_TIMEOUT", cls.pending_timeout, float),
             ttl_after_finished=number("ADAPTINF_TTL_AFTER_FINISHED", 0) if ttl else None,
             reconcile_interval=number("ADAPTINF_RECONCILE_INTERVAL", cls.reconcile_interval, float, minimum=0.1),
+            arrival_window=number("ADAPTINF_ARRIVAL_WINDOW", cls.arrival_window, float),
             aws_region=text("AWS_DEFAULT_REGION"),
             model_cache_claim=text("ADAPTINF_MODEL_CACHE_CLAIM"),
             model_cache_path=_absolute("ADAPTINF_MODEL_CACHE_PATH", text("ADAPTINF_MODEL_CACHE_PATH", cls.model_cache_path)),

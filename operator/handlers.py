@@ -92,8 +92,9 @@ def reconcile_health(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     return memo.loop.report()
 
 
-def _reconcile_once(memo: kopf.Memo, namespace: str, name: str) -> None:
-    """One pass, in a worker thread, recorded in the metrics and the liveness watch."""
+def _reconcile_once(memo: kopf.Memo, namespace: str, name: str) -> float | None:
+    """One pass, in a worker thread, recorded in the metrics and the liveness watch; returns the
+    seconds after which the run wants another pass (datasets still arriving), if sooner than usual."""
     with memo.loop.pass_of(namespace, name):
         began = time.monotonic()
         try:
@@ -103,7 +104,7 @@ def _reconcile_once(memo: kopf.Memo, namespace: str, name: str) -> None:
             raise
         if result is not None:
             memo.metrics.passed(namespace, name, result, time.monotonic() - began)
-            return
+            return result.awaiting_arrivals
         # Refused before planning (invalid spec, store in use), or gone: the run's status says which.
         run = memo.reconciler.kube.get("lifelongruns", namespace, name)
         if run is None or run["metadata"].get("deletionTimestamp"):
@@ -112,6 +113,7 @@ def _reconcile_once(memo: kopf.Memo, namespace: str, name: str) -> None:
             status = run.get("status") or {}
             memo.metrics.phase_only(namespace, name, status.get("phase") or "Pending",
                                     int(status.get("stepsCompleted") or 0))
+        return None
 
 
 def _poke(memo: kopf.Memo, namespace: str | None, run: str | None) -> bool:
@@ -129,8 +131,9 @@ async def reconcile_run(name: str, namespace: str, memo: kopf.Memo, stopped: kop
         while not stopped:
             poke.clear()
             try:
-                await asyncio.to_thread(_reconcile_once, memo, namespace, name)
-                delay = memo.cfg.reconcile_interval
+                sooner = await asyncio.to_thread(_reconcile_once, memo, namespace, name)
+                # A little past the window's end, so that the next pass finds it over.
+                delay = min(memo.cfg.reconcile_interval, sooner + 0.1) if sooner else memo.cfg.reconcile_interval
             except Exception:  # an API or store hiccup: log, back off a little, try again
                 logger.exception("reconcile of %s/%s failed", namespace, name)
                 delay = min(memo.cfg.reconcile_interval, 5.0)

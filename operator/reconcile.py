@@ -120,7 +120,7 @@ def recorded_failure(record: dict[str, Any]) -> JobView:
                    message=record.get("message", ""), reported=True)
 
 
-def dataset_view(ds: dict[str, Any], run: str, run_uid: str | None = None) -> DatasetView:
+def dataset_view(ds: dict[str, Any], run: str, run_uid: str | None = None, age: float | None = None) -> DatasetView:
     """Its status counts only if written for this very run object (a re-created run starts over)."""
     status = ds.get("status") or {}
     mine = (status.get("run") == run and status.get("step") is not None
@@ -133,7 +133,7 @@ def dataset_view(ds: dict[str, Any], run: str, run_uid: str | None = None) -> Da
         outcome = "NoUsableRecords" if reason == "NoUsableRecords" else None
     return DatasetView(name=ds["metadata"]["name"], created=ds["metadata"].get("creationTimestamp", ""),
                        order=(ds.get("spec") or {}).get("order"), step=status.get("step") if mine else None,
-                       outcome=outcome)
+                       outcome=outcome, age=age)
 
 
 def _retry_step(run: dict[str, Any]) -> int | None:
@@ -154,6 +154,9 @@ class Reconciler:
         # >= 1.31); found out on the first refusal, once per process (the passes run in threads).
         self._select_by_run = True
         self._select_lock = threading.Lock()
+        # (namespace, run) → {dataset uid: when this process first saw it}. creationTimestamp has
+        # one-second resolution and another clock; the arrival window needs neither to be exact.
+        self._seen: dict[tuple[str, str], dict[str, float]] = {}
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         run = self.kube.get("lifelongruns", namespace, name)
@@ -224,10 +227,12 @@ class Reconciler:
         recorded = (run.get("status") or {}).get("failure")
         if recorded and not any((v.step, v.stage) == (recorded.get("step"), recorded.get("stage")) for v in views):
             views.append(recorded_failure(recorded))  # its Job was deleted (TTL): still failed
-        dsv = tuple(dataset_view(d, name, run["metadata"].get("uid")) for d in datasets)
+        ages = self._arrival_ages(run["metadata"].get("namespace", ""), name, datasets, now)
+        dsv = tuple(dataset_view(d, name, run["metadata"].get("uid"), ages[d["metadata"]["name"]]) for d in datasets)
         next_step = int((run.get("status") or {}).get("nextStep") or 0)
         obs = Observation(run=name, datasets=dsv, jobs=tuple(views), suspended=spec.suspend,
-                          retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout, next_step=next_step)
+                          retry_step=_retry_step(run), pending_timeout=self.cfg.pending_timeout, next_step=next_step,
+                          arrival_window=self.cfg.arrival_window)
         # Markers only for open steps: finished steps are recorded in their dataset's status.
         committed, unusable = set(), set()
         for step, ds in schedule(obs):
@@ -241,9 +246,21 @@ class Reconciler:
                 unusable.add(step)
             if not any(s == step for s, _ in committed) and not any(j.step == step for j in views):
                 break  # the first step with no trace at all: nothing later can have any
-        return Observation(run=name, datasets=dsv, jobs=tuple(views), committed=frozenset(committed),
-                           unusable_steps=frozenset(unusable), suspended=spec.suspend,
-                           retry_step=obs.retry_step, pending_timeout=self.cfg.pending_timeout, next_step=next_step)
+        return replace(obs, committed=frozenset(committed), unusable_steps=frozenset(unusable))
+
+    def _arrival_ages(self, namespace: str, run: str, datasets: list[dict[str, Any]], now: float) -> dict[str, float]:
+        """Each dataset's age: the younger of its creationTimestamp's and this process's first sight
+        of it (after a restart every dataset is new once: at most one window's wait)."""
+        before = self._seen.get((namespace, run), {})
+        seen, ages = {}, {}
+        for d in datasets:
+            meta = d["metadata"]
+            key = meta.get("uid") or meta["name"]  # a dataset deleted and re-created is a new arrival
+            seen[key] = first = before.get(key, now)
+            created = _seconds_since(meta.get("creationTimestamp"), now)
+            ages[meta["name"]] = now - first if created is None else min(created, now - first)
+        self._seen[(namespace, run)] = seen  # only the datasets still there
+        return ages
 
     def _refused_pods(self, job: dict[str, Any]) -> str:
         """The latest FailedCreate Warning the Job controller posted on this Job, or ''."""

@@ -83,6 +83,9 @@ def run_status(plan: Plan, old: dict[str, Any] | None, measured: dict[str, Any],
     where = f"step {plan.step} ({plan.dataset}) {plan.stage}" if plan.step is not None else ""
     if plan.phase == "Running" and plan.stuck and plan.stuck_reason == "JobRefused":
         progressing = (False, "JobRefused", f"{where}: the API server refused its Job (see the Stuck condition)")
+    elif plan.phase == "Running" and plan.awaiting_arrivals is not None:
+        progressing = (True, "AwaitingArrivals", f"{where}: starts once no further InstructionDataset "
+                                                 "arrives for a moment (datasets applied together run in spec.order)")
     elif plan.phase == "Running":
         progressing = (True, "StageRunning", f"{where}: Job {plan.active_job or 'created'}")
     elif plan.phase == "Queued":

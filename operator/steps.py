@@ -10,6 +10,9 @@ Steps: a dataset's step is fixed once its first Job exists (the Job's labels and
 status record it). Datasets still waiting are ordered by `spec.order` (unset last), then
 creation time, then name, and take the steps after the last fixed one — so datasets applied
 together are ordered by `order`, and one that arrives late never renumbers a step that started.
+"Together" is what the arrival window says: a new step starts only once no dataset of the run has
+arrived for `arrival_window` seconds, since `kubectl apply -f datasets/` creates one object after
+the other and a pass can fall between two of them.
 
 Within a step the stages run one after the other (extract → cluster-select → train → eval →
 prune). A suspended run stops its running stage (the Job is deleted, which frees its GPUs; the
@@ -35,6 +38,7 @@ class DatasetView:
     order: int | None = None
     step: int | None = None  # fixed step, from the dataset's status (when it names this run)
     outcome: str | None = None  # "Succeeded" or "NoUsableRecords" once its status says so: trusted
+    age: float | None = None  # seconds since it arrived, as far as the operator can tell (None: long ago)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Observation:
     retry_step: int | None = None  # the retry annotation, when set
     pending_timeout: float = 1800.0
     next_step: int = 0  # the run's status.nextStep: steps below it were taken, even if nothing of them is left
+    arrival_window: float = 0.0  # a new step starts only once no dataset has arrived for this long
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ class Plan:
     stuck: str | None = None  # why a stage pod is stuck Pending, or cannot be created at all
     stuck_reason: str = "Unschedulable"  # | PodsRefused | JobRefused
     next_step: int = 0  # the first step number no dataset has taken (status.nextStep)
+    awaiting_arrivals: float | None = None  # seconds until the next step may start (datasets still arriving)
     actions: list[Action] = field(default_factory=list)
     datasets: dict[str, DatasetState] = field(default_factory=dict)
 
@@ -137,15 +143,21 @@ def arrival_key(ds: DatasetView) -> tuple:
     return (ds.order is None, ds.order or 0, ds.created, ds.name)
 
 
-def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
-    """(step, dataset) in step order: fixed steps first, then the queue."""
-    by_name = {d.name: d for d in obs.datasets}
+def _fixed_steps(obs: Observation) -> dict[str, int]:
+    """Dataset name → its step, for the datasets whose step is fixed."""
     fixed: dict[str, int] = {}
     for job in sorted(obs.jobs, key=lambda j: j.step):  # Jobs are the hard evidence
         fixed.setdefault(job.dataset, job.step)
     for ds in obs.datasets:
         if ds.step is not None:
             fixed.setdefault(ds.name, ds.step)
+    return fixed
+
+
+def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
+    """(step, dataset) in step order: fixed steps first, then the queue."""
+    by_name = {d.name: d for d in obs.datasets}
+    fixed = _fixed_steps(obs)
     taken = sorted((step, by_name[name]) for name, step in fixed.items() if name in by_name)
     # A step whose Jobs are gone (TTL) and whose dataset was deleted left no trace here but its
     # markers in the store: never hand its number to another dataset (it would count as done).
@@ -154,9 +166,21 @@ def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
     return [(s, d) for s, d in taken] + [(nxt + i, d) for i, d in enumerate(queue)]
 
 
+def arrival_wait(obs: Observation, steps: list[tuple[int, DatasetView]]) -> float:
+    """Seconds until the queue has been quiet for `arrival_window`: `kubectl apply -f datasets/`
+    creates its objects one after the other, and a pass between two of them must not start the
+    first one seen when a later one has the lower `spec.order`."""
+    fixed = _fixed_steps(obs)
+    ages = [d.age for _, d in steps if d.name not in fixed and d.age is not None]
+    if not ages or obs.arrival_window <= 0:
+        return 0.0
+    return min(obs.arrival_window, max(0.0, obs.arrival_window - min(ages)))
+
+
 def plan(obs: Observation) -> Plan:
     out = Plan()
     steps = schedule(obs)
+    wait = arrival_wait(obs, steps)
     retry_used = False
     current: int | None = None  # index into `steps` where the run stopped
     for i, (step, ds) in enumerate(steps):
@@ -236,6 +260,13 @@ def plan(obs: Observation) -> Plan:
             out.phase = "Suspended"
             out.datasets[ds.name] = DatasetState("Running" if started else "Queued", step if started else None,
                                                  stage, "Suspended", f"run {obs.run} is suspended before {stage}")
+            current = i
+            break
+        if not started and wait > 0:
+            out.phase = "Running"
+            out.awaiting_arrivals = wait
+            out.datasets[ds.name] = DatasetState("Queued", None, None, "AwaitingArrivals",
+                                                 "next: starts once no further dataset arrives for a moment")
             current = i
             break
         out.actions.append(CreateJob(step, stage, ds.name))

@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from adaptinf.operator.config import OperatorConfig
 from chart_helpers import (CHART, NAMESPACE, RELEASE, REPO, HelmError, by_kind, container_env, one,
                            run_helm)
 
@@ -234,6 +235,7 @@ def test_operator_env_defaults_match_the_contract(render):
     assert env["ADAPTINF_BACKOFF_LIMIT"] == "2"
     assert env["ADAPTINF_ACTIVE_DEADLINE"] == "86400"
     assert env["ADAPTINF_PENDING_TIMEOUT"] == "1800"
+    assert float(env["ADAPTINF_ARRIVAL_WINDOW"]) == OperatorConfig().arrival_window
     for empty in ("ADAPTINF_NAMESPACE", "ADAPTINF_STORE", "ADAPTINF_S3_ENDPOINT", "ADAPTINF_S3_SECRET",
                   "ADAPTINF_MLFLOW_URI", "ADAPTINF_MLFLOW_SECRET", "ADAPTINF_SERVICE_ACCOUNT",
                   "ADAPTINF_TTL_AFTER_FINISHED"):

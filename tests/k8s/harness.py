@@ -212,7 +212,7 @@ class Operator:
 
 def operator_env(cluster: Cluster, namespace: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADAPTINF_", "KUBECONFIG"))}
-    env.update(KUBECONFIG=str(cluster.kubeconfig), ADAPTINF_NAMESPACE=namespace, ADAPTINF_RECONCILE_INTERVAL="1",
+    env.update(KUBECONFIG=str(cluster.kubeconfig), ADAPTINF_NAMESPACE=namespace, ADAPTINF_RECONCILE_INTERVAL="1", ADAPTINF_ARRIVAL_WINDOW="1",
                ADAPTINF_DEFAULT_GPUS="0", ADAPTINF_STAGE_IMAGE="adaptinf-stage:test")
     env.update(extra)
     return env

@@ -118,6 +118,29 @@ def test_two_steps_with_operator_restarts(cluster: Cluster, namespace: str, star
     assert ("batch", "jobs", "create") in cluster.permissions_used(namespace=ns)
 
 
+def test_datasets_arriving_one_by_one_run_in_spec_order(cluster: Cluster, namespace: str, start_operator,
+                                                         start_kubelet, tmp_path: Path) -> None:
+    """`kubectl apply -f datasets/` creates its objects one after the other, and a pass can fall
+    between two of them: the operator that has seen only d1 (order 1) waits, and d0 (order 0),
+    arriving within ADAPTINF_ARRIVAL_WINDOW, is step 0."""
+    ns, store = namespace, tmp_path / "store"
+    store.mkdir()
+    start_kubelet(command_map={"adaptinf": FAKE_STAGE})
+    start_operator(ADAPTINF_ARRIVAL_WINDOW="3")
+    cluster.apply(run_manifest(RUN, store),
+                  dataset_manifest("d1", RUN, write_records(tmp_path / "d1.jsonl", 9), order=1), namespace=ns)
+    wait_for(lambda: condition(cluster, ns, "lifelongruns", RUN, "Progressing").get("reason") == "AwaitingArrivals",
+             30, "the run to wait for more datasets")
+    assert cluster.api.list("jobs", ns) == [] and status(cluster, ns, "instructiondatasets", "d1")["phase"] == "Queued"
+    cluster.api.create("instructiondatasets", ns,
+                       dataset_manifest("d0", RUN, write_records(tmp_path / "d0.jsonl", 12), order=0))
+
+    cluster.kubectl("wait", "--for=condition=UpToDate", f"llr/{RUN}", "-n", ns, "--timeout=60s")
+    assert [status(cluster, ns, "instructiondatasets", d)["step"] for d in ("d0", "d1")] == [0, 1]
+    extract = cluster.api.get("jobs", ns, job_name(RUN, 0, "extract"))
+    assert extract["metadata"]["labels"]["adaptinf.dev/dataset"] == "d0"
+
+
 def test_suspend_failure_and_retry(cluster: Cluster, namespace: str, start_operator, start_kubelet,
                                    tmp_path: Path) -> None:
     ns, store = namespace, tmp_path / "store"

@@ -30,6 +30,7 @@ def test_config_defaults_follow_the_contract() -> None:
     assert (cfg.stage_image, cfg.image_pull_policy, cfg.gpu_resource) == (
         "ghcr.io/adaptinf/adaptinf-stage:0.1.0", "IfNotPresent", "nvidia.com/gpu")
     assert (cfg.default_gpus, cfg.backoff_limit, cfg.active_deadline, cfg.pending_timeout) == (1, 2, 86400, 1800.0)
+    assert cfg.arrival_window == 5.0 and OperatorConfig.from_env({"ADAPTINF_ARRIVAL_WINDOW": "0"}).arrival_window == 0
     assert cfg.node_selector == {} and cfg.tolerations == [] and cfg.ttl_after_finished is None
 
 
@@ -142,8 +143,8 @@ def test_extract_is_indexed_and_gpu_defaults() -> None:
 # -- the step machine ------------------------------------------------------------------------
 
 def ds(name: str, created: str = "2024-01-01T00:00:00Z", order: int | None = None, step: int | None = None,
-       outcome: str | None = None) -> DatasetView:
-    return DatasetView(name, created, order, step, outcome)
+       outcome: str | None = None, age: float | None = None) -> DatasetView:
+    return DatasetView(name, created, order, step, outcome, age)
 
 
 def job(step: int, stage: str, state: str, dataset: str = "a", **kw) -> JobView:
@@ -181,6 +182,40 @@ def test_first_stage_is_created() -> None:
     assert p.actions == [CreateJob(0, "extract", "a")]
     assert p.phase == "Running" and (p.step, p.stage, p.dataset) == (0, "extract", "a")
     assert p.datasets["a"].phase == "Running" and p.datasets["b"].phase == "Queued"
+
+
+def test_a_new_step_waits_until_no_dataset_has_arrived_for_the_window() -> None:
+    """`kubectl apply -f` of d1 (order 1) then d0 (order 0): a pass between the two creates must
+    not start d1; once both have been there for the window, d0 is step 0."""
+    p = plan(obs([ds("d1", order=1, age=0.2)], arrival_window=5.0))
+    assert p.actions == [] and p.phase == "Running" and p.awaiting_arrivals == pytest.approx(4.8)
+    assert (p.step, p.dataset, p.datasets["d1"].phase, p.datasets["d1"].reason) == (0, "d1", "Queued",
+                                                                                   "AwaitingArrivals")
+    conds = {c["type"]: c for c in st.run_status(p, {}, {}, 1, False, "hint", now="t")["conditions"]}
+    assert conds["Progressing"]["reason"] == "AwaitingArrivals" and conds["UpToDate"]["status"] == "False"
+    # The newest arrival restarts the wait, whoever it is.
+    p = plan(obs([ds("d1", order=1, age=3.0), ds("d0", order=0, age=0.5)], arrival_window=5.0))
+    assert p.actions == [] and p.awaiting_arrivals == pytest.approx(4.5)
+    p = plan(obs([ds("d1", order=1, age=6.0), ds("d0", order=0, age=5.5)], arrival_window=5.0))
+    assert p.actions == [CreateJob(0, "extract", "d0")] and p.awaiting_arrivals is None
+    # A clock far ahead of the operator's (negative age) waits one window, not more.
+    assert plan(obs([ds("a", age=-600.0)], arrival_window=5.0)).awaiting_arrivals == 5.0
+    # Window 0: no wait (the behaviour before the window existed).
+    assert plan(obs([ds("a", age=0.0)])).actions == [CreateJob(0, "extract", "a")]
+
+
+def test_the_arrival_window_never_holds_a_step_that_started() -> None:
+    """Only the start of a new step waits: the stages of a running step, and its stage after a
+    restart (every dataset young again to the new process), go on at once."""
+    young = [ds("a", age=0.0), ds("b", age=0.0, created="2024-01-02T00:00:00Z")]
+    p = plan(obs(young, [job(0, "extract", SUCCEEDED, reported=True)], arrival_window=5.0))
+    assert p.actions == [CreateJob(0, "cluster-select", "a")] and p.awaiting_arrivals is None
+    p = plan(obs([ds("a", step=0, age=0.0)], arrival_window=5.0))  # its status fixes the step; Jobs gone
+    assert p.actions == [CreateJob(0, "extract", "a")]
+    # A queued dataset arriving while step 0 runs does not change step 0; step 1 waits for it.
+    done = [job(0, s, SUCCEEDED, reported=True) for s in STAGES]
+    p = plan(obs([ds("a", age=30.0), ds("b", age=1.0, created="2024-01-02T00:00:00Z")], done, arrival_window=5.0))
+    assert p.steps_completed == 1 and p.actions == [] and p.awaiting_arrivals == pytest.approx(4.0)
 
 
 def test_stages_follow_each_other_and_report_once() -> None:
