@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from adaptinf import layout
 from adaptinf.data.records import Record
@@ -107,16 +108,17 @@ def test_repair_variant_sets_the_fraction_and_refuses_expansion(demo_quick):
     with_repair, strategy = variants.apply(run, "lite-adapt-inf@repair", "stream")
     assert strategy == "lite-adapt-inf" and with_repair.spec.training.repair.fraction == variants.REPAIR_FRACTION
     assert run.spec.training.repair.fraction == 0
-    with pytest.raises(ValueError, match="expansion trains a new adapter"):
-        variants.apply(run, "expansion@repair", "stream")
+    with pytest.raises(ValidationError, match="the expansion strategy trains a new adapter per step"):
+        variants.validated(run, "expansion@repair", "stream")
+    variants.validated(run, "lite-adapt-inf@repair", "stream")
     assert with_repair.spec.training.repair.placement == "after"
     interleaved, _ = variants.apply(run, "lite-adapt-inf@repair-interleaved", "stream")
     assert interleaved.spec.training.repair.placement == "interleaved"
     assert interleaved.spec.training.repair.fraction == variants.REPAIR_FRACTION
     one_epoch = run.model_copy(deep=True)
     one_epoch.spec.training.epochs = 1
-    with pytest.raises(ValueError, match="join the epochs after the first, and training.epochs is 1"):
-        variants.apply(one_epoch, "lite-adapt-inf@repair-interleaved", "stream")
+    with pytest.raises(ValidationError, match="adds the risen samples to the epochs after"):
+        variants.validated(one_epoch, "lite-adapt-inf@repair-interleaved", "stream")
 
 
 def test_interleaved_repair_needs_a_second_epoch():

@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from adaptinf.runner import report, skill_report, streams, variants
 from adaptinf.runner.local import default_tracking, ensure_experiment
 from adaptinf.runner.streams import StreamSource
-from adaptinf.spec import LifelongRunSpec, SpecError, error_line
+from adaptinf.spec import SpecError, error_line
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,8 @@ def _check_variants(cfg: CompareConfig, run: Any, stream: str) -> None:
     for name in cfg.strategies:
         if variants.split(name)[1] is None:
             continue
-        varied, _ = variants.apply(run, name, stream)
         try:
-            LifelongRunSpec.model_validate(varied.spec.to_dict())
+            variants.validated(run, name, stream)
         except ValidationError as err:
             raise SpecError(f"--strategies {name}: " + "; ".join(error_line(e) for e in err.errors())) from None
 

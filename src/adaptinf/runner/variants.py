@@ -24,6 +24,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from adaptinf.spec import LifelongRunSpec
+
 SEPARATOR = "@"
 VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "stratified-rehearsal", "paper",
             "repair", "repair-interleaved")
@@ -87,15 +89,9 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
     elif variant == "paper":
         paper_behaviour(run.spec)
     elif variant in ("repair", "repair-interleaved"):
-        if strategy == "expansion":
-            raise ValueError(f"variant '{variant}': expansion trains a new adapter per step; the repair pass "
-                             "has no model to check old samples against")
-        training = run.spec.training
-        if variant == "repair-interleaved" and training.epochs < 2:
-            raise ValueError(f"variant '{variant}': the risen samples join the epochs after the first, "
-                             f"and training.epochs is {training.epochs}")
-        training.repair.fraction = REPAIR_FRACTION
-        training.repair.placement = "interleaved" if variant == "repair-interleaved" else "after"
+        # What the spec refuses with it (expansion, one epoch) is checked by `validated`.
+        run.spec.training.repair.fraction = REPAIR_FRACTION
+        run.spec.training.repair.placement = "interleaved" if variant == "repair-interleaved" else "after"
     elif (refresh := refresh_policy(variant)) is not None:
         extract.refresh = refresh[0]
         if refresh[0] == "every-n-steps":
@@ -103,6 +99,13 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         else:
             extract.refresh_fraction = float(refresh[1])
     return run, strategy
+
+
+def validated(run: Any, name: str, stream: str | Path) -> Any:
+    """The spec of `name`'s run validated as the spec would be with that strategy in it: the
+    spec's own rules, so a variant never needs checks of its own. ValidationError when refused."""
+    varied, strategy = apply(run, name, stream)
+    return LifelongRunSpec.model_validate({**varied.spec.to_dict(), "strategy": strategy})
 
 
 def paper_behaviour(spec: Any) -> None:
