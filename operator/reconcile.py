@@ -467,6 +467,7 @@ class Reconciler:
     def cleanup(self, namespace: str, name: str) -> int:
         """Delete the run's Jobs (ownerReferences make the cluster do it too; the test emulator has
         no garbage collector) and mark its datasets as orphaned. Returns the number deleted."""
+        self._seen.pop((namespace, name), None)
         deleted = 0
         for job in self.kube.list("jobs", namespace, labels=f"{RUN_LABEL}={name}"):
             deleted += self._delete_job(namespace, job)

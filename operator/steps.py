@@ -143,21 +143,15 @@ def arrival_key(ds: DatasetView) -> tuple:
     return (ds.order is None, ds.order or 0, ds.created, ds.name)
 
 
-def _fixed_steps(obs: Observation) -> dict[str, int]:
-    """Dataset name → its step, for the datasets whose step is fixed."""
+def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
+    """(step, dataset) in step order: fixed steps first, then the queue."""
+    by_name = {d.name: d for d in obs.datasets}
     fixed: dict[str, int] = {}
     for job in sorted(obs.jobs, key=lambda j: j.step):  # Jobs are the hard evidence
         fixed.setdefault(job.dataset, job.step)
     for ds in obs.datasets:
         if ds.step is not None:
             fixed.setdefault(ds.name, ds.step)
-    return fixed
-
-
-def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
-    """(step, dataset) in step order: fixed steps first, then the queue."""
-    by_name = {d.name: d for d in obs.datasets}
-    fixed = _fixed_steps(obs)
     taken = sorted((step, by_name[name]) for name, step in fixed.items() if name in by_name)
     # A step whose Jobs are gone (TTL) and whose dataset was deleted left no trace here but its
     # markers in the store: never hand its number to another dataset (it would count as done).
@@ -166,12 +160,11 @@ def schedule(obs: Observation) -> list[tuple[int, DatasetView]]:
     return [(s, d) for s, d in taken] + [(nxt + i, d) for i, d in enumerate(queue)]
 
 
-def arrival_wait(obs: Observation, steps: list[tuple[int, DatasetView]]) -> float:
+def arrival_wait(obs: Observation, queue: list[tuple[int, DatasetView]]) -> float:
     """Seconds until the queue has been quiet for `arrival_window`: `kubectl apply -f datasets/`
     creates its objects one after the other, and a pass between two of them must not start the
     first one seen when a later one has the lower `spec.order`."""
-    fixed = _fixed_steps(obs)
-    ages = [d.age for _, d in steps if d.name not in fixed and d.age is not None]
+    ages = [d.age for _, d in queue if d.age is not None]
     if not ages or obs.arrival_window <= 0:
         return 0.0
     return min(obs.arrival_window, max(0.0, obs.arrival_window - min(ages)))
@@ -180,7 +173,6 @@ def arrival_wait(obs: Observation, steps: list[tuple[int, DatasetView]]) -> floa
 def plan(obs: Observation) -> Plan:
     out = Plan()
     steps = schedule(obs)
-    wait = arrival_wait(obs, steps)
     retry_used = False
     current: int | None = None  # index into `steps` where the run stopped
     for i, (step, ds) in enumerate(steps):
@@ -262,7 +254,8 @@ def plan(obs: Observation) -> Plan:
                                                  stage, "Suspended", f"run {obs.run} is suspended before {stage}")
             current = i
             break
-        if not started and wait > 0:
+        # Not started: this dataset and every later one are the queue (fixed steps come first).
+        if not started and (wait := arrival_wait(obs, steps[i:])) > 0:
             out.phase = "Running"
             out.awaiting_arrivals = wait
             out.datasets[ds.name] = DatasetState("Queued", None, None, "AwaitingArrivals",
