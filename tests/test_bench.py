@@ -122,3 +122,13 @@ def test_step_bench_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert [s["step"] for s in out["steps"]] == [0, 1]
     assert all(s["seconds"]["train"] > 0 and s["seconds"]["extract"] > 0 for s in out["steps"])
     assert out["ratio"] is not None and out["ratio"] > 0 and out["train_s"] > 0
+
+
+def test_answer_logits_bench(capsys: pytest.CaptureFixture[str], restore_threads: None) -> None:
+    out = _run("answer_logits", ["--device", "cpu", "--threads", "1", "--samples", "8", "--batch-size", "4",
+                                 "--proj-dim", "64"], capsys)
+    assert out["samples"] == 8 and out["layers"] == 6 and 0 < out["answer_token_share"] < 1
+    for name in ("extract", "prune", "train"):
+        assert out[name]["full_s"] > 0 and out[name]["kept_s"] > 0 and out[name]["speedup"] > 0, name
+        # The same numbers both ways: features exactly, the training loss to fp32 rounding.
+        assert out[name]["max_diff"] < 1e-5, name

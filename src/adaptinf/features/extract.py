@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.records import Record
+from ..model.answer_logits import answer_logits_kwargs
 from ..model.encoding import Encoder, sequence_pad_values
 from ..model.loading import ModelBundle, decoder_layers
 from ..scorers import TokenStats, get_scorer, token_stats
@@ -126,27 +127,38 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
                   desc=progress_label.desc("extract"), unit="batch", disable=not progress):
         labels = b.batch["labels"].to(device)
         inputs = _model_inputs(b.batch, device, dtype)
+        stats, layer_hidden = None, None
         with torch.set_grad_enabled(capture is not None and zo is None):
             if zo is not None:
                 out, stats, g = _zero_order_batch(model, zo, inputs, labels, cfg)
                 pending.add(b.idx, g)
             elif capture is not None:
                 with capture:
-                    out = model(**inputs, output_hidden_states=cfg.hidden)
-                    stats = token_stats(out.logits, labels)
+                    keep = answer_logits_kwargs(model, labels)
+                    out = model(**inputs, output_hidden_states=cfg.hidden, **keep)
+                    stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
                     # The per-sample mean answer-token NLL from the same answer-only fp32 logits
                     # the scores use: no fp32 copy of every position's logits.
                     g = capture.per_sample_grads(stats.per_sample_mean(stats.nll).sum())
                 pending.add(b.idx, g.detach())
+            elif scorers:
+                keep = answer_logits_kwargs(model, labels)
+                out = model(**inputs, output_hidden_states=cfg.hidden, **keep)
+                stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
             else:
-                out = model(**inputs, output_hidden_states=cfg.hidden)
-                stats = token_stats(out.logits, labels)
-        if cfg.hidden:
-            pooled = _mean_pool(out.hidden_states[hidden_layer + 1].detach(), inputs["attention_mask"]).cpu().numpy()
+                # Hidden states only (prune's after-training pass): nothing above that layer is read.
+                out = None
+                layer_hidden = layer_output(model, hidden_layer, inputs) if cfg.hidden else None
+            if cfg.hidden and out is not None:
+                layer_hidden = out.hidden_states[hidden_layer + 1]
+        if layer_hidden is not None:
+            pooled = _mean_pool(layer_hidden.detach(), inputs["attention_mask"]).cpu().numpy()
             if hiddens is None:
                 hiddens = np.zeros((n, pooled.shape[1]), np.float32)
             hiddens[b.idx] = pooled
-        del out
+        del out, layer_hidden
+        if stats is None or not scorers:
+            continue
         text_stats = _text_only_stats(model, b, device, dtype) if need_text_pass else None
         stats = _detach(stats)
         for s in scorers:
@@ -177,14 +189,17 @@ def _zero_order_batch(model: torch.nn.Module, zo: tuple[ZeroOrderGrads, UpperSta
                       labels: torch.Tensor, cfg: ExtractConfig):
     """The ordinary forward (scores, hidden states) plus 2K perturbed ones → raw estimates."""
     estimator, upper = zo
+    keep = answer_logits_kwargs(model, labels)
+    positions = keep.get("logits_to_keep")
     if upper.supported:
         with upper:
-            out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False)
-        coeffs = estimator.coefficients(lambda: answer_nll(upper.logits(), labels))
+            out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False, **keep)
+        coeffs = estimator.coefficients(lambda: answer_nll(upper.logits(positions), labels, positions))
     else:
-        out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False)
-        coeffs = estimator.coefficients(lambda: answer_nll(model(**inputs, use_cache=False).logits, labels))
-    return out, token_stats(out.logits, labels), estimator.estimate(coeffs)
+        out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False, **keep)
+        coeffs = estimator.coefficients(
+            lambda: answer_nll(model(**inputs, use_cache=False, **keep).logits, labels, positions))
+    return out, token_stats(out.logits, labels, positions), estimator.estimate(coeffs)
 
 
 class _PendingProjection:
@@ -269,12 +284,41 @@ def _text_only_stats(model: torch.nn.Module, b: _Batch, device: torch.device, dt
     image-bearing samples only: a text-only sample's input has nothing to remove."""
     if b.text_batch is None:
         return None
+    labels = b.text_batch["labels"].to(device)
+    keep = answer_logits_kwargs(model, labels)
     with torch.no_grad():
-        out = model(**_model_inputs(b.text_batch, device, dtype))
-    stats = token_stats(out.logits, b.text_batch["labels"].to(device))
+        out = model(**_model_inputs(b.text_batch, device, dtype), **keep)
+    stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
     # Back to positions in the batch; text-only samples have no tokens here (scorers give 1).
     with_image = b.has_image.nonzero().flatten().to(stats.sample.device)
     return replace(stats, sample=with_image[stats.sample], batch_size=len(b.idx))
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the wanted layer has run: the rest of the forward is skipped."""
+
+
+def layer_output(model: torch.nn.Module, layer: int, inputs: dict) -> torch.Tensor:
+    """The output of decoder layer `layer` (= `hidden_states[layer + 1]` of a full forward),
+    from a forward that stops there: the layers above and the LM head never run. The last
+    layer's entry is after the final norm in transformers' outputs, so it takes the full forward."""
+    layers = decoder_layers(model)
+    if layer >= len(layers) - 1:
+        return model(**inputs, output_hidden_states=True).hidden_states[layer + 1]
+    kept: list[torch.Tensor] = []
+
+    def stop(module, args, output):
+        kept.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = layers[layer].register_forward_hook(stop)
+    try:
+        model(**inputs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return kept[0]
 
 
 def _per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -65,12 +65,14 @@ class UpperStack:
             handle.remove()
         self._handles = []
 
-    def logits(self) -> torch.Tensor:
-        """(batch, len, vocab) logits of the last captured forward, recomputed from layer `start`."""
+    def logits(self, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, len, vocab) logits of the last captured forward, recomputed from layer `start`;
+        at `positions` only when given (`answer_logits`: the LM head is most of a rerun)."""
         if self._hidden is None or any(c is None for c in self._calls):
             raise RuntimeError("no forward was captured: call the model inside the context first")
         hidden = self._hidden
         for layer, (rest, kwargs) in zip(self.layers, self._calls):
             out = layer(hidden, *rest, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out   # older transformers return tuples
-        return self.head(self.norm(hidden))
+        hidden = self.norm(hidden)
+        return self.head(hidden if positions is None else hidden[:, positions])

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.answer_logits import answer_targets, logits_columns
+
 
 @dataclass
 class TokenStats:
@@ -28,12 +30,15 @@ class TokenStats:
         return total / count.clamp_min(1)
 
 
-def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> TokenStats:
-    """Statistics of the answer tokens (labels != -100), next-token aligned, in fp32."""
-    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-    sample, pos = (shift_labels != -100).nonzero(as_tuple=True)
-    sel = shift_logits[sample, pos].float()                  # (N, V)
-    y = shift_labels[sample, pos]
+def token_stats(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None) -> TokenStats:
+    """Statistics of the answer tokens (labels != -100), next-token aligned, in fp32.
+
+    `positions`: the sequence positions `logits` was computed at (`answer_logits`), None when it
+    covers every position."""
+    targets = answer_targets(labels, positions)
+    sample, col = (targets != -100).nonzero(as_tuple=True)
+    sel = logits_columns(logits, labels, positions)[sample, col].float()     # (N, V)
+    y = targets[sample, col]
     logp = torch.log_softmax(sel, dim=-1)
     p = logp.exp()
     p_y = p.gather(1, y[:, None]).squeeze(1)
@@ -41,7 +46,7 @@ def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> TokenStats:
     # ‖p − e_y‖² = Σp² − 2p_y + 1, without materialising the one-hot.
     el2n = ((p * p).sum(-1) - 2 * p_y + 1).clamp_min(0).sqrt()
     entropy = -(p * logp).sum(-1)
-    return TokenStats(sample, nll, el2n, entropy, logits.shape[0])
+    return TokenStats(sample, nll, el2n, entropy, labels.shape[0])
 
 
 class Scorer:

@@ -26,6 +26,7 @@ import torch
 from ..data.records import Record
 from ..features.grads import LoraGradCapture
 from ..features.zero_order import answer_nll
+from ..model.answer_logits import answer_logits_kwargs
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle, decoder_layers
 from ..strategy_options import STRATEGY_OPTIONS
@@ -66,9 +67,11 @@ def diagonal_fisher(bundle: ModelBundle, encoder: Encoder, records: list[Record]
             inputs = {k: v.to(bundle.device) for k, v in batch.items() if k != "labels"}
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
+            labels = batch["labels"].to(bundle.device)
+            keep = answer_logits_kwargs(model, labels)
             with capture:
-                logits = model(**inputs, use_cache=False).logits
-                g = capture.per_sample_grads(answer_nll(logits, batch["labels"].to(bundle.device)).sum())
+                logits = model(**inputs, use_cache=False, **keep).logits
+                g = capture.per_sample_grads(answer_nll(logits, labels, keep.get("logits_to_keep")).sum())
             sums += (g.double() ** 2).sum(0).cpu()
     finally:
         for p, flag in zip(params, flags):

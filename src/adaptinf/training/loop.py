@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.records import Record
+from ..model.answer_logits import answer_loss, answer_positions, keeps_logits
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle
 from .. import progress as progress_label
@@ -50,6 +51,16 @@ class TrainResult:
     @property
     def final_loss(self) -> float:
         return self.losses[-1] if self.losses else float("nan")
+
+
+def _batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep_logits: bool) -> torch.Tensor:
+    """The batch's mean answer-token loss; with the LM head applied at the answer positions only
+    when the model allows it (`answer_logits`: the same loss, without the full logits)."""
+    if not keep_logits:
+        return model(**batch).loss
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    positions = answer_positions(batch["labels"])
+    return answer_loss(model(**inputs, logits_to_keep=positions).logits, batch["labels"], positions)
 
 
 def _mixed_precision(name: str) -> str:
@@ -99,6 +110,7 @@ def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cf
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    keep_logits = keeps_logits(model)
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
     model.train()
     losses, steps, extra = [], 0, 0
@@ -116,7 +128,7 @@ def train_model(bundle: ModelBundle, encoder: Encoder, records: list[Record], cf
             with accelerator.accumulate(model):
                 if "pixel_values" in batch:
                     batch["pixel_values"] = batch["pixel_values"].to(next(model.parameters()).dtype)
-                loss = model(**batch).loss
+                loss = _batch_loss(model, batch, keep_logits)
                 accelerator.backward(loss + penalty() if penalty is not None else loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, 1.0)

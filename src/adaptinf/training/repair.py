@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..data.records import Record
+from ..model.answer_logits import answer_logits_kwargs
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle
 from ..scorers import token_stats
@@ -74,7 +75,8 @@ def answer_nll(bundle: ModelBundle, encoder: Encoder, records: list[Record], bat
         inputs = {k: v.to(bundle.device) for k, v in batch.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-        stats = token_stats(model(**inputs).logits, labels)   # answer tokens only, in fp32
+        keep = answer_logits_kwargs(model, labels)
+        stats = token_stats(model(**inputs, **keep).logits, labels, keep.get("logits_to_keep"))  # fp32
         out[idx] = stats.per_sample_mean(stats.nll).cpu().numpy()
     model.train(was_training)
     return out

@@ -1,0 +1,156 @@
+"""Logits at the answer positions only, and prune's hidden-states pass stopped at its layer,
+against the full forwards they replace: the same model, records and passes in one run.
+
+`model/answer_logits.py` applies the LM head at the positions that predict an answer token
+(transformers' `logits_to_keep`); `features.extract.layer_output` stops prune's
+after-training forward at the hidden-state layer. Both give the same numbers as before: this
+bench times them against the full forwards and reports the largest difference.
+
+- extract: `extract_features` with gradients, hidden states and the four scores;
+- prune: `extract_features(grads=False, scorers=())`, the after-training hidden states;
+- train: one epoch of `train_model` (LoRA), the loss from kept logits vs transformers' loss.
+
+Each pass runs once both ways untimed (warm-up), then is timed both ways, alternating.
+
+    python bench/answer_logits.py --threads 1                       # the tiny demo model
+    adaptinf models prepare smollm2-135m --out models/smollm2-135m
+    adaptinf demo-data --stream skewed --modality text --size small --vocabulary large --out skewed-text-large
+    python bench/answer_logits.py --threads 1 --model models/smollm2-135m --records skewed-text-large/datasets
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Timer, emit, machine, pick_device, set_threads  # noqa: E402
+
+from adaptinf.data.demo import write_demo_stream  # noqa: E402
+from adaptinf.data.records import Record, read_records  # noqa: E402
+from adaptinf.features import extract as extract_module  # noqa: E402
+from adaptinf.features.extract import ExtractConfig, Features, extract_features  # noqa: E402
+from adaptinf.model.encoding import Encoder  # noqa: E402
+from adaptinf.model.loading import ModelBundle, attach_adapter, decoder_layers, load_base  # noqa: E402
+from adaptinf.model.tiny import build_tiny_model  # noqa: E402
+from adaptinf.spec import LoraSpec  # noqa: E402
+from adaptinf.training import loop as loop_module  # noqa: E402
+from adaptinf.training.loop import TrainConfig, train_model  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="a model folder (default: the demo stream's tiny model)")
+    p.add_argument("--records", default=None, help="a folder of .jsonl datasets (default: the demo stream)")
+    p.add_argument("--samples", type=int, default=64, help="records each pass runs on")
+    p.add_argument("--batch-size", type=int, default=16, help="extract and prune batch size")
+    p.add_argument("--train-batch-size", type=int, default=4)
+    p.add_argument("--proj-dim", type=int, default=2048)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def load(args: argparse.Namespace, work: Path, device: torch.device) -> tuple[ModelBundle, list[Record]]:
+    model_dir, records_dir = args.model, args.records
+    if model_dir is None or records_dir is None:
+        info = write_demo_stream(work / "stream", seed=args.seed, size="quick")
+        model_dir = model_dir or build_tiny_model(work / "model", seed=args.seed)
+        records_dir = records_dir or str(Path(info["datasets"][0]["path"]).parent)
+    records: list[Record] = []
+    for path in sorted(Path(records_dir).glob("*.jsonl")):
+        got, _ = read_records(str(path), path.stem, image_root=str(Path(records_dir).parent))
+        records += got
+    if not records:
+        raise SystemExit(f"no records in {records_dir}")
+    order = np.random.default_rng(args.seed).permutation(len(records))
+    records = [records[i] for i in order[:args.samples]]
+    bundle = load_base(str(model_dir), "float32", device)
+    return attach_adapter(bundle, LoraSpec(rank=args.rank), None, trainable=True, seed=args.seed), records
+
+
+@contextlib.contextmanager
+def full_forwards():
+    """The behaviour before: logits at every position, prune's forward to the end."""
+    def full_layer_output(model, layer, inputs):
+        return model(**inputs, output_hidden_states=True).hidden_states[layer + 1]
+    with mock.patch.object(extract_module, "answer_logits_kwargs", lambda model, labels: {}), \
+         mock.patch.object(extract_module, "layer_output", full_layer_output), \
+         mock.patch.object(loop_module, "keeps_logits", lambda model: False):
+        yield
+
+
+def _max_diff(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    return float(np.abs(a - b).max()) if a is not None and b is not None else 0.0
+
+
+def _feature_diff(kept: Features, full: Features) -> float:
+    diffs = [_max_diff(kept.grads, full.grads), _max_diff(kept.hidden, full.hidden)]
+    diffs += [float(np.abs(kept.scores[s] - full.scores[s]).max() / max(1e-12, np.abs(full.scores[s]).max()))
+              for s in full.scores]
+    return max(diffs)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    set_threads(args.threads)
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory(prefix="bench-answer-logits-") as tmp:
+        bundle, records = load(args, Path(tmp), device)
+        encoder = Encoder(bundle, 2048)
+        layer = len(decoder_layers(bundle.model)) // 2
+        passes = {
+            "extract": ExtractConfig(layers=[layer], projection_dim=args.proj_dim, batch_size=args.batch_size,
+                                     seed=args.seed),
+            "prune": ExtractConfig(layers=[layer], batch_size=args.batch_size, grads=False, scorers=()),
+        }
+        answer_tokens = sum(int((torch.tensor(encoder.encode(r).labels) != -100).sum()) for r in records)
+        all_tokens = sum(len(encoder.encode(r).input_ids) for r in records)
+        result: dict[str, Any] = {"bench": "answer_logits", "model": str(args.model or "tiny demo model"),
+                                  "vocab": bundle.model.get_output_embeddings().weight.shape[0],
+                                  "layers": len(decoder_layers(bundle.model)), "samples": len(records),
+                                  "answer_token_share": round(answer_tokens / all_tokens, 3)}
+        state = {k: v.detach().clone() for k, v in bundle.model.state_dict().items() if "lora_" in k}
+
+        def run_pass(name: str) -> Features:
+            return extract_features(bundle, encoder, records, passes[name], progress=False)
+
+        def run_train() -> float:
+            bundle.model.load_state_dict(state, strict=False)   # the same start both ways
+            for n, p in bundle.model.named_parameters():
+                p.requires_grad_("lora_" in n)
+            res = train_model(bundle, encoder, records, TrainConfig(epochs=1, batch_size=args.train_batch_size,
+                                                                    seed=args.seed), progress=False)
+            return res.final_loss
+
+        for name in (*passes, "train"):
+            fn = run_train if name == "train" else (lambda name=name: run_pass(name))
+            fn()
+            with full_forwards():
+                fn()                                                     # warm-up both ways
+            with full_forwards(), Timer(device) as t_full:
+                full = fn()
+            with Timer(device) as t_kept:
+                kept = fn()
+            diff = abs(kept - full) if name == "train" else _feature_diff(kept, full)
+            result[name] = {"full_s": round(t_full.seconds, 3), "kept_s": round(t_kept.seconds, 3),
+                            "speedup": round(t_full.seconds / t_kept.seconds, 3), "max_diff": float(f"{diff:.3g}")}
+        result["machine"] = machine(device)
+        return emit(result)
+
+
+if __name__ == "__main__":
+    main()
