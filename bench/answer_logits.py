@@ -2,7 +2,7 @@
 against the full forwards they replace: the same model, records and passes in one run.
 
 `model/answer_logits.py` applies the LM head at the positions that predict an answer token
-(transformers' `logits_to_keep`); `features.extract.layer_output` stops prune's
+(transformers' `logits_to_keep`); `model.partial_forward.layer_output` stops prune's
 after-training forward at the hidden-state layer. Both give the same numbers as before: this
 bench times them against the full forwards and reports the largest difference.
 

@@ -14,10 +14,11 @@ import torch
 
 from adaptinf.data.demo import write_demo_stream
 from adaptinf.data.records import Record, read_records
-from adaptinf.features.extract import ExtractConfig, _model_inputs, extract_features, layer_output
+from adaptinf.features.extract import ExtractConfig, _model_inputs, extract_features
 from adaptinf.model.answer_logits import answer_loss, answer_positions, keeps_logits
 from adaptinf.model.encoding import Encoder
 from adaptinf.model.loading import ModelBundle, decoder_layers
+from adaptinf.model.partial_forward import layer_output
 from adaptinf.model.tiny import build_tiny_model
 from adaptinf.scorers import token_stats
 from adaptinf.training.loop import _batch_loss

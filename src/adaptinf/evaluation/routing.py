@@ -22,6 +22,7 @@ import torch
 from ..data.records import Record
 from ..model.encoding import Encoder
 from ..model.loading import ModelBundle
+from ..model.partial_forward import layer_output
 from .generate import generate_answers
 
 ROUTING_KEY_FILE = "routing_keys.npy"   # (keys, hidden) float32, stored beside each adapter
@@ -62,7 +63,7 @@ def prompt_states(bundle: ModelBundle, encoder: Encoder, records: list[Record], 
             inputs = {k: v.to(bundle.device) for k, v in batch.items() if k != "labels"}
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-            hidden = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states[layer + 1]
+            hidden = layer_output(model, layer, inputs)   # the layers above never run
             mask = inputs["attention_mask"].unsqueeze(-1).float()
             out.append(((hidden.float() * mask).sum(1) / mask.sum(1).clamp_min(1)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -28,6 +28,7 @@ from ..data.records import Record
 from ..model.answer_logits import answer_logits_kwargs
 from ..model.encoding import Encoder, sequence_pad_values
 from ..model.loading import ModelBundle, decoder_layers
+from ..model.partial_forward import layer_output
 from ..scorers import TokenStats, get_scorer, token_stats
 from .grads import LoraGradCapture
 from .projection import RademacherProjector, l2_normalise
@@ -135,7 +136,7 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
             elif capture is not None:
                 with capture:
                     keep = answer_logits_kwargs(model, labels)
-                    out = model(**inputs, output_hidden_states=cfg.hidden, **keep)
+                    out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False, **keep)
                     stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
                     # The per-sample mean answer-token NLL from the same answer-only fp32 logits
                     # the scores use: no fp32 copy of every position's logits.
@@ -143,7 +144,7 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
                 pending.add(b.idx, g.detach())
             elif scorers:
                 keep = answer_logits_kwargs(model, labels)
-                out = model(**inputs, output_hidden_states=cfg.hidden, **keep)
+                out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False, **keep)
                 stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
             else:
                 # Hidden states only (prune's after-training pass): nothing above that layer is read.
@@ -292,33 +293,6 @@ def _text_only_stats(model: torch.nn.Module, b: _Batch, device: torch.device, dt
     # Back to positions in the batch; text-only samples have no tokens here (scorers give 1).
     with_image = b.has_image.nonzero().flatten().to(stats.sample.device)
     return replace(stats, sample=with_image[stats.sample], batch_size=len(b.idx))
-
-
-class _StopForward(Exception):
-    """Raised by a hook once the wanted layer has run: the rest of the forward is skipped."""
-
-
-def layer_output(model: torch.nn.Module, layer: int, inputs: dict) -> torch.Tensor:
-    """The output of decoder layer `layer` (= `hidden_states[layer + 1]` of a full forward),
-    from a forward that stops there: the layers above and the LM head never run. The last
-    layer's entry is after the final norm in transformers' outputs, so it takes the full forward."""
-    layers = decoder_layers(model)
-    if layer >= len(layers) - 1:
-        return model(**inputs, output_hidden_states=True).hidden_states[layer + 1]
-    kept: list[torch.Tensor] = []
-
-    def stop(module, args, output):
-        kept.append(output[0] if isinstance(output, tuple) else output)
-        raise _StopForward
-
-    handle = layers[layer].register_forward_hook(stop)
-    try:
-        model(**inputs)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    return kept[0]
 
 
 def _per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
