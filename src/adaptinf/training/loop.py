@@ -60,7 +60,8 @@ def _batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep_log
         return model(**batch).loss
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     positions = answer_positions(batch["labels"])
-    return answer_loss(model(**inputs, logits_to_keep=positions).logits, batch["labels"], positions)
+    logits = model(**inputs, logits_to_keep=positions, use_cache=False).logits
+    return answer_loss(logits, batch["labels"], positions)
 
 
 def _mixed_precision(name: str) -> str:
