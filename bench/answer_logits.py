@@ -106,8 +106,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = pick_device(args.device)
     set_threads(args.threads)
-    logging.disable(logging.WARNING)
-    warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory(prefix="bench-answer-logits-") as tmp:
         bundle, records = load(args, Path(tmp), device)
         encoder = Encoder(bundle, 2048)
@@ -153,4 +151,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")  # transformers' deprecation notices would bury the JSON line
     main()
