@@ -288,7 +288,7 @@ def _text_only_stats(model: torch.nn.Module, b: _Batch, device: torch.device, dt
     labels = b.text_batch["labels"].to(device)
     keep = answer_logits_kwargs(model, labels)
     with torch.no_grad():
-        out = model(**_model_inputs(b.text_batch, device, dtype), **keep)
+        out = model(**_model_inputs(b.text_batch, device, dtype), use_cache=False, **keep)
     stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
     # Back to positions in the batch; text-only samples have no tokens here (scorers give 1).
     with_image = b.has_image.nonzero().flatten().to(stats.sample.device)

@@ -7,7 +7,9 @@ position. Over a real vocabulary that head is a large share of a small model's w
 and the full logits tensor, batch × length × vocabulary, is the largest activation in memory.
 transformers' `logits_to_keep` (a 1-D tensor of positions, since 4.52) applies the head to
 those positions only; the result is the same logits at those positions, so the loss, scores
-and gradients are unchanged (tests compare them with the full forward).
+and gradients are unchanged (tests compare them with the full forward on CPU in fp32, where they
+are bit-identical; on a GPU in bf16 a head over fewer rows may run another GEMM kernel, equal to
+bf16 rounding).
 
 The kept positions are one set for the whole batch (the union over its samples): with batches
 of similar length, as extract and training make them, the union is a few times one answer.
@@ -28,8 +30,8 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
 
 def keeps_logits(model: torch.nn.Module) -> bool:
     """Whether the model's forward takes `logits_to_keep` (peft wrappers pass it through)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(inner, "module", inner)     # DDP / accelerate wrappers
+    inner = getattr(model, "module", model)     # DDP / accelerate wrappers, then peft's
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     try:
         return "logits_to_keep" in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):

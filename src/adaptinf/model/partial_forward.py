@@ -22,7 +22,7 @@ def layer_output(model: torch.nn.Module, layer: int, inputs: dict) -> torch.Tens
     from a forward that stops there: the layers above and the LM head never run. The last
     layer's entry is after the final norm in transformers' outputs, so it takes the full forward."""
     layers = decoder_layers(model)
-    if layer >= len(layers) - 1:
+    if not 0 <= layer < len(layers) - 1:      # the last layer, or an index from the end
         return model(**inputs, output_hidden_states=True, use_cache=False).hidden_states[layer + 1]
     kept: list[torch.Tensor] = []
 
@@ -37,4 +37,6 @@ def layer_output(model: torch.nn.Module, layer: int, inputs: dict) -> torch.Tens
         pass
     finally:
         handle.remove()
+    if not kept:
+        raise RuntimeError(f"decoder layer {layer} did not run in the forward of {type(model).__name__}")
     return kept[0]

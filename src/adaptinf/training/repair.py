@@ -76,7 +76,7 @@ def answer_nll(bundle: ModelBundle, encoder: Encoder, records: list[Record], bat
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
         keep = answer_logits_kwargs(model, labels)
-        stats = token_stats(model(**inputs, **keep).logits, labels, keep.get("logits_to_keep"))  # fp32
+        stats = token_stats(model(**inputs, use_cache=False, **keep).logits, labels, keep.get("logits_to_keep"))  # fp32
         out[idx] = stats.per_sample_mean(stats.nll).cpu().numpy()
     model.train(was_training)
     return out
