@@ -150,3 +150,20 @@ def test_a_last_layer_hidden_state_takes_the_full_forward(tmp_path: Path, record
     with torch.no_grad():
         full = bundle.model(**inputs, output_hidden_states=True).hidden_states[2]
         torch.testing.assert_close(layer_output(bundle.model, 1, inputs), full, rtol=0, atol=0)
+
+
+def test_keeps_logits_sees_through_ddp_and_peft_wrappers(bundle) -> None:
+    class Wrapped(torch.nn.Module):          # what DDP / accelerate put around the peft model
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.module = inner
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    class Plain(torch.nn.Module):            # a model whose forward has no logits_to_keep
+        def forward(self, input_ids, attention_mask=None):
+            return input_ids
+
+    assert keeps_logits(bundle.model) and keeps_logits(Wrapped(bundle.model))
+    assert not keeps_logits(Plain()) and not keeps_logits(Wrapped(Plain()))
