@@ -129,13 +129,13 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
         labels = b.batch["labels"].to(device)
         inputs = _model_inputs(b.batch, device, dtype)
         stats, layer_hidden = None, None
+        keep = answer_logits_kwargs(model, labels)
         with torch.set_grad_enabled(capture is not None and zo is None):
             if zo is not None:
-                out, stats, g = _zero_order_batch(model, zo, inputs, labels, cfg)
+                out, stats, g = _zero_order_batch(model, zo, inputs, labels, keep, cfg)
                 pending.add(b.idx, g)
             elif capture is not None:
                 with capture:
-                    keep = answer_logits_kwargs(model, labels)
                     out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False, **keep)
                     stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
                     # The per-sample mean answer-token NLL from the same answer-only fp32 logits
@@ -143,7 +143,6 @@ def extract_features(bundle: ModelBundle, encoder: Encoder, records: list[Record
                     g = capture.per_sample_grads(stats.per_sample_mean(stats.nll).sum())
                 pending.add(b.idx, g.detach())
             elif scorers:
-                keep = answer_logits_kwargs(model, labels)
                 out = model(**inputs, output_hidden_states=cfg.hidden, use_cache=False, **keep)
                 stats = token_stats(out.logits, labels, keep.get("logits_to_keep"))
             else:
@@ -187,10 +186,9 @@ def _zero_order(bundle: ModelBundle, cfg: ExtractConfig,
 
 
 def _zero_order_batch(model: torch.nn.Module, zo: tuple[ZeroOrderGrads, UpperStack], inputs: dict,
-                      labels: torch.Tensor, cfg: ExtractConfig):
+                      labels: torch.Tensor, keep: dict[str, torch.Tensor], cfg: ExtractConfig):
     """The ordinary forward (scores, hidden states) plus 2K perturbed ones → raw estimates."""
     estimator, upper = zo
-    keep = answer_logits_kwargs(model, labels)
     positions = keep.get("logits_to_keep")
     if upper.supported:
         with upper:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..model.answer_logits import answer_targets, logits_columns
+from ..model.answer_logits import answer_token_logits
 from .projection import rademacher_block
 
 DEFAULT_DIRECTIONS = 16
@@ -43,10 +43,8 @@ def rademacher_directions(seed: int, count: int, dim: int, device: torch.device 
 def answer_nll(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
     """(batch,) float64 mean answer-token NLL (the loss the gradient is of), from fp32 logits of
     the labelled positions only; `positions`: where `logits` was computed (None: everywhere)."""
-    targets = answer_targets(labels, positions)
-    sample, col = (targets != -100).nonzero(as_tuple=True)
-    logp = torch.log_softmax(logits_columns(logits, labels, positions)[sample, col].float(), dim=-1)
-    nll = -logp.gather(1, targets[sample, col][:, None]).squeeze(1).double()
+    sample, sel, y = answer_token_logits(logits, labels, positions)
+    nll = -torch.log_softmax(sel, dim=-1).gather(1, y[:, None]).squeeze(1).double()
     total = torch.zeros(labels.shape[0], dtype=torch.float64, device=logits.device).index_add_(0, sample, nll)
     count = torch.zeros_like(total).index_add_(0, sample, torch.ones_like(nll))
     return total / count.clamp_min(1)

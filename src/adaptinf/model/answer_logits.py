@@ -16,6 +16,7 @@ of similar length, as extract and training make them, the union is a few times o
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -32,8 +33,14 @@ def keeps_logits(model: torch.nn.Module) -> bool:
     """Whether the model's forward takes `logits_to_keep` (peft wrappers pass it through)."""
     inner = getattr(model, "module", model)     # DDP / accelerate wrappers, then peft's
     inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return _forward_takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(cls: type) -> bool:
+    # Per class, not per call: extract and training ask once a batch.
     try:
-        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+        return "logits_to_keep" in inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):
         return False
 
@@ -44,7 +51,7 @@ def answer_logits_kwargs(model: torch.nn.Module, labels: torch.Tensor) -> dict[s
     return {"logits_to_keep": answer_positions(labels)} if keeps_logits(model) else {}
 
 
-def answer_targets(labels: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+def _answer_targets(labels: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
     """The next-token target of each logits column: (batch, P) for kept positions, (batch, L − 1)
     for full logits (whose last column predicts nothing)."""
     if positions is None:
@@ -52,9 +59,9 @@ def answer_targets(labels: torch.Tensor, positions: torch.Tensor | None) -> torc
     return labels[:, positions + 1]
 
 
-def logits_columns(logits: torch.Tensor, labels: torch.Tensor,
-                   positions: torch.Tensor | None) -> torch.Tensor:
-    """The logits aligned with `answer_targets`: drop the last column of full logits."""
+def _logits_columns(logits: torch.Tensor, labels: torch.Tensor,
+                    positions: torch.Tensor | None) -> torch.Tensor:
+    """The logits aligned with `_answer_targets`: drop the last column of full logits."""
     if positions is None:
         return logits[:, :labels.shape[1] - 1]
     if logits.shape[1] != positions.numel():
@@ -62,9 +69,17 @@ def logits_columns(logits: torch.Tensor, labels: torch.Tensor,
     return logits
 
 
+def answer_token_logits(logits: torch.Tensor, labels: torch.Tensor,
+                        positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every answer token of the batch: its sample index (N,), its fp32 logits (N, V) and its
+    target id (N,), from full or kept logits."""
+    targets = _answer_targets(labels, positions)
+    sample, col = (targets != -100).nonzero(as_tuple=True)
+    return sample, _logits_columns(logits, labels, positions)[sample, col].float(), targets[sample, col]
+
+
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
     """Mean cross-entropy over the batch's answer tokens, in fp32: transformers' causal-LM loss
     (without `num_items_in_batch`), from full or kept logits."""
-    targets = answer_targets(labels, positions)
-    cols = logits_columns(logits, labels, positions)
-    return F.cross_entropy(cols.float().reshape(-1, cols.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    _, sel, y = answer_token_logits(logits, labels, positions)
+    return F.cross_entropy(sel, y)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.answer_logits import answer_targets, logits_columns
+from ..model.answer_logits import answer_token_logits
 
 
 @dataclass
@@ -35,10 +35,7 @@ def token_stats(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Ten
 
     `positions`: the sequence positions `logits` was computed at (`answer_logits`), None when it
     covers every position."""
-    targets = answer_targets(labels, positions)
-    sample, col = (targets != -100).nonzero(as_tuple=True)
-    sel = logits_columns(logits, labels, positions)[sample, col].float()     # (N, V)
-    y = targets[sample, col]
+    sample, sel, y = answer_token_logits(logits, labels, positions)     # sel: (N, V)
     logp = torch.log_softmax(sel, dim=-1)
     p = logp.exp()
     p_y = p.gather(1, y[:, None]).squeeze(1)
