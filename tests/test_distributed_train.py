@@ -36,6 +36,14 @@ def test_from_main_gives_every_process_the_main_ones_choice(monkeypatch):
     assert distributed.from_main([1, 2]) == [1, 2]   # outside a group: the object itself
 
 
+def test_the_rendezvous_port_stays_taken_while_the_group_runs(monkeypatch):
+    # The parent holds the store's port: no other program can take it before the ranks connect.
+    script = ("import os, socket, sys; s = socket.socket(); "
+              "sys.exit(3 if s.connect_ex(('127.0.0.1', int(os.environ['MASTER_PORT']))) else 0)")
+    monkeypatch.setattr(distributed, "launch_argv", lambda args: [sys.executable, "-c", script])
+    assert distributed.run_group(2, []) == 0
+
+
 def test_two_process_train_stage_writes_once_and_eval_reads_it(demo_quick, tmp_path):
     files = ["-f", str(demo_quick / "lifelongrun.yaml"), "-f", str(sorted((demo_quick / "datasets").glob("00-*.yaml"))[0])]
     store_dir = tmp_path / "store"

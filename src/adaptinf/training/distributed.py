@@ -9,9 +9,9 @@ MLflow, and the others wait for it at a barrier so nobody reads an artifact befo
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,10 +32,15 @@ def launch_argv(stage_args: list[str]) -> list[str]:
     return [sys.executable, "-m", "adaptinf.cli", *stage_args]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rendezvous_store():
+    """The group's rendezvous store, hosted by this parent on a port the OS picks and it keeps
+    (torchrun's "agent store"): no free-port-then-bind window in which another program could
+    take the port before rank 0 binds it."""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+    return TCPStore("127.0.0.1", 0, None, is_master=True, timeout=timedelta(minutes=30),
+                    wait_for_workers=False)
 
 
 def run_group(processes: int, stage_args: list[str]) -> int:
@@ -49,8 +54,10 @@ def run_group(processes: int, stage_args: list[str]) -> int:
     """
     if processes < 2:
         raise ValueError(f"a process group needs at least 2 processes, got {processes}")
+    store = _rendezvous_store()
     base = {**os.environ, "WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes),
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port),
+            "TORCHELASTIC_USE_AGENT_STORE": "True"}
     procs: list[subprocess.Popen] = []
     stopped: list[int] = []
 
@@ -97,7 +104,17 @@ def _wait_all(procs: list[subprocess.Popen]) -> int:
 def _state():
     import torch
     from accelerate import PartialState
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    # A process that exits with its group alive can abort in interpreter teardown (gloo's worker
+    # threads still hold tensors; "terminate called without an active exception", exit -6).
+    atexit.register(_end_group)
+    return state
+
+
+def _end_group() -> None:
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main() -> bool:
