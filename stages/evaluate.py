@@ -15,7 +15,7 @@ from adaptinf.evaluation.suite import evaluate_suite
 from adaptinf.history import skill_history
 from adaptinf.metrics import average_accuracy, forgetting_rate, forgetting_rate_taught
 from adaptinf.model.encoding import Encoder
-from adaptinf.training.regimes import regime_for
+from adaptinf.training.regimes import regime_for_run
 
 from .context import StageContext
 from .runtime import run_idempotent
@@ -27,7 +27,7 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     if not ctx.spec.eval.suite:
         ctx.store.write_json(f"{prefix}/metrics.json", {"skills": {}, "note": "no eval suite in the run spec"})
         return {"skills": {}, "avg_acc": None, "forgetting_rate": None}
-    model = regime_for(ctx.spec.strategy).eval_model(ctx)   # expansion: every adapter, routed per sample
+    model = regime_for_run(ctx.spec).eval_model(ctx)   # expansion: every adapter, routed per sample
     result = evaluate_suite(model.bundle, Encoder(model.bundle, ctx.spec.training.max_length), ctx.spec.eval,
                             progress=ctx.progress, answer=model.answer)
     if not result.skills:

@@ -28,7 +28,7 @@ from adaptinf.spec_base import SpecError
 from adaptinf.training import LaterRows, TrainResult, distributed, repair, train_model
 from adaptinf.training.initial import step_config, tune_base
 from adaptinf.training.loop import TrainConfig
-from adaptinf.training.regimes import Regime, regime_for
+from adaptinf.training.regimes import Regime, regime_for_run
 
 from .cluster_select import initial_tuning_step
 from .context import StageContext
@@ -46,7 +46,7 @@ def _body(ctx: StageContext, prefix: str) -> dict[str, Any]:
     first, initial = initial_tuning_step(ctx), ctx.spec.model.initial_tuning
     if first and initial == "full":
         summary.update(tune_base(ctx, records, progress=ctx.progress))
-    regime = regime_for(ctx.spec.strategy)
+    regime = regime_for_run(ctx.spec)
     bundle = regime.training_model(ctx)
     summary.update(regime.before_train(ctx, bundle))
     config = step_config(ctx, ctx.spec.model.initial_epochs if first and initial == "lora" else None)

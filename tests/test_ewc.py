@@ -106,3 +106,47 @@ def test_fisher_accumulates_and_round_trips(tmp_path):
     save_fisher(total, tmp_path / "f.safetensors")
     back = load_fisher(tmp_path / "f.safetensors")
     assert set(back) == set(total) and all(torch.equal(back[k], total[k]) for k in total)
+
+
+# ---- training.ewc: the penalty under another strategy's selection ---------------------------
+
+def _run(strategy: str, **ewc_fields) -> dict:
+    return {"apiVersion": "adaptinf.dev/v1alpha1", "kind": "LifelongRun", "metadata": {"name": "r"},
+            "spec": {"model": {"base": "m"}, "strategy": strategy, "trainBudget": 80, "storage": {"uri": "s"},
+                     "training": {"ewc": ewc_fields}}}
+
+
+def test_training_ewc_turns_continual_lora_into_the_ewc_regime():
+    from adaptinf.spec import parse_resource
+    from adaptinf.training.regimes import ewc as ewc_regime, regime_for_run
+    off = parse_resource(_run("lite-adapt-inf")).spec
+    assert off.to_dict()["training"]["ewc"] == {"lambda": 0.0, "fisherSamples": 1024}
+    assert regime_for_run(off).name == "continue"
+    on = parse_resource(_run("lite-adapt-inf", **{"lambda": 300.0, "fisherSamples": 32})).spec
+    assert regime_for_run(on).name == "ewc" and ewc_regime.settings(on) == (300.0, 32)
+    # The ewc strategy keeps its own options; training.ewc is off there.
+    strategy = parse_resource({**_run("ewc"), "spec": {**_run("ewc")["spec"], "strategyOptions": {"lambda": 7.0}}}).spec
+    assert regime_for_run(strategy).name == "ewc" and ewc_regime.settings(strategy) == (7.0, 1024)
+
+
+@pytest.mark.parametrize("strategy, message", [
+    ("ewc", "spec.training.ewc.lambda: the ewc strategy sets its penalty in strategyOptions.lambda"),
+    ("expansion", "spec.training.ewc.lambda: the expansion strategy trains a new adapter per step"),
+])
+def test_training_ewc_is_refused_where_it_cannot_apply(strategy, message):
+    from adaptinf.spec import SpecError, parse_resource
+    with pytest.raises(SpecError) as err:
+        parse_resource(_run(strategy, **{"lambda": 1.0}))
+    assert message in str(err.value)
+
+
+def test_ewc_variant_sets_the_strategys_default_lambda(demo_quick):
+    from pydantic import ValidationError
+
+    from adaptinf.runner import collect, variants
+    run, _ = collect([demo_quick])
+    varied, strategy = variants.apply(run, "lite-adapt-inf@ewc", "stream")
+    assert strategy == "lite-adapt-inf" and varied.spec.training.ewc.lambda_ == variants.EWC_LAMBDA == 1e5
+    assert run.spec.training.ewc.lambda_ == 0
+    with pytest.raises(ValidationError, match="the expansion strategy trains a new adapter per step"):
+        variants.validated(run, "expansion@ewc", "stream")

@@ -14,7 +14,8 @@ from adaptinf.runner import variants
 from adaptinf.runner.compare import CompareConfig
 from adaptinf.spec import LoraSpec
 
-STRATEGIES = ("lite-adapt-inf@zero-order", "lite-adapt-inf@proxy", "ewc", "expansion", "image-grounding")
+STRATEGIES = ("lite-adapt-inf@zero-order", "lite-adapt-inf@proxy", "ewc", "lite-adapt-inf@ewc", "expansion",
+              "image-grounding")
 
 
 def test_variant_names_and_overrides(tmp_path):
@@ -64,7 +65,8 @@ def _shard(out, strategy: str, step: int):
 @pytest.mark.slow
 def test_table_has_every_option_and_its_cost(compared):
     rows = {r["strategy"]: r for r in json.loads((compared / "table.json").read_text())}
-    assert set(rows) == {"sequential", "lite-adapt-inf@zero-order", "lite-adapt-inf@proxy", "ewc", "expansion"}
+    assert set(rows) == {"sequential", "lite-adapt-inf@zero-order", "lite-adapt-inf@proxy", "ewc", "lite-adapt-inf@ewc",
+                         "expansion"}
     for name in ("lite-adapt-inf@zero-order", "lite-adapt-inf@proxy"):
         assert rows[name]["seconds"]["extract"] > 0 and rows[name]["trained_samples"] > 0
     md = (compared / "table.md").read_text()
@@ -100,20 +102,34 @@ def test_zero_order_and_proxy_gradients(compared):
 
 
 @pytest.mark.slow
-def test_ewc_stores_and_uses_an_accumulated_fisher(compared):
+@pytest.mark.parametrize("strategy", ["ewc", "lite-adapt-inf@ewc"])
+def test_ewc_stores_and_uses_an_accumulated_fisher(compared, strategy):
     from adaptinf.training.ewc import FISHER_FILE, load_fisher
     # Step 0 was trained by the shared sequential run: its Fisher is estimated at step 1.
-    assert not (_step(compared, "ewc", 0, "train") / "adapter" / FISHER_FILE).exists()
+    assert not (_step(compared, strategy, 0, "train") / "adapter" / FISHER_FILE).exists()
     fishers = []
     for step in range(1, STEPS):
-        summary = _marker(_step(compared, "ewc", step, "train"))["summary"]
-        assert summary["ewc"]["fisher_upto_step"] == step - 1 and summary["ewc"]["lambda"] > 0
-        fishers.append(load_fisher(_step(compared, "ewc", step, "train") / "adapter" / FISHER_FILE))
+        summary = _marker(_step(compared, strategy, step, "train"))["summary"]
+        assert summary["ewc"] == {"lambda": variants.EWC_LAMBDA, "fisher_upto_step": step - 1}
+        fishers.append(load_fisher(_step(compared, strategy, step, "train") / "adapter" / FISHER_FILE))
     for earlier, later in zip(fishers, fishers[1:]):
         assert set(earlier) == set(later)
         # F_≤t = F_t + F_≤t−1, and F_t ≥ 0 is not nothing.
         growth = sum((later[k] - earlier[k]).sum().item() for k in later)
         assert growth > 0 and all((later[k] >= earlier[k]).all() for k in later)
+
+
+@pytest.mark.slow
+def test_ewc_variant_selects_like_its_strategy(compared):
+    # `lite-adapt-inf@ewc` trains under the penalty on Lite's selection (a subset of the pool,
+    # pruned), not on the new dataset in full as the `ewc` strategy does.
+    for step in range(1, STEPS):
+        report = json.loads((_step(compared, "lite-adapt-inf@ewc", step, "cluster-select") / "selection.json")
+                            .read_text())["report"]
+        assert report["strategy"] == "lite-adapt-inf"
+        trained = _marker(_step(compared, "lite-adapt-inf@ewc", step, "train"))["summary"]["samples"]
+        assert trained == report["selected"] == report["budget"] < report["pool_size"]
+    assert (_step(compared, "lite-adapt-inf@ewc", 1, "prune") / "_COMMITTED.json").exists()
 
 
 @pytest.mark.slow

@@ -196,7 +196,12 @@ MODEL_EXTRAS: dict[type[BaseModel], Node] = {
         {"rule": "!has(self.strategy) || self.strategy != 'expansion' || !has(self.training) "
                  "|| !has(self.training.repair) || !has(self.training.repair.fraction) "
                  "|| self.training.repair.fraction == 0.0",
-         "message": "training.repair.fraction: the expansion strategy trains a new adapter per step; set it to 0"}]},
+         "message": "training.repair.fraction: the expansion strategy trains a new adapter per step; set it to 0"},
+        # LifelongRunSpec._ewc_penalty.
+        {"rule": "!has(self.strategy) || !(self.strategy in ['ewc', 'expansion']) || !has(self.training) "
+                 "|| !has(self.training.ewc) || !has(self.training.ewc.lambda) || self.training.ewc.lambda == 0.0",
+         "message": "training.ewc.lambda: not with the ewc strategy (strategyOptions.lambda) or expansion "
+                    "(a new adapter per step); set it to 0"}]},
     # TrainingSpec._interleaved_needs_epochs (the API server fills in the defaults before these run).
     TrainingSpec: {"x-kubernetes-validations": [
         {"rule": "!has(self.repair) || self.repair.fraction == 0.0 || self.repair.placement != 'interleaved' "

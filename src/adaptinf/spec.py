@@ -216,6 +216,15 @@ class RepairSpec(SpecModel):
     placement: Literal["after", "interleaved"] = "after"
 
 
+class EwcSpec(SpecModel):
+    """An EWC penalty on top of any strategy that continues one adapter (docs/options.md §4):
+    the `ewc` strategy's training with another strategy's selection."""
+    # λ of (λ/2) Σ F (θ − θ*)²; 0 (the paper, and the default) turns it off. The `ewc` strategy's
+    # default, 1e5, is the value measured (options §4).
+    lambda_: float = Field(0.0, ge=0, alias="lambda")
+    fisher_samples: int = Field(1024, ge=1)
+
+
 class TrainingSpec(SpecModel):
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(16, ge=1, le=4096)
@@ -227,6 +236,7 @@ class TrainingSpec(SpecModel):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
     repair: RepairSpec = Field(default_factory=RepairSpec)
+    ewc: EwcSpec = Field(default_factory=EwcSpec)
 
     @model_validator(mode="after")
     def _interleaved_needs_epochs(self) -> TrainingSpec:
@@ -497,6 +507,18 @@ class LifelongRunSpec(SpecModel):
             raise ValueError("training.repair.fraction: the expansion strategy trains a new adapter per step, "
                              "which the repair pass cannot check old samples against; set it to 0")
         return self   # fraction ≤ 0.5 always leaves selection at least half of T
+
+    @model_validator(mode="after")
+    def _ewc_penalty(self) -> LifelongRunSpec:
+        """training.ewc adds the penalty to a strategy that continues one adapter; `ewc` has its
+        own (strategyOptions), `expansion` trains a new adapter per step."""
+        if self.training.ewc.lambda_ == 0 or self.strategy not in ("ewc", "expansion"):
+            return self
+        if self.strategy == "ewc":
+            raise ValueError("training.ewc.lambda: the ewc strategy sets its penalty in strategyOptions.lambda; "
+                             "set one of the two")
+        raise ValueError("training.ewc.lambda: the expansion strategy trains a new adapter per step, which the "
+                         "penalty cannot anchor to the previous one; set it to 0")
 
     def effective_strategy_options(self) -> dict[str, Any]:
         """The strategy's options in effect: its defaults updated with strategyOptions."""

@@ -280,6 +280,10 @@ def test_cel_rules_mirror_model_validators() -> None:
     assert "self.strategy != 'expansion'" in rules["x-kubernetes-validations"][1]["rule"]
     assert pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "expansion", "training": {"repair": {"fraction": 0.1}}})
     assert not pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "expansion", "training": {"repair": {"fraction": 0}}})
+    assert "self.training.ewc.lambda == 0.0" in rules["x-kubernetes-validations"][2]["rule"]
+    for strategy in ("ewc", "expansion"):
+        assert pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": strategy, "training": {"ewc": {"lambda": 1.0}}})
+    assert not pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "random", "training": {"ewc": {"lambda": 1.0}}})
     training = rules["properties"]["training"]["x-kubernetes-validations"][0]["rule"]
     assert "self.repair.placement != 'interleaved'" in training and "self.epochs >= 2" in training
     interleaved = {"epochs": 1, "repair": {"fraction": 0.1, "placement": "interleaved"}}
@@ -492,6 +496,9 @@ def _fix_cross_field(kind: str, spec: dict) -> dict:
         repair = (spec.get("training") or {}).get("repair")
         if repair and spec.get("strategy") == "expansion":   # expansion has no repair pass
             repair["fraction"] = 0
+        ewc = (spec.get("training") or {}).get("ewc")
+        if ewc and spec.get("strategy") in ("ewc", "expansion"):   # the penalty is training.ewc's or theirs
+            ewc["lambda"] = 0
         if repair and repair.get("placement") == "interleaved" and spec["training"].get("epochs", 3) < 2:
             repair["placement"] = "after"   # interleaving needs a second epoch
         for res in (spec.get("resources") or {}).values():

@@ -13,6 +13,8 @@ fields overridden, so that options of the extract stage can sit in the same tabl
 - `@repair`: `training.repair.fraction: 0.1` (the interference repair pass on 10% of T).
 - `@repair-interleaved`: the same with `training.repair.placement: interleaved` (the risen
   samples join the epochs after the first instead of a pass after training).
+- `@ewc`: `training.ewc.lambda` = the `ewc` strategy's default λ: the strategy's selection,
+  trained under the EWC penalty (docs/options.md §4).
 - `@refresh-every-N` (N ≥ 2): `extract.refresh: every-n-steps`, `refreshEvery: N`; the trained
   model's features of an old sample are recomputed once they are N steps old.
 - `@refresh-fraction-P` (P in 1..99): `extract.refresh: fraction`, `refreshFraction: P/100`;
@@ -24,13 +26,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from adaptinf import strategy_options
 from adaptinf.spec import LifelongRunSpec
 
 SEPARATOR = "@"
 VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "stratified-rehearsal", "paper",
-            "repair", "repair-interleaved")
+            "repair", "repair-interleaved", "ewc")
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
 REPAIR_FRACTION = 0.1       # `@repair`: the share of T the repair pass gets
+EWC_LAMBDA: float = strategy_options.STRATEGY_OPTIONS["ewc"]["lambda"].default   # `@ewc`: not tuned per stream
 
 
 # Variants with a number in their name: the refresh policies of extract (docs/options.md §3).
@@ -92,6 +96,8 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
         # What the spec refuses with it (expansion, one epoch) is checked by `validated`.
         run.spec.training.repair.fraction = REPAIR_FRACTION
         run.spec.training.repair.placement = "interleaved" if variant == "repair-interleaved" else "after"
+    elif variant == "ewc":
+        run.spec.training.ewc.lambda_ = EWC_LAMBDA
     elif (refresh := refresh_policy(variant)) is not None:
         extract.refresh = refresh[0]
         if refresh[0] == "every-n-steps":

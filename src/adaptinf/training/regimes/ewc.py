@@ -3,7 +3,8 @@
 The Fisher accumulated up to the previous step is stored beside that step's adapter
 (`ewc_fisher.safetensors`); a previous adapter without one (trained by another regime, e.g.
 the step 0 that `compare` shares) gets it estimated here from that step's training data, with
-that adapter's weights. Options `lambda` and `fisher_samples` (spec.strategyOptions).
+that adapter's weights. Options `lambda` and `fisher_samples`: spec.strategyOptions for the
+`ewc` strategy, spec.training.ewc for another strategy's selection trained under the penalty.
 """
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ from .base import Regime, register_regime, training_records
 log = logging.getLogger(__name__)
 
 
+def settings(spec: Any) -> tuple[float, int]:
+    """(λ, Fisher samples) in effect: the `ewc` strategy's options, else training.ewc."""
+    if spec.strategy == "ewc":
+        options = spec.effective_strategy_options()
+        return float(options["lambda"]), int(options["fisher_samples"])
+    return float(spec.training.ewc.lambda_), int(spec.training.ewc.fisher_samples)
+
+
 def _fisher_samples(ctx: RunStep) -> int:
-    return int(ctx.spec.effective_strategy_options()["fisher_samples"])
+    return settings(ctx.spec)[1]
 
 
 def _fisher_upto(ctx: RunStep, bundle: ModelBundle, step: int, adapter: Path) -> dict[str, torch.Tensor]:
@@ -52,7 +61,7 @@ class Ewc(Regime):
             return {"ewc": "no previous adapter: no penalty"}
         step, adapter = previous
         fisher = _fisher_upto(ctx, bundle, step, adapter)
-        lam = float(ctx.spec.effective_strategy_options()["lambda"])
+        lam = settings(ctx.spec)[0]
         self.penalty = ewc.EwcPenalty(bundle.model, fisher, lam)
         return {"ewc": {"lambda": lam, "fisher_upto_step": step}}
 
