@@ -27,6 +27,17 @@ def test_group_reports_the_first_failure_and_stops_the_rest(monkeypatch):
         distributed.run_group(1, [])
 
 
+def test_a_rank_that_ignores_sigterm_is_killed_after_the_grace(monkeypatch):
+    # Rank 0 ignores SIGTERM (as one stuck in a collective's teardown would not answer it).
+    script = ("import os, signal, sys, time; r = int(os.environ['RANK']); "
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60) if r == 0 else (time.sleep(1), sys.exit(2))")
+    monkeypatch.setattr(distributed, "launch_argv", lambda args: [sys.executable, "-c", script])
+    monkeypatch.setattr(distributed, "KILL_AFTER_S", 1.0)
+    start = time.monotonic()
+    assert distributed.run_group(2, []) == 2
+    assert time.monotonic() - start < 30
+
+
 def test_from_main_gives_every_process_the_main_ones_choice(monkeypatch):
     # Each rank proposes its own rank; both must get rank 0's (exit 3 otherwise).
     script = ("import os, sys; from adaptinf.training import distributed; "

@@ -84,8 +84,11 @@ def run_group(processes: int, stage_args: list[str]) -> int:
     return SIGTERM_EXIT if stopped else failed
 
 
+KILL_AFTER_S = 30.0   # a rank still alive this long after SIGTERM is killed
+
+
 def _wait_all(procs: list[subprocess.Popen]) -> int:
-    failed = 0
+    failed, stopped_at = 0, None
     while procs:
         for p in list(procs):
             code = p.poll()
@@ -93,9 +96,13 @@ def _wait_all(procs: list[subprocess.Popen]) -> int:
                 continue
             procs.remove(p)
             if code and not failed:
-                failed = code
+                failed, stopped_at = code, time.monotonic()
                 for other in procs:   # a dead peer would leave the others hanging in a collective
                     other.terminate()
+        if procs and stopped_at is not None and time.monotonic() - stopped_at > KILL_AFTER_S:
+            for other in procs:       # e.g. stuck in NCCL's teardown of an unfinished collective
+                other.kill()
+            stopped_at = None
         time.sleep(0.2)
     return failed
 
