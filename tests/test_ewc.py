@@ -132,6 +132,7 @@ def test_training_ewc_turns_continual_lora_into_the_ewc_regime():
 @pytest.mark.parametrize("strategy, message", [
     ("ewc", "spec.training.ewc.lambda: the ewc strategy sets its penalty in strategyOptions.lambda"),
     ("expansion", "spec.training.ewc.lambda: the expansion strategy trains a new adapter per step"),
+    ("multitask", "spec.training.ewc.lambda: multitask trains once on all the data"),
 ])
 def test_training_ewc_is_refused_where_it_cannot_apply(strategy, message):
     from adaptinf.spec import SpecError, parse_resource

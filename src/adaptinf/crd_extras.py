@@ -198,10 +198,11 @@ MODEL_EXTRAS: dict[type[BaseModel], Node] = {
                  "|| self.training.repair.fraction == 0.0",
          "message": "training.repair.fraction: the expansion strategy trains a new adapter per step; set it to 0"},
         # LifelongRunSpec._ewc_penalty.
-        {"rule": "!has(self.strategy) || !(self.strategy in ['ewc', 'expansion']) || !has(self.training) "
-                 "|| !has(self.training.ewc) || !has(self.training.ewc.lambda) || self.training.ewc.lambda == 0.0",
-         "message": "training.ewc.lambda: not with the ewc strategy (strategyOptions.lambda) or expansion "
-                    "(a new adapter per step); set it to 0"}]},
+        {"rule": "!has(self.strategy) || !(self.strategy in ['ewc', 'expansion', 'multitask']) "
+                 "|| !has(self.training) || !has(self.training.ewc) || !has(self.training.ewc.lambda) "
+                 "|| self.training.ewc.lambda == 0.0",
+         "message": "training.ewc.lambda: not with the ewc strategy (strategyOptions.lambda), expansion "
+                    "(a new adapter per step) or multitask (one training); set it to 0"}]},
     # TrainingSpec._interleaved_needs_epochs (the API server fills in the defaults before these run).
     TrainingSpec: {"x-kubernetes-validations": [
         {"rule": "!has(self.repair) || self.repair.fraction == 0.0 || self.repair.placement != 'interleaved' "

@@ -510,13 +510,16 @@ class LifelongRunSpec(SpecModel):
 
     @model_validator(mode="after")
     def _ewc_penalty(self) -> LifelongRunSpec:
-        """training.ewc adds the penalty to a strategy that continues one adapter; `ewc` has its
-        own (strategyOptions), `expansion` trains a new adapter per step."""
-        if self.training.ewc.lambda_ == 0 or self.strategy not in ("ewc", "expansion"):
+        """training.ewc adds the penalty to a strategy that continues one adapter step by step; `ewc`
+        has its own (strategyOptions), `expansion` trains a new adapter per step, `multitask` once."""
+        if self.training.ewc.lambda_ == 0 or self.strategy not in ("ewc", "expansion", "multitask"):
             return self
         if self.strategy == "ewc":
             raise ValueError("training.ewc.lambda: the ewc strategy sets its penalty in strategyOptions.lambda; "
                              "set one of the two")
+        if self.strategy == "multitask":
+            raise ValueError("training.ewc.lambda: multitask trains once on all the data, with no earlier step to "
+                             "protect; set it to 0")
         raise ValueError("training.ewc.lambda: the expansion strategy trains a new adapter per step, which the "
                          "penalty cannot anchor to the previous one; set it to 0")
 

@@ -281,7 +281,7 @@ def test_cel_rules_mirror_model_validators() -> None:
     assert pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "expansion", "training": {"repair": {"fraction": 0.1}}})
     assert not pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "expansion", "training": {"repair": {"fraction": 0}}})
     assert "self.training.ewc.lambda == 0.0" in rules["x-kubernetes-validations"][2]["rule"]
-    for strategy in ("ewc", "expansion"):
+    for strategy in ("ewc", "expansion", "multitask"):
         assert pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": strategy, "training": {"ewc": {"lambda": 1.0}}})
     assert not pydantic_errors("LifelongRun", {**MIN_RUN, "strategy": "random", "training": {"ewc": {"lambda": 1.0}}})
     training = rules["properties"]["training"]["x-kubernetes-validations"][0]["rule"]
@@ -497,7 +497,7 @@ def _fix_cross_field(kind: str, spec: dict) -> dict:
         if repair and spec.get("strategy") == "expansion":   # expansion has no repair pass
             repair["fraction"] = 0
         ewc = (spec.get("training") or {}).get("ewc")
-        if ewc and spec.get("strategy") in ("ewc", "expansion"):   # the penalty is training.ewc's or theirs
+        if ewc and spec.get("strategy") in ("ewc", "expansion", "multitask"):   # no training.ewc penalty there
             ewc["lambda"] = 0
         if repair and repair.get("placement") == "interleaved" and spec["training"].get("epochs", 3) < 2:
             repair["placement"] = "after"   # interleaving needs a second epoch

@@ -1,8 +1,8 @@
 """The training-regime interface: how the train and eval stages use a strategy's selection.
 
 A strategy names its regime in `Strategy.training_regime` ("continue" unless it says otherwise);
-the stages look it up with `regime_for(strategy)` and call only the hooks of `Regime`, in this
-order (train on every training process, eval in the one eval process):
+the stages look it up with `regime_for_run(spec)` (which also turns `continue` into `ewc` when
+`training.ewc.lambda` is set) and call only the hooks of `Regime`, in this order (train on every training process, eval in the one eval process):
 
     train: training_model → before_train → train_model(penalty=loss_penalty()) → after_train
     eval:  eval_model

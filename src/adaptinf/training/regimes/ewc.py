@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def settings(spec: Any) -> tuple[float, int]:
-    """(λ, Fisher samples) in effect: the `ewc` strategy's options, else training.ewc."""
-    if spec.strategy == "ewc":
+    """(λ, Fisher samples) in effect: the options of a strategy that trains with this regime (the
+    `ewc` strategy, or a plugin's), else training.ewc."""
+    from adaptinf.selection import get_strategy
+    if get_strategy(spec.strategy).training_regime == Ewc.name:
         options = spec.effective_strategy_options()
         return float(options["lambda"]), int(options["fisher_samples"])
     return float(spec.training.ewc.lambda_), int(spec.training.ewc.fisher_samples)
