@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from adaptinf import layout
 from adaptinf.runner import collect, report, run_local, variants
@@ -84,6 +85,32 @@ def test_refresh_variants_set_the_policy(demo_quick):
     for bad in ("refresh-every-1", "refresh-fraction-0", "refresh-fraction-100", "refresh-sometimes"):
         with pytest.raises(ValueError, match=bad):
             variants.split(f"lite-adapt-inf@{bad}")
+
+
+def test_variants_combine_left_to_right(demo_quick):
+    run, _ = collect([demo_quick])
+    name = "lite-adapt-inf@refresh-every-2+last-layer+prune-extract"
+    assert variants.split(name) == ("lite-adapt-inf", "refresh-every-2+last-layer+prune-extract")
+    cheap, strategy = variants.apply(run, name, "stream")
+    assert strategy == "lite-adapt-inf"
+    assert (cheap.spec.extract.refresh, cheap.spec.extract.refresh_every) == ("every-n-steps", 2)
+    assert cheap.spec.extract.layers == ["last"] and cheap.spec.prune.hidden_states == "extract"
+    assert run.spec.extract.layers == ["middle"] and run.spec.prune.hidden_states == "after-train"
+    assert variants.validated(run, name, "stream").extract.layers == ["last"]
+    assert variants.needs_proxy(["random", "lite-adapt-inf@last-layer+proxy"])
+    assert not variants.needs_proxy([name])
+    with pytest.raises(ValueError, match="'gpu' in 'lite-adapt-inf@last-layer\\+gpu'"):
+        variants.split("lite-adapt-inf@last-layer+gpu")
+    with pytest.raises(ValueError, match="twice"):
+        variants.split("lite-adapt-inf@last-layer+last-layer")
+    # Two refresh policies at once are refused by the spec's own rule, naming the field.
+    with pytest.raises(ValidationError, match="refreshEvery"):
+        variants.validated(run, "lite-adapt-inf@refresh-every-2+refresh-fraction-25", "stream")
+    # Its figures reach MLflow under a name MLflow accepts.
+    from mlflow.utils.validation import _validate_metric_name
+    from adaptinf.runner.compare import metric_prefix
+    assert metric_prefix(name) == "lite-adapt-inf/refresh-every-2/last-layer/prune-extract"
+    _validate_metric_name(metric_prefix(name) + ".relative_gain")
 
 
 def _summary(strategy: str, scores: list[dict[str, float]], seconds: dict[str, float]) -> dict:

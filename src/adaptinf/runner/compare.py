@@ -24,7 +24,8 @@ threads per process would only fight over the cores).
 
 A strategy may carry a variant, `STRATEGY@VARIANT` (`variants.py`): `lite-adapt-inf@zero-order`
 and `lite-adapt-inf@proxy` run Lite-Adapt-∞ with forward-only gradient estimates or with a
-smaller proxy model's gradients, next to the plain (backprop) run.
+smaller proxy model's gradients, next to the plain (backprop) run; variants combine with `+`
+(`lite-adapt-inf@refresh-every-2+last-layer`).
 """
 from __future__ import annotations
 
@@ -292,6 +293,12 @@ def _tracking_uri(cfg: CompareConfig) -> str | None:
     return default_tracking(cfg.out, None)
 
 
+def metric_prefix(strategy: str) -> str:
+    """A strategy's name as MLflow metric names allow it (no '@' or '+'): each variant becomes
+    a path segment, "x@a+b" → "x/a/b"."""
+    return strategy.replace(variants.SEPARATOR, "/").replace(variants.JOIN, "/")
+
+
 def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list[dict[str, Any]],
                   summaries: dict[str, dict[int, dict[str, Any]]]) -> str:
     """A parent run for the comparison; a child per (strategy, seed) with its per-step metrics."""
@@ -303,8 +310,7 @@ def log_to_mlflow(cfg: CompareConfig, uri: str, meta: dict[str, Any], rows: list
     client.log_param(parent, "seeds", ",".join(map(str, cfg.seeds)))
     client.log_param(parent, "stream", meta["stream"])
     for r in rows:
-        # MLflow metric names allow no '@': a variant becomes a path segment.
-        name = r["strategy"].replace(variants.SEPARATOR, "/")
+        name = metric_prefix(r["strategy"])
         for key in report.FIGURES:
             if r[key] is not None:   # multitask has no forgetting rate
                 client.log_metric(parent, f"{name}.{key}", r[key])

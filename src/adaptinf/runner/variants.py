@@ -19,6 +19,13 @@ fields overridden, so that options of the extract stage can sit in the same tabl
   model's features of an old sample are recomputed once they are N steps old.
 - `@refresh-fraction-P` (P in 1..99): `extract.refresh: fraction`, `refreshFraction: P/100`;
   the new dataset plus P% of the old pool, stratified by the previous step's clusters.
+- `@last-layer`: `extract.layers: [last]` (the paper's layer ablation): extract's backward
+  stops one decoder layer below the head instead of at the middle one, so a row costs little
+  more than a forward.
+- `@prune-extract`: `prune.hiddenStates: extract` (Lite prunes on extract's hidden states
+  instead of a forward of the pool after training).
+
+Variants combine with `+`, applied left to right: `lite-adapt-inf@refresh-every-2+last-layer`.
 """
 from __future__ import annotations
 
@@ -30,8 +37,9 @@ from adaptinf import strategy_options
 from adaptinf.spec import LifelongRunSpec
 
 SEPARATOR = "@"
+JOIN = "+"   # between combined variants
 VARIANTS = ("backprop", "zero-order", "proxy", "hidden-clusters", "density-split", "mastered-size", "stratified-rehearsal", "paper",
-            "repair", "repair-interleaved", "ewc")
+            "repair", "repair-interleaved", "ewc", "last-layer", "prune-extract")
 PROXY_DIR = "proxy-model"   # inside the compare stream folder
 REPAIR_FRACTION = 0.1       # `@repair`: the share of T the repair pass gets
 EWC_LAMBDA: float = strategy_options.STRATEGY_OPTIONS["ewc"]["lambda"].default   # `@ewc`: not tuned per stream
@@ -60,15 +68,28 @@ def refresh_policy(variant: str) -> tuple[str, int | float] | None:
 
 
 def split(name: str) -> tuple[str, str | None]:
-    """"lite-adapt-inf@proxy" → ("lite-adapt-inf", "proxy"); a plain name → (name, None)."""
+    """"lite-adapt-inf@proxy" → ("lite-adapt-inf", "proxy"); a plain name → (name, None); a
+    combination keeps its `+`: "x@a+b" → ("x", "a+b")."""
     strategy, sep, variant = name.partition(SEPARATOR)
-    if sep and variant not in VARIANTS and refresh_policy(variant) is None:
-        raise ValueError(f"unknown variant {variant!r} in {name!r}; known: {', '.join(VARIANTS + PARAMETRISED)}")
+    if sep:
+        parts(variant, name)
     return strategy, (variant if sep else None)
 
 
+def parts(variant: str, name: str = "") -> list[str]:
+    """The variants of a combination, each checked: "a+b" → ["a", "b"]."""
+    out = variant.split(JOIN)
+    for one in out:
+        if one not in VARIANTS and refresh_policy(one) is None:
+            raise ValueError(f"unknown variant {one!r} in {name or variant!r}; known: "
+                             f"{', '.join(VARIANTS + PARAMETRISED)} (combined with {JOIN!r})")
+    if len(set(out)) < len(out):
+        raise ValueError(f"variant {variant!r} in {name or variant!r} names one variant twice")
+    return out
+
+
 def needs_proxy(names: tuple[str, ...] | list[str]) -> bool:
-    return any(split(n)[1] == "proxy" for n in names)
+    return any((v := split(n)[1]) is not None and "proxy" in parts(v) for n in names)
 
 
 def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
@@ -77,34 +98,44 @@ def apply(run: Any, name: str, stream: str | Path) -> tuple[Any, str]:
     if variant is None:
         return run, strategy
     run = run.model_copy(deep=True)
-    extract = run.spec.extract
+    for one in parts(variant, name):
+        _override(run.spec, one, stream)
+    return run, strategy
+
+
+def _override(spec: Any, variant: str, stream: str | Path) -> None:
+    """Set one variant's fields in `spec` (a copy)."""
+    extract = spec.extract
     if variant == "zero-order":
         extract.gradient_source = "zero-order"
     elif variant == "proxy":
         extract.proxy_model = str(Path(stream) / PROXY_DIR)
     elif variant == "hidden-clusters":
-        run.spec.clustering.features = "hidden"
+        spec.clustering.features = "hidden"
     elif variant == "density-split":
-        run.spec.selection.budget_split = "density"
+        spec.selection.budget_split = "density"
     elif variant == "mastered-size":
-        run.spec.selection.mastered_budget = "size"
+        spec.selection.mastered_budget = "size"
     elif variant == "stratified-rehearsal":
-        run.spec.selection.mastered_rehearsal = "stratified"
+        spec.selection.mastered_rehearsal = "stratified"
     elif variant == "paper":
-        paper_behaviour(run.spec)
+        paper_behaviour(spec)
     elif variant in ("repair", "repair-interleaved"):
         # What the spec refuses with it (expansion, one epoch) is checked by `validated`.
-        run.spec.training.repair.fraction = REPAIR_FRACTION
-        run.spec.training.repair.placement = "interleaved" if variant == "repair-interleaved" else "after"
+        spec.training.repair.fraction = REPAIR_FRACTION
+        spec.training.repair.placement = "interleaved" if variant == "repair-interleaved" else "after"
     elif variant == "ewc":
-        run.spec.training.ewc.lambda_ = EWC_LAMBDA
+        spec.training.ewc.lambda_ = EWC_LAMBDA
     elif (refresh := refresh_policy(variant)) is not None:
         extract.refresh = refresh[0]
         if refresh[0] == "every-n-steps":
             extract.refresh_every = int(refresh[1])
         else:
             extract.refresh_fraction = float(refresh[1])
-    return run, strategy
+    elif variant == "last-layer":
+        extract.layers = ["last"]
+    elif variant == "prune-extract":
+        spec.prune.hidden_states = "extract"
 
 
 def validated(run: Any, name: str, stream: str | Path) -> Any:
