@@ -124,6 +124,21 @@ def test_step_bench_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert out["ratio"] is not None and out["ratio"] > 0 and out["train_s"] > 0
 
 
+def test_feature_layers_bench(capsys: pytest.CaptureFixture[str], restore_threads: None) -> None:
+    out = _run("feature_layers", ["--device", "cpu", "--threads", "1", "--samples", "8", "--batch-size", "4",
+                                  "--proj-dim", "64", "--repeat", "1", "--new", "50", "--budget", "10",
+                                  "--epochs", "2"], capsys)
+    assert out["samples"] == 8 and out["layers"] == 6 and out["train_s_per_sample_epoch"] > 0
+    assert out["floor_for"] == {"new": 50, "budget": 10, "epochs": 2}
+    for name in ("middle", "last", "no-grads"):
+        row = out[name]
+        assert row["s_per_row"] > 0, name
+        assert row["row_vs_trained_sample"] == pytest.approx(row["s_per_row"] / out["train_s_per_sample_epoch"],
+                                                             rel=0.01, abs=2e-3), name
+        # The floor of a step's ratio: 50 new rows at this cost against 10 samples x 2 epochs.
+        assert row["floor"] == pytest.approx(50 * row["row_vs_trained_sample"] / 20, rel=0.01, abs=2e-3), name
+
+
 def test_answer_logits_bench(capsys: pytest.CaptureFixture[str], restore_threads: None) -> None:
     out = _run("answer_logits", ["--device", "cpu", "--threads", "1", "--samples", "8", "--batch-size", "4",
                                  "--proj-dim", "64"], capsys)
