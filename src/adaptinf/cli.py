@@ -76,12 +76,29 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """`--seeds`: "5" → 0..4; "3-4" → (3, 4); "3,7" → (3, 7)."""
+    try:
+        if "," in text:
+            seeds = tuple(int(t) for t in text.split(",") if t.strip())
+        elif "-" in text.strip()[1:]:
+            first, last = (int(t) for t in text.split("-", 1))
+            seeds = tuple(range(first, last + 1))
+        else:
+            seeds = tuple(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seeds (5), a range (3-4) or a list (3,7)") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: at least one seed, none negative, none twice")
+    return seeds
+
+
 def _compare(args: argparse.Namespace) -> int:
     from adaptinf.runner.compare import DEFAULT_STRATEGIES, CompareConfig, compare
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies \
         else DEFAULT_STRATEGIES
     try:
-        cfg = CompareConfig(out=Path(args.out), strategies=strategies, seeds=tuple(range(args.seeds)),
+        cfg = CompareConfig(out=Path(args.out), strategies=strategies, seeds=args.seeds,
                             quick=args.quick, modality=args.modality, jobs=args.jobs or CompareConfig.jobs_default(),
                             tracking=False if args.no_mlflow else True, inputs=tuple(args.paths + args.file),
                             train_budget=args.train_budget, pool_budget=args.pool_budget, steps=args.steps,
@@ -172,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-samples", type=int, help="eval records per skill: the demo stream writes N, "
                    "any stream caps spec.eval.maxSamples at N")
     p.add_argument("--quick", action="store_true", help="the quick stream (tests, smoke runs)")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), default 3")
+    p.add_argument("--seeds", type=seed_list, default=(0, 1, 2),
+                   help="N: seeds 0..N-1 (default 3); or the seeds themselves, 'A-B' or 'A,B,…' "
+                        "(e.g. 3-4 adds two seeds to a comparison of 0-2)")
     p.add_argument("--strategies", help="comma-separated; default: all; sequential is always added")
     p.add_argument("--jobs", type=int, help="parallel worker processes (default: CPU count)")
     p.add_argument("--modality", choices=("multimodal", "text"), default="multimodal")
