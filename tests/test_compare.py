@@ -89,6 +89,78 @@ def test_table_needs_sequential_for_every_seed():
         report.build_table({"sequential": {0: SEQ[0]}, "random": RND})
 
 
+def _runs(strategy: str, seeds: range, shift: float) -> dict[int, dict]:
+    """Seeded runs whose scores differ per seed and strategy; step 0 shared per seed."""
+    out = {}
+    for seed in seeds:
+        start = {"a": 0.5 + 0.05 * seed, "b": 0.1}
+        steps = [start, {"a": 0.4 + shift, "b": 0.3 + 0.07 * seed}, {"a": 0.3 + shift / 2, "b": 0.5 + shift + 0.03 * seed}]
+        run = _summary(strategy, steps)
+        for step in run["steps"][1:]:
+            step["seconds"] = {"extract": 2.0 + seed, "prune": 1.0, "train": 3.0 + shift * seed}
+        out[seed] = run
+    return out
+
+
+def _assert_close(got, want, where: str) -> None:
+    """Equal up to float rounding, all the way down."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), where
+        for k in want:
+            _assert_close(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
+    else:
+        assert got == want, where
+
+
+def test_merged_tables_equal_one_table_over_all_seeds(tmp_path, capsys):
+    """`compare --seeds 0-1` then `--seeds 2-5`, merged, is the table of `--seeds 6`."""
+    from adaptinf.cli import main
+    from adaptinf.runner.pooled import pool_tables
+    shifts = {"sequential": 0.0, "random": 0.1, "x": 0.25, "x@v": 0.2}
+    runs = {name: _runs(name, range(6), shift) for name, shift in shifts.items()}
+    whole = report.build_table(runs)
+    halves = [report.build_table({n: {s: r[s] for s in seeds} for n, r in runs.items()}) for seeds in (range(2), range(2, 6))]
+    # Through JSON, as the tables are read from table.json.
+    merged = pool_tables([json.loads(json.dumps(h)) for h in halves])
+    assert [r["strategy"] for r in merged] == [r["strategy"] for r in whole]
+    for got, want in zip(merged, json.loads(json.dumps(whole))):
+        _assert_close(got, want, got["strategy"])   # every key: figures, seconds, CIs, vs_plain
+    assert next(r for r in merged if r["strategy"] == "x@v")["vs_plain"]["seeds"] == 6
+    # The command: out folders in, one table out; overlapping seeds are refused, naming them.
+    for i, rows in enumerate(halves):
+        (tmp_path / f"part{i}").mkdir()
+        (tmp_path / f"part{i}" / "table.json").write_text(json.dumps(rows))
+    assert main(["compare-merge", str(tmp_path / "part0"), str(tmp_path / "part1"), "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "table.json").read_text()) == json.loads(json.dumps(merged))
+    assert "seeds 0, 1)" in (tmp_path / "m" / "table.md").read_text()
+    capsys.readouterr()
+    assert main(["compare-merge", str(tmp_path / "part0"), str(tmp_path / "part0"), "--out", str(tmp_path / "n")]) == 2
+    assert "seed(s) [0, 1] are in more than one table" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["compare-merge", str(tmp_path / "part0"), str(tmp_path / "bad.json"), "--out", str(tmp_path / "n")]) == 2
+    assert "bad.json: not the table.json of `adaptinf compare`" in capsys.readouterr().err
+    assert not (tmp_path / "n").exists()
+
+
+def test_seeds_flag_takes_a_count_a_range_or_a_list(capsys):
+    from adaptinf.cli import build_parser
+    parse = build_parser().parse_args
+    assert parse(["compare", "--out", "o"]).seeds == (0, 1, 2)
+    assert parse(["compare", "--out", "o", "--seeds", "5"]).seeds == (0, 1, 2, 3, 4)
+    assert parse(["compare", "--out", "o", "--seeds", "3-4"]).seeds == (3, 4)
+    assert parse(["compare", "--out", "o", "--seeds", "3,7"]).seeds == (3, 7)
+    for bad in ("0", "x", "4-3", "3,3"):
+        with pytest.raises(SystemExit):
+            parse(["compare", "--out", "o", "--seeds", bad])
+        assert f"'{bad}'" in capsys.readouterr().err
+
+
 def test_unknown_strategy_is_rejected(tmp_path):
     from adaptinf.runner.compare import CompareConfig
     with pytest.raises(ValueError, match="no-such"):

@@ -76,6 +76,39 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_merge(args: argparse.Namespace) -> int:
+    from adaptinf.runner import report
+    from adaptinf.runner.pooled import pool_tables
+    tables, sources = [], []
+    for given in args.tables:
+        path = Path(given) / "table.json" if Path(given).is_dir() else Path(given)
+        try:
+            rows = json.loads(path.read_text())
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and "per_seed" in r for r in rows):
+                raise ValueError("not the table.json of `adaptinf compare`")
+        except (OSError, ValueError) as err:
+            print(f"error: {path}: {err}", file=sys.stderr)
+            return 2
+        tables.append(rows)
+        sources.append(f"{given} (seeds {', '.join(map(str, rows[0]['seeds'])) if rows else 'none'})")
+    try:
+        rows = pool_tables(tables)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    preamble = ("Merged by `adaptinf compare-merge` from " + "; ".join(sources) + ": the per-seed figures of the "
+                "same stream pooled, mean ± std over seeds; relative gain against the best per-skill score of "
+                "sequential training (same seed); stage seconds are the tables' means weighted by their seeds.")
+    for name, text in (("table.json", json.dumps(rows, indent=1)), ("table.md", report.table_markdown(rows, preamble=preamble))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)   # a merged table is whole or absent, never half written
+    print((out / "table.md").read_text())
+    return 0
+
+
 def seed_list(text: str) -> tuple[int, ...]:
     """`--seeds`: "5" → 0..4; "3-4" → (3, 4); "3,7" → (3, 7)."""
     try:
@@ -198,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("compare-merge", help="one table from `compare` tables of the same stream over disjoint seeds")
+    p.add_argument("tables", nargs="+", help="compare out folders (or their table.json files)")
+    p.add_argument("--out", required=True, help="folder for the merged table.md / table.json")
+    p.set_defaults(func=_compare_merge)
 
     add_stage(sub)
     add_pool(sub)
