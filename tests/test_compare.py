@@ -145,6 +145,9 @@ def test_merged_tables_equal_one_table_over_all_seeds(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["compare-merge", str(tmp_path / "part0"), str(tmp_path / "bad.json"), "--out", str(tmp_path / "n")]) == 2
     assert "bad.json: not the table.json of `adaptinf compare`" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in halves[1]]))
+    assert main(["compare-merge", str(tmp_path / "part0"), str(tmp_path / "bad.json"), "--out", str(tmp_path / "n")]) == 2
+    assert "rows with final_skills, per_seed, seconds" in capsys.readouterr().err
     assert not (tmp_path / "n").exists()
 
 
