@@ -39,50 +39,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, emit, machine, pick_device, set_threads  # noqa: E402
+from _lora_records import add_args, epoch_trainer, load  # noqa: E402
 
-from adaptinf.data.demo import write_demo_stream  # noqa: E402
-from adaptinf.data.records import Record, read_records  # noqa: E402
 from adaptinf.features import extract as extract_module  # noqa: E402
 from adaptinf.features.extract import ExtractConfig, Features, extract_features  # noqa: E402
 from adaptinf.model.encoding import Encoder  # noqa: E402
-from adaptinf.model.loading import ModelBundle, attach_adapter, decoder_layers, load_base  # noqa: E402
-from adaptinf.model.tiny import build_tiny_model  # noqa: E402
-from adaptinf.spec import LoraSpec  # noqa: E402
+from adaptinf.model.loading import decoder_layers  # noqa: E402
 from adaptinf.training import loop as loop_module  # noqa: E402
-from adaptinf.training.loop import TrainConfig, train_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="a model folder (default: the demo stream's tiny model)")
-    p.add_argument("--records", default=None, help="a folder of .jsonl datasets (default: the demo stream)")
-    p.add_argument("--samples", type=int, default=64, help="records each pass runs on")
-    p.add_argument("--batch-size", type=int, default=16, help="extract and prune batch size")
-    p.add_argument("--train-batch-size", type=int, default=4)
-    p.add_argument("--proj-dim", type=int, default=2048)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
+    add_args(p)
     return p.parse_args(argv)
-
-
-def load(args: argparse.Namespace, work: Path, device: torch.device) -> tuple[ModelBundle, list[Record]]:
-    model_dir, records_dir = args.model, args.records
-    if model_dir is None or records_dir is None:
-        info = write_demo_stream(work / "stream", seed=args.seed, size="quick")
-        model_dir = model_dir or build_tiny_model(work / "model", seed=args.seed)
-        records_dir = records_dir or str(Path(info["datasets"][0]["path"]).parent)
-    records: list[Record] = []
-    for path in sorted(Path(records_dir).glob("*.jsonl")):
-        got, _ = read_records(str(path), path.stem, image_root=str(Path(records_dir).parent))
-        records += got
-    if not records:
-        raise SystemExit(f"no records in {records_dir}")
-    order = np.random.default_rng(args.seed).permutation(len(records))
-    records = [records[i] for i in order[:args.samples]]
-    bundle = load_base(str(model_dir), "float32", device)
-    return attach_adapter(bundle, LoraSpec(rank=args.rank), None, trainable=True, seed=args.seed), records
 
 
 @contextlib.contextmanager
@@ -126,18 +95,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   "vocab": bundle.model.get_output_embeddings().weight.shape[0],
                                   "layers": len(decoder_layers(bundle.model)), "samples": len(records),
                                   "answer_token_share": round(answer_tokens / all_tokens, 3)}
-        state = {k: v.detach().clone() for k, v in bundle.model.state_dict().items() if "lora_" in k}
+        run_train = epoch_trainer(bundle, encoder, records, args)
 
         def run_pass(name: str) -> Features:
             return extract_features(bundle, encoder, records, passes[name], progress=False)
-
-        def run_train() -> float:
-            bundle.model.load_state_dict(state, strict=False)   # the same start both ways
-            for n, p in bundle.model.named_parameters():
-                p.requires_grad_("lora_" in n)
-            res = train_model(bundle, encoder, records, TrainConfig(epochs=1, batch_size=args.train_batch_size,
-                                                                    seed=args.seed), progress=False)
-            return res.final_loss
 
         for name in (*passes, "train"):
             fn = run_train if name == "train" else (lambda name=name: run_pass(name))

@@ -30,33 +30,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Timer, emit, machine, pick_device, set_threads  # noqa: E402
-from answer_logits import load  # noqa: E402
+from _lora_records import add_args, epoch_trainer, load  # noqa: E402
 
 from adaptinf.features.extract import ExtractConfig, extract_features  # noqa: E402
 from adaptinf.model.encoding import Encoder  # noqa: E402
 from adaptinf.model.loading import decoder_layers  # noqa: E402
-from adaptinf.training.loop import TrainConfig, train_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="a model folder (default: the demo stream's tiny model)")
-    p.add_argument("--records", default=None, help="a folder of .jsonl datasets (default: the demo stream)")
-    p.add_argument("--samples", type=int, default=64, help="records each pass runs on")
-    p.add_argument("--batch-size", type=int, default=16, help="extract batch size")
-    p.add_argument("--train-batch-size", type=int, default=4)
-    p.add_argument("--proj-dim", type=int, default=2048)
-    p.add_argument("--rank", type=int, default=8)
+    add_args(p)
     p.add_argument("--repeat", type=int, default=2, help="timed runs of each pass (the fastest counts)")
     p.add_argument("--new", type=int, default=203, help="new rows a step must extract (for `floor`)")
     p.add_argument("--budget", type=int, default=80, help="T, samples trained a step (for `floor`)")
     p.add_argument("--epochs", type=int, default=3, help="epochs a step trains (for `floor`)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -74,14 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "last": ExtractConfig(layers=[n_layers - 1], **common),
             "no-grads": ExtractConfig(layers=[n_layers // 2], grads=False, **common),
         }
-        state = {k: v.detach().clone() for k, v in bundle.model.state_dict().items() if "lora_" in k}
-
-        def run_train() -> None:
-            bundle.model.load_state_dict(state, strict=False)   # the same start every time
-            for n, p in bundle.model.named_parameters():
-                p.requires_grad_("lora_" in n)
-            train_model(bundle, encoder, records, TrainConfig(epochs=1, batch_size=args.train_batch_size,
-                                                              seed=args.seed), progress=False)
+        run_train = epoch_trainer(bundle, encoder, records, args)
 
         def run(name: str) -> None:
             if name == "train":
