@@ -76,22 +76,14 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
-# What `compare-merge` reads of each row of a table.json.
-MERGED_KEYS = {"strategy", "seeds", "per_seed", "seconds", "final_skills", "trained_samples"}
-
-
 def _compare_merge(args: argparse.Namespace) -> int:
     from adaptinf.runner import report
-    from adaptinf.runner.pooled import pool_tables
+    from adaptinf.runner.pooled import pool_tables, read_table
     tables, sources = [], []
     for given in args.tables:
         path = Path(given) / "table.json" if Path(given).is_dir() else Path(given)
         try:
-            rows = json.loads(path.read_text())
-            if not isinstance(rows, list) or not rows or not all(
-                    isinstance(r, dict) and MERGED_KEYS <= set(r) for r in rows):
-                raise ValueError("not the table.json of `adaptinf compare` (rows with "
-                                 f"{', '.join(sorted(MERGED_KEYS))})")
+            rows = read_table(path)
         except (OSError, ValueError) as err:
             print(f"error: {path}: {err}", file=sys.stderr)
             return 2

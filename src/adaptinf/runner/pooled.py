@@ -12,10 +12,24 @@ make sure of (the same command with other `--seeds`).
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
-from adaptinf.runner import report, stats
+from adaptinf.runner import report
+
+# What pooling reads of each row of a table.json.
+NEEDED = {"strategy", "seeds", "per_seed", "seconds", "final_skills", "trained_samples"}
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """A compare `table.json`'s rows; ValueError when the file is not one."""
+    rows = json.loads(path.read_text())
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and NEEDED <= set(r) for r in rows):
+        raise ValueError(f"not the table.json of `adaptinf compare` (rows with {', '.join(sorted(NEEDED))})")
+    return rows
+
 
 def pool_tables(tables: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The rows of `table.json` files (one list per table) → the rows over all their seeds."""
@@ -34,7 +48,7 @@ def pool_tables(tables: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
                              "than one table; pool tables of disjoint seeds")
         per_seed = figures[name] = {seed: fig for p in parts for seed, fig in p["per_seed"].items()}
         rows.append(_row(name, parts, per_seed))
-    _add_pairs(rows, figures)
+    report.add_pairs(rows, figures)
     return sorted(rows, key=lambda r: -(r["relative_gain"] if r["relative_gain"] is not None else -math.inf))
 
 
@@ -59,20 +73,3 @@ def _weighted(values: list[float | None], weights: list[int]) -> float | None:
     """The mean over all seeds from per-table means (tables without the value left out)."""
     pairs = [(v, w) for v, w in zip(values, weights) if v is not None]
     return sum(v * w for v, w in pairs) / sum(w for _, w in pairs) if pairs else None
-
-
-def _add_pairs(rows: list[dict[str, Any]], figures: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """The paired differences to random and a variant's to its plain strategy, as build_table."""
-    base = report.BASELINE
-    for r in rows:
-        if base in figures and r["strategy"] != base:
-            paired = stats.paired_differences(figures[r["strategy"]], figures[base], report.PAIRED)
-            r["paired_seeds"] = paired["seeds"]
-            for key in report.PAIRED:
-                got = paired[key]
-                r[f"{key}_vs_{base}"] = got["diff"] if got else None
-                r[f"{key}_vs_{base}_ci"] = got["ci"] if got else None
-        plain, sep, _ = r["strategy"].partition("@")
-        if sep and plain in figures:
-            paired = stats.paired_differences(figures[r["strategy"]], figures[plain], report.PAIRED)
-            r["vs_plain"] = {"strategy": plain, "seeds": paired["seeds"], **{k: paired[k] for k in report.PAIRED}}

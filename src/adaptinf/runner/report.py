@@ -112,8 +112,8 @@ def build_table(summaries: dict[str, dict[int, dict[str, Any]]],
         row["selection_train_ratio"] = selection_ratio(row["seconds"])
         row["per_seed"] = {str(seed): {k: f[k] for k in FIGURES} for seed, f in per_seed.items()}
         rows.append(row)
-    _add_paired(rows, figures, summaries)
-    _add_variant_pairs(rows, figures, summaries)
+    _check_all_paired(rows, summaries)
+    add_pairs(rows, figures)
     return sorted(rows, key=lambda r: -(r["relative_gain"] if r["relative_gain"] is not None else -math.inf))
 
 
@@ -132,35 +132,33 @@ def _check_paired(summaries: dict[str, dict[int, dict[str, Any]]], strategy: str
                              "their difference is not a paired one")
 
 
-def _add_paired(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[str, Any]]],
-                summaries: dict[str, dict[int, dict[str, Any]]]) -> None:
-    """Each row's `<figure>_vs_random` (mean paired difference over seeds) and `_vs_random_ci`;
-    `figures[strategy][seed]` are the runs' `run_figures`."""
-    if BASELINE not in figures:
-        return
+def _check_all_paired(rows: list[dict[str, Any]], summaries: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """Every pair add_pairs will form shares step 0 per seed."""
     for r in rows:
-        if r["strategy"] == BASELINE:
-            continue
-        _check_paired(summaries, r["strategy"])
-        paired = stats.paired_differences(figures[r["strategy"]], figures[BASELINE], PAIRED)
-        r["paired_seeds"] = paired["seeds"]
-        for key in PAIRED:
-            got = paired[key]
-            r[f"{key}_vs_{BASELINE}"] = got["diff"] if got else None
-            r[f"{key}_vs_{BASELINE}_ci"] = got["ci"] if got else None
-
-
-def _add_variant_pairs(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[str, Any]]],
-                       summaries: dict[str, dict[int, dict[str, Any]]]) -> None:
-    """Each `STRATEGY@VARIANT` row's `vs_plain`: its paired differences to `STRATEGY` (same seeds),
-    {"strategy", "seeds", <figure>: {"diff", "ci"} or None}, when the plain strategy ran."""
-    for r in rows:
+        if BASELINE in summaries and r["strategy"] != BASELINE:
+            _check_paired(summaries, r["strategy"])
         plain, sep, _ = r["strategy"].partition("@")
-        if not sep or plain not in figures:
-            continue
-        _check_paired(summaries, r["strategy"], plain)
-        paired = stats.paired_differences(figures[r["strategy"]], figures[plain], PAIRED)
-        r["vs_plain"] = {"strategy": plain, "seeds": paired["seeds"], **{k: paired[k] for k in PAIRED}}
+        if sep and plain in summaries:
+            _check_paired(summaries, r["strategy"], plain)
+
+
+def add_pairs(rows: list[dict[str, Any]], figures: dict[Any, dict[Any, dict[str, Any]]]) -> None:
+    """Each row's `<figure>_vs_random` (mean paired difference over seeds) and `_vs_random_ci`, and
+    each `STRATEGY@VARIANT` row's `vs_plain`: its paired differences to `STRATEGY` (same seeds),
+    {"strategy", "seeds", <figure>: {"diff", "ci"} or None}, when the plain strategy ran.
+    `figures[strategy][seed]` are the runs' `run_figures` (or a table's `per_seed`)."""
+    for r in rows:
+        if BASELINE in figures and r["strategy"] != BASELINE:
+            paired = stats.paired_differences(figures[r["strategy"]], figures[BASELINE], PAIRED)
+            r["paired_seeds"] = paired["seeds"]
+            for key in PAIRED:
+                got = paired[key]
+                r[f"{key}_vs_{BASELINE}"] = got["diff"] if got else None
+                r[f"{key}_vs_{BASELINE}_ci"] = got["ci"] if got else None
+        plain, sep, _ = r["strategy"].partition("@")
+        if sep and plain in figures:
+            paired = stats.paired_differences(figures[r["strategy"]], figures[plain], PAIRED)
+            r["vs_plain"] = {"strategy": plain, "seeds": paired["seeds"], **{k: paired[k] for k in PAIRED}}
 
 
 def _pm(mean: float | None, std: float | None, digits: int = 1, scale: float = 1.0) -> str:
